@@ -1,0 +1,1 @@
+"""Adapters: storage, identity providers, HTTP."""

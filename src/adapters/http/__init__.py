@@ -1,0 +1,1 @@
+"""Flask blueprints, schemas and templates."""

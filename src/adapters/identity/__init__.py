@@ -1,0 +1,1 @@
+"""Upstream identity providers behind the IdentityProvider port."""

@@ -1,0 +1,1 @@
+"""Storage adapters (SQLite; PostgreSQL later) behind the domain's repository ports."""

@@ -1,0 +1,1 @@
+"""The domain: model, ports, errors and services (standard library only)."""

@@ -1,0 +1,31 @@
+"""The server's identity and limits, as the services need them (issuer, resource, lifetimes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerPolicy:
+    # RFC 8414 §2: the issuer identifier; RFC 9207 §2: sent as ``iss`` in authorization responses.
+    issuer: str
+    # RFC 8707 / RFC 9728: the one protected resource tokens are issued for (PUBLIC_URL + "/mcp").
+    resource: str
+    scopes_supported: tuple[str, ...]
+    access_token_ttl: int = 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    authorization_code_ttl: int = 60
+    pending_authorization_ttl: int = 600
+    refresh_grace_period: int = 60
+
+    def __post_init__(self) -> None:
+        for name in (
+            "access_token_ttl",
+            "refresh_token_ttl",
+            "authorization_code_ttl",
+            "pending_authorization_ttl",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.refresh_grace_period < 0:
+            raise ValueError("refresh_grace_period must not be negative")

@@ -1,0 +1,161 @@
+"""Ports: what the domain needs from storage, the upstream identity provider, time and randomness.
+
+Adapters implement these; their failures surface as ``StorageError`` or
+``UpstreamIdentityError`` and never as protocol errors.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
+
+from .model import (
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    CodeRedemption,
+    Grant,
+    PendingAuthorization,
+    RefreshToken,
+    UpstreamLogin,
+    UpstreamTokens,
+    UpstreamTransaction,
+)
+
+
+class StorageError(Exception):
+    """A storage adapter failed (database unreachable, corrupt row, undecryptable value)."""
+
+
+class UpstreamIdentityError(Exception):
+    """The upstream identity provider failed or answered something unusable.
+
+    ``temporary`` is True for outages (5xx, timeouts, ``temporarily_unavailable``), which
+    leave grants intact; False for answers that end the upstream session (``invalid_grant``).
+    """
+
+    def __init__(self, message: str, *, temporary: bool = True, upstream_error: str | None = None) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+        self.upstream_error = upstream_error
+
+
+@runtime_checkable
+class Clock(Protocol):
+    def now(self) -> int:
+        """Seconds since the epoch."""
+        ...
+
+
+@runtime_checkable
+class TokenGenerator(Protocol):
+    def generate(self, prefix: str) -> str:
+        """A new unguessable value (at least 256 bits of randomness) starting with ``prefix``."""
+        ...
+
+
+@runtime_checkable
+class ClientRepository(Protocol):
+    def add(self, client: Client) -> None: ...
+
+    def get(self, client_id: str) -> Client | None: ...
+
+    def list(self) -> list[Client]: ...
+
+    def delete(self, client_id: str) -> bool: ...
+
+    def touch(self, client_id: str, now: int) -> None:
+        """Record that the client was used (tokens issued), for reaping unused registrations."""
+        ...
+
+
+@runtime_checkable
+class AuthorizationStore(Protocol):
+    """Pending authorizations (consent, upstream transaction) and authorization codes."""
+
+    def add_pending(self, pending: PendingAuthorization) -> None: ...
+
+    def get_pending(self, pending_id: str) -> PendingAuthorization | None: ...
+
+    def attach_upstream(self, pending_id: str, upstream: UpstreamTransaction) -> bool:
+        """Attach the upstream transaction once; False if it already had one (consent decided)."""
+        ...
+
+    def consume_upstream(self, state_hash: str, now: int) -> PendingAuthorization | None:
+        """Atomically mark the pending authorization whose upstream state hash matches as
+        consumed and return it; None if unknown, expired or already consumed."""
+        ...
+
+    def delete_pending(self, pending_id: str) -> None: ...
+
+    def add_code(self, code: AuthorizationCode) -> None: ...
+
+    def redeem_code(self, code_hash: str, now: int) -> CodeRedemption | None:
+        """Atomically mark the code redeemed and return it with its grant.
+
+        ``first_use`` is False when it had been redeemed before. None if unknown.
+        """
+        ...
+
+
+@runtime_checkable
+class GrantStore(Protocol):
+    """Grants and the access and refresh tokens issued from them."""
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """A transaction: reads and writes inside it are isolated from concurrent ones
+        (SQLite ``BEGIN IMMEDIATE``, PostgreSQL row locks)."""
+        ...
+
+    def add_grant(self, grant: Grant) -> None: ...
+
+    def get_grant(self, grant_id: str) -> Grant | None: ...
+
+    def list_grants(self, client_id: str | None = None) -> list[Grant]: ...
+
+    def revoke_grant(self, grant_id: str, now: int) -> None:
+        """Revoke the grant and every token issued from it."""
+        ...
+
+    def update_upstream_tokens(self, grant_id: str, tokens: UpstreamTokens) -> None: ...
+
+    def add_access_token(self, token: AccessToken) -> None: ...
+
+    def get_access_token(self, token_hash: str) -> tuple[AccessToken, Grant] | None:
+        """The access token and its grant in one lookup by primary key."""
+        ...
+
+    def revoke_access_token(self, token_hash: str, now: int) -> None: ...
+
+    def add_refresh_token(self, token: RefreshToken) -> None: ...
+
+    def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, Grant] | None: ...
+
+    def mark_refresh_rotated(self, token_hash: str, successor_hash: str, now: int) -> None: ...
+
+    def mark_refresh_replayed(self, token_hash: str, successor_hash: str, now: int) -> None: ...
+
+    def purge_expired(self, now: int) -> int:
+        """Delete expired codes, pending authorizations, tokens and long-revoked grants;
+        return how many rows went."""
+        ...
+
+
+@runtime_checkable
+class IdentityProvider(Protocol):
+    """An upstream OpenID Connect provider the person signs in with."""
+
+    name: str
+
+    def authorization_url(self, *, state: str, nonce: str, code_challenge: str) -> str:
+        """Where to send the browser to sign in (PKCE S256 challenge, opaque state, nonce)."""
+        ...
+
+    def exchange_code(self, *, code: str, code_verifier: str, nonce: str) -> UpstreamLogin:
+        """Redeem the upstream code; validate the ID token (nonce included)."""
+        ...
+
+    def refresh(self, refresh_token: str) -> UpstreamTokens:
+        """Use an upstream refresh token; raise ``UpstreamIdentityError(temporary=False)`` when
+        the upstream session is over."""
+        ...

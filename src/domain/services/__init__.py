@@ -1,0 +1,1 @@
+"""Use cases: registration, authorization, tokens, bearer authentication."""

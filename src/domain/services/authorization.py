@@ -1,0 +1,294 @@
+"""The authorization endpoint (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 8707 §2): request validation,
+consent, and the upstream login that ends in a one-time code (RFC 9207 ``iss``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..errors import (
+    AccessDenied,
+    AuthorizationRedirect,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailable,
+    UnsupportedResponseType,
+)
+from ..model import (
+    AuthorizationCode,
+    AuthorizationRequest,
+    Client,
+    Grant,
+    PendingAuthorization,
+    UpstreamTransaction,
+)
+from ..policy import ServerPolicy
+from ..ports import (
+    AuthorizationStore,
+    ClientRepository,
+    Clock,
+    GrantStore,
+    IdentityProvider,
+    TokenGenerator,
+    UpstreamIdentityError,
+)
+from ..security import CODE_CHALLENGE_PATTERN, SUPPORTED_CODE_CHALLENGE_METHODS, TokenHasher, s256_challenge
+from .redirects import ClientRedirect, redirect_uri_matches
+
+MAX_STATE_LENGTH = 2048
+# Upstream errors that mean "the person said no" rather than "something broke".
+UPSTREAM_DENIALS = frozenset({"access_denied", "consent_required", "interaction_required", "login_required"})
+
+
+def parse_scope(scope: str | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((scope or "").split()))
+
+
+def resource_matches(requested: str, resource: str) -> bool:
+    # RFC 9728 §3.3 canonical resource URL; a trailing slash some clients add is the same resource.
+    return requested == resource or requested == resource + "/"
+
+
+@dataclass(frozen=True)
+class ConsentPrompt:
+    """What the consent page shows, and what the browser must send back to approve."""
+
+    pending_id: str
+    csrf_token: str
+    browser_id: str
+    client: Client
+    request: AuthorizationRequest
+
+
+class AuthorizationService:
+    def __init__(
+        self,
+        *,
+        clients: ClientRepository,
+        authorizations: AuthorizationStore,
+        grants: GrantStore,
+        identity_provider: IdentityProvider,
+        clock: Clock,
+        tokens: TokenGenerator,
+        hasher: TokenHasher,
+        policy: ServerPolicy,
+    ) -> None:
+        self._clients = clients
+        self._authorizations = authorizations
+        self._grants = grants
+        self._idp = identity_provider
+        self._clock = clock
+        self._tokens = tokens
+        self._hasher = hasher
+        self._policy = policy
+
+    # -- GET /authorize -------------------------------------------------------------------------
+
+    def start(self, params: Mapping[str, str], *, browser_id: str | None) -> ConsentPrompt:
+        """Validate an authorization request and remember it until the person decides.
+
+        Raises ``OAuthError`` (show an error page) while the client or redirect URI is not
+        established, and ``AuthorizationRedirect`` after that.
+        """
+        client, redirect_uri = self._client_and_redirect_uri(params)
+        state = params.get("state")
+        try:
+            request = self._validate_request(params, client, redirect_uri)
+        except OAuthError as error:
+            raise AuthorizationRedirect(error, redirect_uri=redirect_uri, state=state) from None
+
+        now = self._clock.now()
+        browser_id = browser_id or self._tokens.generate("mob_br_")
+        csrf_token = self._tokens.generate("mob_csrf_")
+        pending = PendingAuthorization(
+            pending_id=self._tokens.generate("mob_tx_"),
+            request=request,
+            csrf_token_hash=self._hasher.hash(csrf_token),
+            browser_binding_hash=self._hasher.hash(browser_id),
+            created_at=now,
+            expires_at=now + self._policy.pending_authorization_ttl,
+        )
+        self._authorizations.add_pending(pending)
+        return ConsentPrompt(
+            pending_id=pending.pending_id,
+            csrf_token=csrf_token,
+            browser_id=browser_id,
+            client=client,
+            request=request,
+        )
+
+    def _client_and_redirect_uri(self, params: Mapping[str, str]) -> tuple[Client, str]:
+        client_id = params.get("client_id")
+        if not client_id:
+            raise InvalidRequest("client_id is required")
+        client = self._clients.get(client_id)
+        if client is None:
+            raise InvalidClient("unknown client_id")
+        redirect_uri = params.get("redirect_uri")
+        if redirect_uri is None:
+            # RFC 6749 §3.1.2.3: may be omitted only if exactly one redirect URI is registered.
+            if len(client.redirect_uris) != 1:
+                raise InvalidRequest("redirect_uri is required")
+            return client, client.redirect_uris[0]
+        # RFC 6749 §3.1.2.3 / OAuth 2.1 §4.1.1: compare with the registered URIs exactly.
+        if not any(redirect_uri_matches(redirect_uri, registered) for registered in client.redirect_uris):
+            raise InvalidRequest("redirect_uri is not registered for this client")
+        return client, redirect_uri
+
+    def _validate_request(self, params: Mapping[str, str], client: Client, redirect_uri: str) -> AuthorizationRequest:
+        response_type = params.get("response_type")
+        if not response_type:
+            raise InvalidRequest("response_type is required")
+        if response_type != "code":
+            raise UnsupportedResponseType("only response_type=code is supported")
+
+        state = params.get("state")
+        if state is not None and len(state) > MAX_STATE_LENGTH:
+            raise InvalidRequest("state is too long")
+
+        code_challenge = params.get("code_challenge")
+        # OAuth 2.1 §4.1.1: PKCE is required; RFC 7636 §4.3: a missing method means "plain".
+        if not code_challenge:
+            raise InvalidRequest("code_challenge is required (PKCE with S256)")
+        method = params.get("code_challenge_method") or "plain"
+        if method not in SUPPORTED_CODE_CHALLENGE_METHODS:
+            raise InvalidRequest("code_challenge_method must be S256")
+        if not CODE_CHALLENGE_PATTERN.fullmatch(code_challenge):
+            raise InvalidRequest("code_challenge is not a valid S256 challenge")
+
+        scopes = self._requested_scopes(params.get("scope"), client)
+
+        resource = params.get("resource")
+        if resource is None:
+            resource = self._policy.resource
+        elif not resource_matches(resource, self._policy.resource):
+            # RFC 8707 §2: reject a resource this server does not issue tokens for.
+            raise InvalidTarget(f"resource must be {self._policy.resource}")
+
+        return AuthorizationRequest(
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            scopes=scopes,
+            resource=self._policy.resource,
+            code_challenge=code_challenge,
+            code_challenge_method=method,
+            state=state,
+        )
+
+    def _requested_scopes(self, scope: str | None, client: Client) -> tuple[str, ...]:
+        allowed = parse_scope(client.scope) or self._policy.scopes_supported
+        requested = parse_scope(scope)
+        if not requested:
+            return allowed
+        unknown = [s for s in requested if s not in allowed]
+        if unknown:
+            raise InvalidScope(f"scope not allowed: {' '.join(unknown)}")
+        return requested
+
+    # -- POST /consent --------------------------------------------------------------------------
+
+    def decide(self, *, pending_id: str, csrf_token: str, browser_id: str | None, approved: bool) -> str:
+        """The person approved or denied; return the URL to send the browser to."""
+        pending = self._authorizations.get_pending(pending_id)
+        now = self._clock.now()
+        if pending is None or pending.expires_at <= now or pending.consumed_at is not None:
+            raise InvalidRequest("this authorization request has expired; start again from the application")
+        # CSRF: the form token and the browser cookie must both belong to this request.
+        if not self._hasher.matches(csrf_token, pending.csrf_token_hash):
+            raise InvalidRequest("the consent form is invalid (CSRF check failed)")
+        if not browser_id or not self._hasher.matches(browser_id, pending.browser_binding_hash):
+            raise InvalidRequest("the consent form was not opened in this browser")
+        request = pending.request
+        if not approved:
+            self._authorizations.delete_pending(pending_id)
+            return ClientRedirect.build(
+                request.redirect_uri,
+                issuer=self._policy.issuer,
+                state=request.state,
+                error=AccessDenied.error,
+                error_description="the user denied the request",
+            ).url()
+
+        state = self._tokens.generate("mob_st_")
+        code_verifier = self._tokens.generate("mob_pv_")
+        nonce = self._tokens.generate("mob_n_")
+        upstream = UpstreamTransaction(
+            state_hash=self._hasher.hash(state), code_verifier=code_verifier, nonce=nonce
+        )
+        if not self._authorizations.attach_upstream(pending_id, upstream):
+            raise InvalidRequest("this authorization request was already answered")
+        return self._idp.authorization_url(state=state, nonce=nonce, code_challenge=s256_challenge(code_verifier))
+
+    # -- GET /oauth/callback --------------------------------------------------------------------
+
+    def complete_upstream_login(
+        self,
+        *,
+        state: str | None,
+        code: str | None,
+        error: str | None,
+        browser_id: str | None,
+    ) -> str:
+        """Finish the upstream login: create the grant and send the client its one-time code."""
+        if not state:
+            raise InvalidRequest("the identity provider's response has no state")
+        now = self._clock.now()
+        # Single use: the transaction is consumed atomically before anything else happens.
+        pending = self._authorizations.consume_upstream(self._hasher.hash(state), now)
+        if pending is None or pending.upstream is None:
+            raise InvalidRequest("this sign-in has expired or was already completed; start again from the application")
+        if not browser_id or not self._hasher.matches(browser_id, pending.browser_binding_hash):
+            raise InvalidRequest("this sign-in was started in another browser")
+        request = pending.request
+
+        def redirect_error(err: OAuthError) -> AuthorizationRedirect:
+            return AuthorizationRedirect(err, redirect_uri=request.redirect_uri, state=request.state)
+
+        if error:
+            if error in UPSTREAM_DENIALS:
+                raise redirect_error(AccessDenied("sign-in at the identity provider was not completed"))
+            raise redirect_error(ServerError("the identity provider returned an error"))
+        if not code:
+            raise redirect_error(ServerError("the identity provider returned no code"))
+        try:
+            login = self._idp.exchange_code(
+                code=code, code_verifier=pending.upstream.code_verifier, nonce=pending.upstream.nonce
+            )
+        except UpstreamIdentityError as exc:
+            if exc.temporary:
+                raise redirect_error(TemporarilyUnavailable("the identity provider is unavailable")) from exc
+            raise redirect_error(AccessDenied("the identity provider rejected the sign-in")) from exc
+
+        grant = Grant(
+            grant_id=self._tokens.generate("mob_gr_"),
+            client_id=request.client_id,
+            subject=login.identity.subject,
+            claims=dict(login.identity.claims),
+            scopes=request.scopes,
+            resource=request.resource,
+            upstream=login.tokens,
+            created_at=now,
+        )
+        code_value = self._tokens.generate("mob_ac_")
+        authorization_code = AuthorizationCode(
+            code_hash=self._hasher.hash(code_value),
+            grant_id=grant.grant_id,
+            client_id=request.client_id,
+            redirect_uri=request.redirect_uri,
+            code_challenge=request.code_challenge,
+            code_challenge_method=request.code_challenge_method,
+            resource=request.resource,
+            scopes=request.scopes,
+            issued_at=now,
+            expires_at=now + self._policy.authorization_code_ttl,
+        )
+        with self._grants.atomic():
+            self._grants.add_grant(grant)
+            self._authorizations.add_code(authorization_code)
+        return ClientRedirect.build(
+            request.redirect_uri, issuer=self._policy.issuer, state=request.state, code=code_value
+        ).url()

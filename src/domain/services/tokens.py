@@ -1,0 +1,325 @@
+"""The token endpoint (RFC 6749 §3.2, §4.1.3, §6; RFC 7636 §4.6), revocation (RFC 7009) and
+introspection (RFC 7662)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import (
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    OAuthError,
+    UnauthorizedClient,
+)
+from ..model import AccessToken, Client, Grant, Introspection, IssuedTokens, RefreshToken
+from ..policy import ServerPolicy
+from ..ports import AuthorizationStore, ClientRepository, Clock, GrantStore, TokenGenerator
+from ..security import TokenHasher, verify_pkce
+from .authorization import parse_scope, resource_matches
+
+ACCESS_TOKEN_PREFIX = "mob_at_"
+REFRESH_TOKEN_PREFIX = "mob_rt_"
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """How a client presented itself at the token, revocation or introspection endpoint."""
+
+    client_id: str
+    client_secret: str | None
+    # client_secret_basic, client_secret_post or none (RFC 7591 §2 names).
+    method: str
+
+
+class ClientAuthenticator:
+    """RFC 6749 §2.3: authenticate confidential clients; identify public ones."""
+
+    def __init__(self, *, clients: ClientRepository, hasher: TokenHasher) -> None:
+        self._clients = clients
+        self._hasher = hasher
+
+    def authenticate(self, credentials: ClientCredentials) -> Client:
+        client = self._clients.get(credentials.client_id)
+        if client is None:
+            raise InvalidClient("unknown client")
+        if client.is_public:
+            if credentials.client_secret:
+                raise InvalidClient("this client is registered as public and must not send a secret")
+            return client
+        if not credentials.client_secret or client.secret_hash is None:
+            raise InvalidClient("client authentication is required")
+        if not self._hasher.matches(credentials.client_secret, client.secret_hash):
+            raise InvalidClient("client authentication failed")
+        return client
+
+
+class TokenService:
+    def __init__(
+        self,
+        *,
+        clients: ClientRepository,
+        authorizations: AuthorizationStore,
+        grants: GrantStore,
+        clock: Clock,
+        tokens: TokenGenerator,
+        hasher: TokenHasher,
+        policy: ServerPolicy,
+    ) -> None:
+        self._clients = clients
+        self._authorizations = authorizations
+        self._grants = grants
+        self._clock = clock
+        self._tokens = tokens
+        self._hasher = hasher
+        self._policy = policy
+
+    # -- grant_type=authorization_code ----------------------------------------------------------
+
+    def exchange_code(
+        self,
+        client: Client,
+        *,
+        code: str | None,
+        redirect_uri: str | None,
+        code_verifier: str | None,
+        resource: str | None,
+    ) -> IssuedTokens:
+        if "authorization_code" not in client.grant_types:
+            raise UnauthorizedClient("the client may not use the authorization_code grant")
+        if not code:
+            raise InvalidRequest("code is required")
+        # OAuth 2.1 §4.1.3: the code_verifier is required (PKCE for every client).
+        if not code_verifier:
+            raise InvalidRequest("code_verifier is required")
+        now = self._clock.now()
+        # One atomic step: the code is marked redeemed and returned with its grant.
+        redemption = self._authorizations.redeem_code(self._hasher.hash(code), now)
+        if redemption is None:
+            raise InvalidGrant("unknown authorization code")
+        issued, grant = redemption.code, redemption.grant
+        if not redemption.first_use:
+            # OAuth 2.1 §4.1.3: a code used twice revokes the tokens issued from it.
+            self._grants.revoke_grant(grant.grant_id, now)
+            raise InvalidGrant("authorization code was already used; tokens issued from it are revoked")
+        if issued.client_id != client.client_id:
+            raise InvalidGrant("authorization code was issued to another client")
+        if issued.expires_at <= now:
+            raise InvalidGrant("authorization code expired")
+        if grant.is_revoked:
+            raise InvalidGrant("authorization was revoked")
+        # RFC 6749 §4.1.3: if redirect_uri was sent it must be identical to the one authorized.
+        if redirect_uri is not None and redirect_uri != issued.redirect_uri:
+            raise InvalidGrant("redirect_uri does not match the authorization request")
+        if not verify_pkce(code_verifier, issued.code_challenge):
+            raise InvalidGrant("PKCE verification failed (code_verifier does not match code_challenge)")
+        if resource is not None and not resource_matches(resource, issued.resource):
+            raise InvalidTarget("resource does not match the authorization request")
+
+        with self._grants.atomic():
+            response = self._issue(client, grant, issued.scopes, issued.scopes)
+        self._clients.touch(client.client_id, now)
+        return response
+
+    # -- grant_type=refresh_token ---------------------------------------------------------------
+
+    def refresh(
+        self,
+        client: Client,
+        *,
+        refresh_token: str | None,
+        scope: str | None,
+        resource: str | None,
+    ) -> IssuedTokens:
+        if "refresh_token" not in client.grant_types:
+            raise UnauthorizedClient("the client may not use the refresh_token grant")
+        if not refresh_token:
+            raise InvalidRequest("refresh_token is required")
+        now = self._clock.now()
+        failure: OAuthError | None = None
+        response: IssuedTokens | None = None
+        # Read-then-write under one transaction; a failure that revoked the grant must still
+        # commit, so errors are raised after the block.
+        with self._grants.atomic():
+            found = self._grants.get_refresh_token(self._hasher.hash(refresh_token))
+            if found is None:
+                failure = InvalidGrant("unknown refresh token")
+            else:
+                token, grant = found
+                failure = self._refresh_failure(client, token, grant, now, resource)
+                if failure is None:
+                    requested = parse_scope(scope)
+                    # RFC 6749 §6: the new scope must not include any scope not originally granted.
+                    if requested and not set(requested) <= set(token.scopes):
+                        failure = InvalidScope("scope exceeds what was granted")
+                    else:
+                        response = self._rotate(client, token, grant, requested or token.scopes, now)
+                        if response is None:
+                            # Reuse of a rotated token outside the grace rules: revoke everything.
+                            self._grants.revoke_grant(grant.grant_id, now)
+                            failure = InvalidGrant("refresh token was already used; the authorization is revoked")
+        if failure is not None:
+            raise failure
+        assert response is not None
+        self._clients.touch(client.client_id, now)
+        return response
+
+    def _refresh_failure(
+        self, client: Client, token: RefreshToken, grant: Grant, now: int, resource: str | None
+    ) -> OAuthError | None:
+        if token.client_id != client.client_id:
+            return InvalidGrant("refresh token was issued to another client")
+        if grant.is_revoked or token.revoked_at is not None:
+            return InvalidGrant("refresh token was revoked")
+        if token.expires_at <= now:
+            return InvalidGrant("refresh token expired")
+        if resource is not None and not resource_matches(resource, grant.resource):
+            return InvalidTarget("resource does not match the authorization")
+        return None
+
+    def _rotate(
+        self, client: Client, token: RefreshToken, grant: Grant, scopes: tuple[str, ...], now: int
+    ) -> IssuedTokens | None:
+        """Rotate ``token``; None when presenting it is a replay that must revoke the grant."""
+        if token.rotated_at is None:
+            response = self._issue(client, grant, token.scopes, scopes)
+            assert response.refresh_token is not None
+            self._grants.mark_refresh_rotated(token.token_hash, self._hasher.hash(response.refresh_token), now)
+            return response
+        # A retry of a refresh whose answer was lost (or two refreshes racing) is accepted once,
+        # inside the grace window, while the successor has not been used.
+        successor = self._grants.get_refresh_token(token.successor_hash) if token.successor_hash else None
+        within_grace = now - token.rotated_at <= self._policy.refresh_grace_period
+        successor_unused = successor is not None and successor[0].rotated_at is None and successor[0].revoked_at is None
+        if not (within_grace and token.replayed_at is None and successor_unused):
+            return None
+        assert successor is not None
+        response = self._issue(client, grant, token.scopes, scopes)
+        assert response.refresh_token is not None
+        new_hash = self._hasher.hash(response.refresh_token)
+        self._grants.mark_refresh_replayed(token.token_hash, new_hash, now)
+        # The unused successor is superseded by the new token, under the same rules.
+        self._grants.mark_refresh_rotated(successor[0].token_hash, new_hash, now)
+        return response
+
+    def _issue(
+        self, client: Client, grant: Grant, refresh_scopes: tuple[str, ...], access_scopes: tuple[str, ...]
+    ) -> IssuedTokens:
+        now = self._clock.now()
+        access_value = self._tokens.generate(ACCESS_TOKEN_PREFIX)
+        self._grants.add_access_token(
+            AccessToken(
+                token_hash=self._hasher.hash(access_value),
+                grant_id=grant.grant_id,
+                client_id=client.client_id,
+                scopes=access_scopes,
+                resource=grant.resource,
+                issued_at=now,
+                expires_at=now + self._policy.access_token_ttl,
+            )
+        )
+        refresh_value = None
+        if "refresh_token" in client.grant_types:
+            refresh_value = self._tokens.generate(REFRESH_TOKEN_PREFIX)
+            self._grants.add_refresh_token(
+                RefreshToken(
+                    token_hash=self._hasher.hash(refresh_value),
+                    grant_id=grant.grant_id,
+                    client_id=client.client_id,
+                    scopes=refresh_scopes,
+                    resource=grant.resource,
+                    issued_at=now,
+                    expires_at=now + self._policy.refresh_token_ttl,
+                )
+            )
+        return IssuedTokens(
+            access_token=access_value,
+            expires_in=self._policy.access_token_ttl,
+            scope=" ".join(access_scopes),
+            refresh_token=refresh_value,
+        )
+
+    # -- RFC 7009 revocation --------------------------------------------------------------------
+
+    def revoke(self, client: Client, *, token: str | None, token_type_hint: str | None) -> None:
+        if not token:
+            raise InvalidRequest("token is required")
+        token_hash = self._hasher.hash(token)
+        now = self._clock.now()
+        for kind in self._lookup_order(token_type_hint):
+            if kind == "access_token":
+                access = self._grants.get_access_token(token_hash)
+                if access is not None:
+                    # RFC 7009 §2.1: only tokens issued to the requesting client are revoked;
+                    # anything else is answered like an unknown token (§2.2), revealing nothing.
+                    if access[0].client_id == client.client_id:
+                        self._grants.revoke_access_token(token_hash, now)
+                    return
+            else:
+                refresh = self._grants.get_refresh_token(token_hash)
+                if refresh is not None:
+                    # RFC 7009 §2.1: revoking a refresh token invalidates the whole grant.
+                    if refresh[0].client_id == client.client_id:
+                        self._grants.revoke_grant(refresh[1].grant_id, now)
+                    return
+
+    @staticmethod
+    def _lookup_order(hint: str | None) -> tuple[str, str]:
+        # RFC 7009 §2.1: the hint only speeds up the lookup; the other kind is tried too.
+        if hint == "refresh_token":
+            return ("refresh_token", "access_token")
+        return ("access_token", "refresh_token")
+
+    # -- RFC 7662 introspection -----------------------------------------------------------------
+
+    def introspect(self, client: Client, *, token: str | None, token_type_hint: str | None) -> Introspection:
+        if not token:
+            raise InvalidRequest("token is required")
+        token_hash = self._hasher.hash(token)
+        now = self._clock.now()
+        for kind in self._lookup_order(token_type_hint):
+            if kind == "access_token":
+                access = self._grants.get_access_token(token_hash)
+                if access is not None:
+                    at, grant = access
+                    active = at.revoked_at is None and at.expires_at > now
+                    return self._introspection(client, grant, active, at.scopes, at.issued_at, at.expires_at, "Bearer")
+            else:
+                refresh = self._grants.get_refresh_token(token_hash)
+                if refresh is not None:
+                    rt, grant = refresh
+                    active = rt.revoked_at is None and rt.rotated_at is None and rt.expires_at > now
+                    return self._introspection(
+                        client, grant, active, rt.scopes, rt.issued_at, rt.expires_at, "refresh_token"
+                    )
+        return Introspection(active=False)
+
+    def _introspection(
+        self,
+        client: Client,
+        grant: Grant,
+        active: bool,
+        scopes: tuple[str, ...],
+        issued_at: int,
+        expires_at: int,
+        token_type: str,
+    ) -> Introspection:
+        # Tokens are described only to the client they were issued to.
+        if not active or grant.is_revoked or grant.client_id != client.client_id:
+            return Introspection(active=False)
+        claims = grant.claims
+        username = claims.get("preferred_username") or claims.get("email")
+        return Introspection(
+            active=True,
+            scope=" ".join(scopes),
+            client_id=grant.client_id,
+            username=str(username) if username else None,
+            token_type=token_type,
+            exp=expires_at,
+            iat=issued_at,
+            sub=grant.subject,
+            aud=grant.resource,
+            iss=self._policy.issuer,
+        )

@@ -1,0 +1,1 @@
+"""Composition root: configuration, DI container, app factory, CLI."""

@@ -1,0 +1,216 @@
+"""Hand-written in-memory fakes of the domain's ports, for unit tests (no SQLite, no Flask)."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Iterator
+from urllib.parse import urlencode
+
+from mcp_oauth_bridge.domain.model import (
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    CodeRedemption,
+    Grant,
+    PendingAuthorization,
+    RefreshToken,
+    UpstreamIdentity,
+    UpstreamLogin,
+    UpstreamTokens,
+    UpstreamTransaction,
+)
+from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
+
+
+class FixedClock:
+    def __init__(self, now: int = 1_700_000_000) -> None:
+        self.current = now
+
+    def now(self) -> int:
+        return self.current
+
+    def advance(self, seconds: int) -> None:
+        self.current += seconds
+
+
+class SequentialTokenGenerator:
+    """Deterministic 'random' values: prefix + a zero-padded counter (43 characters, like 32 bytes)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def generate(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count:043d}"
+
+
+class InMemoryClientRepository:
+    def __init__(self) -> None:
+        self.clients: dict[str, Client] = {}
+
+    def add(self, client: Client) -> None:
+        self.clients[client.client_id] = client
+
+    def get(self, client_id: str) -> Client | None:
+        return self.clients.get(client_id)
+
+    def list(self) -> list[Client]:
+        return list(self.clients.values())
+
+    def delete(self, client_id: str) -> bool:
+        return self.clients.pop(client_id, None) is not None
+
+    def touch(self, client_id: str, now: int) -> None:
+        if client_id in self.clients:
+            self.clients[client_id] = replace(self.clients[client_id], last_used_at=now)
+
+
+class InMemoryStorage:
+    """Pending authorizations, codes, grants and tokens in dictionaries, under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.pending: dict[str, PendingAuthorization] = {}
+        self.codes: dict[str, AuthorizationCode] = {}
+        self.grants: dict[str, Grant] = {}
+        self.access_tokens: dict[str, AccessToken] = {}
+        self.refresh_tokens: dict[str, RefreshToken] = {}
+
+    # AuthorizationStore
+
+    def add_pending(self, pending: PendingAuthorization) -> None:
+        self.pending[pending.pending_id] = pending
+
+    def get_pending(self, pending_id: str) -> PendingAuthorization | None:
+        return self.pending.get(pending_id)
+
+    def attach_upstream(self, pending_id: str, upstream: UpstreamTransaction) -> bool:
+        with self.lock:
+            pending = self.pending.get(pending_id)
+            if pending is None or pending.upstream is not None:
+                return False
+            self.pending[pending_id] = replace(pending, upstream=upstream)
+            return True
+
+    def consume_upstream(self, state_hash: str, now: int) -> PendingAuthorization | None:
+        with self.lock:
+            for pending_id, pending in self.pending.items():
+                if pending.upstream is not None and pending.upstream.state_hash == state_hash:
+                    if pending.consumed_at is not None or pending.expires_at <= now:
+                        return None
+                    consumed = replace(pending, consumed_at=now)
+                    self.pending[pending_id] = consumed
+                    return consumed
+            return None
+
+    def delete_pending(self, pending_id: str) -> None:
+        self.pending.pop(pending_id, None)
+
+    def add_code(self, code: AuthorizationCode) -> None:
+        self.codes[code.code_hash] = code
+
+    def redeem_code(self, code_hash: str, now: int) -> CodeRedemption | None:
+        with self.lock:
+            code = self.codes.get(code_hash)
+            if code is None:
+                return None
+            first_use = code.redeemed_at is None
+            if first_use:
+                code = replace(code, redeemed_at=now)
+                self.codes[code_hash] = code
+            return CodeRedemption(code=code, grant=self.grants[code.grant_id], first_use=first_use)
+
+    # GrantStore
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        with self.lock:
+            yield
+
+    def add_grant(self, grant: Grant) -> None:
+        self.grants[grant.grant_id] = grant
+
+    def get_grant(self, grant_id: str) -> Grant | None:
+        return self.grants.get(grant_id)
+
+    def list_grants(self, client_id: str | None = None) -> list[Grant]:
+        return [g for g in self.grants.values() if client_id is None or g.client_id == client_id]
+
+    def revoke_grant(self, grant_id: str, now: int) -> None:
+        with self.lock:
+            grant = self.grants.get(grant_id)
+            if grant is not None and grant.revoked_at is None:
+                self.grants[grant_id] = replace(grant, revoked_at=now)
+            for tokens in (self.access_tokens, self.refresh_tokens):
+                for key, token in tokens.items():
+                    if token.grant_id == grant_id and token.revoked_at is None:
+                        tokens[key] = replace(token, revoked_at=now)  # type: ignore[assignment]
+
+    def update_upstream_tokens(self, grant_id: str, tokens: UpstreamTokens) -> None:
+        self.grants[grant_id] = replace(self.grants[grant_id], upstream=tokens)
+
+    def add_access_token(self, token: AccessToken) -> None:
+        self.access_tokens[token.token_hash] = token
+
+    def get_access_token(self, token_hash: str) -> tuple[AccessToken, Grant] | None:
+        token = self.access_tokens.get(token_hash)
+        return None if token is None else (token, self.grants[token.grant_id])
+
+    def revoke_access_token(self, token_hash: str, now: int) -> None:
+        token = self.access_tokens.get(token_hash)
+        if token is not None and token.revoked_at is None:
+            self.access_tokens[token_hash] = replace(token, revoked_at=now)
+
+    def add_refresh_token(self, token: RefreshToken) -> None:
+        self.refresh_tokens[token.token_hash] = token
+
+    def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, Grant] | None:
+        token = self.refresh_tokens.get(token_hash)
+        return None if token is None else (token, self.grants[token.grant_id])
+
+    def mark_refresh_rotated(self, token_hash: str, successor_hash: str, now: int) -> None:
+        token = self.refresh_tokens[token_hash]
+        self.refresh_tokens[token_hash] = replace(token, rotated_at=now, successor_hash=successor_hash)
+
+    def mark_refresh_replayed(self, token_hash: str, successor_hash: str, now: int) -> None:
+        token = self.refresh_tokens[token_hash]
+        self.refresh_tokens[token_hash] = replace(token, replayed_at=now, successor_hash=successor_hash)
+
+    def purge_expired(self, now: int) -> int:
+        removed = 0
+        for table in (self.pending, self.codes, self.access_tokens, self.refresh_tokens):
+            for key in [k for k, v in table.items() if v.expires_at <= now]:
+                del table[key]
+                removed += 1
+        return removed
+
+
+class ScriptedIdentityProvider:
+    """An upstream IdP whose answers the test decides; records what it was asked."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.login = UpstreamLogin(
+            identity=UpstreamIdentity(subject="user-1", claims={"preferred_username": "alice", "email": "alice@example.com"}),
+            tokens=UpstreamTokens(access_token="upstream-at", refresh_token="upstream-rt", expires_at=1_700_003_600),
+        )
+        self.failure: UpstreamIdentityError | None = None
+        self.exchanges: list[dict[str, str]] = []
+
+    def authorization_url(self, *, state: str, nonce: str, code_challenge: str) -> str:
+        query = urlencode({"state": state, "nonce": nonce, "code_challenge": code_challenge})
+        return f"https://idp.example/authorize?{query}"
+
+    def exchange_code(self, *, code: str, code_verifier: str, nonce: str) -> UpstreamLogin:
+        self.exchanges.append({"code": code, "code_verifier": code_verifier, "nonce": nonce})
+        if self.failure is not None:
+            raise self.failure
+        return self.login
+
+    def refresh(self, refresh_token: str) -> UpstreamTokens:
+        if self.failure is not None:
+            raise self.failure
+        return self.login.tokens
