@@ -1,0 +1,135 @@
+"""The browser-facing part of the flow: authorization endpoint (RFC 6749 §4.1.1), consent, and the
+upstream identity provider's callback (RFC 6749 §4.1.2 with RFC 9207 ``iss``)."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from dependency_injector.wiring import Provide, inject
+from flask import Blueprint, Response, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from ...domain.errors import AuthorizationRedirect, OAuthError
+from ...domain.policy import ServerPolicy
+from ...domain.services.authorization import AuthorizationService, ConsentPrompt
+from ...domain.services.redirects import ClientRedirect
+from .errors import error_page
+from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, parse
+
+log = logging.getLogger(__name__)
+bp = Blueprint("authorization", __name__)
+
+BROWSER_COOKIE = "mob_browser"
+# The __Host- prefix (RFC 6265bis §4.1.3.2) pins the cookie to this host over https only.
+SECURE_BROWSER_COOKIE = "__Host-mob_browser"
+BROWSER_COOKIE_MAX_AGE = 30 * 24 * 3600
+CONSENT_PATH = "/oauth/consent"
+
+
+def _cookie_name(policy: ServerPolicy) -> str:
+    return SECURE_BROWSER_COOKIE if policy.issuer.startswith("https://") else BROWSER_COOKIE
+
+
+def _browser_id(policy: ServerPolicy) -> str | None:
+    return request.cookies.get(_cookie_name(policy))
+
+
+@bp.errorhandler(OAuthError)
+def authorization_error_page(error: OAuthError) -> BaseResponse:
+    # Before the client and redirect URI are established an error must not redirect anywhere.
+    return error_page("This sign-in request cannot be completed", error.description or error.error, 400)
+
+
+@bp.errorhandler(AuthorizationRedirect)
+@inject
+def authorization_error_redirect(exc: AuthorizationRedirect, policy: ServerPolicy = Provide["policy"]) -> BaseResponse:
+    params = {"error": exc.error.error}
+    if exc.error.description:
+        params["error_description"] = exc.error.description
+    target = ClientRedirect.build(exc.redirect_uri, issuer=policy.issuer, state=exc.state, **params)
+    return _redirect(target.url())
+
+
+def _redirect(url: str) -> BaseResponse:
+    response = redirect(url, code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/oauth/authorize")
+@bp.get("/authorize")
+@inject
+def authorize(
+    service: AuthorizationService = Provide["authorization_service"],
+    policy: ServerPolicy = Provide["policy"],
+) -> BaseResponse:
+    params = parse(AuthorizationRequestSchema(), request.args)
+    prompt = service.start(params, browser_id=_browser_id(policy))
+    response = Response(_render_consent(prompt))
+    response.headers["Cache-Control"] = "no-store"
+    response.set_cookie(
+        _cookie_name(policy),
+        prompt.browser_id,
+        max_age=BROWSER_COOKIE_MAX_AGE,
+        path="/",
+        secure=policy.issuer.startswith("https://"),
+        httponly=True,
+        # Lax: sent on the top-level navigation back from the identity provider, not on
+        # cross-site POSTs.
+        samesite="Lax",
+    )
+    return response
+
+
+def _render_consent(prompt: ConsentPrompt) -> str:
+    client = prompt.client
+    return render_template(
+        "consent.html",
+        client_name=client.display_name,
+        client_uri=client.extra_metadata.get("client_uri"),
+        redirect_host=urlsplit(prompt.request.redirect_uri).netloc or prompt.request.redirect_uri,
+        redirect_uri=prompt.request.redirect_uri,
+        scopes=prompt.request.scopes,
+        pending_id=prompt.pending_id,
+        csrf_token=prompt.csrf_token,
+        consent_path=CONSENT_PATH,
+    )
+
+
+@bp.post(CONSENT_PATH)
+@inject
+def consent(
+    service: AuthorizationService = Provide["authorization_service"],
+    policy: ServerPolicy = Provide["policy"],
+) -> BaseResponse:
+    form = parse(ConsentSchema(), request.form)
+    target = service.decide(
+        pending_id=form["pending_id"],
+        csrf_token=form["csrf_token"],
+        browser_id=_browser_id(policy),
+        approved=form["decision"] == "approve",
+    )
+    # 303: the browser follows a form POST with a GET.
+    response = redirect(target, code=303)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/oauth/callback")
+@bp.get("/oauth/azure_callback")
+@inject
+def callback(
+    service: AuthorizationService = Provide["authorization_service"],
+    policy: ServerPolicy = Provide["policy"],
+) -> BaseResponse:
+    params = parse(CallbackSchema(), request.args)
+    if params.get("error"):
+        log.warning("identity provider returned error %r: %r", params["error"], params.get("error_description"))
+    target = service.complete_upstream_login(
+        state=params.get("state"),
+        code=params.get("code"),
+        error=params.get("error"),
+        browser_id=_browser_id(policy),
+    )
+    return _redirect(target)

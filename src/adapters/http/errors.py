@@ -1,0 +1,63 @@
+"""One place mapping domain errors to HTTP (RFC 6749 §5.2, RFC 6750 §3, RFC 7591 §3.2.2)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template
+
+from ...domain.errors import OAuthError, TemporarilyUnavailable
+from ...domain.ports import StorageError, UpstreamIdentityError
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR = {
+    # RFC 6749 §5.2: invalid_client may be 401; it MUST be when the client used HTTP auth.
+    "invalid_client": 401,
+    # RFC 6750 §3.1
+    "invalid_token": 401,
+    "insufficient_scope": 403,
+    "temporarily_unavailable": 503,
+    "server_error": 500,
+}
+CLIENT_AUTH_CHALLENGE = 'Basic realm="mcp-oauth-bridge"'
+
+
+def no_store(response: Response) -> Response:
+    # RFC 6749 §5.1: responses with tokens or credentials must not be cached.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+def oauth_error_response(error: OAuthError) -> Response:
+    body = {"error": error.error}
+    if error.description:
+        body["error_description"] = error.description
+    response = jsonify(body)
+    response.status_code = STATUS_BY_ERROR.get(error.error, 400)
+    if error.error == "invalid_client":
+        response.headers["WWW-Authenticate"] = CLIENT_AUTH_CHALLENGE
+    return no_store(response)
+
+
+def error_page(title: str, message: str, status: int) -> Response:
+    """An HTML error page: where redirecting to the client would be unsafe."""
+    response = Response(render_template("error.html", title=title, message=message), status=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(OAuthError, oauth_error_response)
+
+    @app.errorhandler(StorageError)
+    def storage_failed(exc: StorageError) -> Response:
+        log.error("storage failure: %s", exc)
+        return oauth_error_response(TemporarilyUnavailable("storage is unavailable"))
+
+    @app.errorhandler(UpstreamIdentityError)
+    def upstream_failed(exc: UpstreamIdentityError) -> Response:
+        log.error("identity provider failure: %s", exc)
+        return oauth_error_response(TemporarilyUnavailable("the identity provider is unavailable"))
+

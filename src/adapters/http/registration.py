@@ -1,0 +1,49 @@
+"""Dynamic Client Registration endpoint (RFC 7591 §3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from dependency_injector.wiring import Provide, inject
+from flask import Blueprint, Response, jsonify, request
+
+from ...domain.errors import InvalidClientMetadata
+from ...domain.services.registration import RegistrationService
+from .errors import no_store
+
+log = logging.getLogger(__name__)
+bp = Blueprint("registration", __name__)
+
+MAX_REGISTRATION_BYTES = 16 * 1024
+
+
+def _read_metadata() -> dict[str, object]:
+    # The domain validates every field (the same rules serve client ID metadata documents);
+    # here the body only has to be one small JSON object.
+    if (request.content_length or 0) > MAX_REGISTRATION_BYTES:
+        raise InvalidClientMetadata(f"registration body larger than {MAX_REGISTRATION_BYTES} bytes")
+    body = request.stream.read(MAX_REGISTRATION_BYTES + 1)
+    if len(body) > MAX_REGISTRATION_BYTES:
+        raise InvalidClientMetadata(f"registration body larger than {MAX_REGISTRATION_BYTES} bytes")
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidClientMetadata("the body must be a JSON object of client metadata") from None
+    if not isinstance(document, dict):
+        raise InvalidClientMetadata("the body must be a JSON object of client metadata")
+    return document
+
+
+@bp.post("/oauth/register")
+@bp.post("/register")
+@inject
+def register(registration: RegistrationService = Provide["registration_service"]) -> tuple[Response, int]:
+    registered = registration.register(_read_metadata())
+    log.info(
+        "registered client %s (%r) redirecting to %r",
+        registered.client.client_id,
+        registered.client.display_name,
+        ", ".join(registered.client.redirect_uris),
+    )
+    return no_store(jsonify(registered.response())), 201

@@ -1,0 +1,86 @@
+"""Token endpoint (RFC 6749 §3.2, §4.1.3, §6), revocation (RFC 7009 §2) and introspection
+(RFC 7662 §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dependency_injector.wiring import Provide, inject
+from flask import Blueprint, Response, jsonify, request
+
+from ...domain.errors import UnsupportedGrantType
+from ...domain.model import Client
+from ...domain.services.tokens import ClientAuthenticator, TokenService
+from .errors import no_store
+from .schemas import TokenReferenceSchema, TokenRequestSchema, client_credentials, parse
+
+bp = Blueprint("token", __name__)
+
+
+def _authenticated(form: dict[str, Any], authenticator: ClientAuthenticator) -> Client:
+    return authenticator.authenticate(client_credentials(request.headers.get("Authorization"), form))
+
+
+@bp.post("/oauth/token")
+@bp.post("/token")
+@inject
+def token(
+    tokens: TokenService = Provide["token_service"],
+    authenticator: ClientAuthenticator = Provide["client_authenticator"],
+) -> Response:
+    form = parse(TokenRequestSchema(), request.form)
+    grant_type = form["grant_type"]
+    if grant_type not in ("authorization_code", "refresh_token"):
+        raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+    client = _authenticated(form, authenticator)
+    if grant_type == "authorization_code":
+        issued = tokens.exchange_code(
+            client,
+            code=form.get("code"),
+            redirect_uri=form.get("redirect_uri"),
+            code_verifier=form.get("code_verifier"),
+            resource=form.get("resource"),
+        )
+    else:
+        issued = tokens.refresh(
+            client,
+            refresh_token=form.get("refresh_token"),
+            scope=form.get("scope"),
+            resource=form.get("resource"),
+        )
+    body: dict[str, Any] = {
+        "access_token": issued.access_token,
+        "token_type": issued.token_type,
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    }
+    if issued.refresh_token is not None:
+        body["refresh_token"] = issued.refresh_token
+    return no_store(jsonify(body))
+
+
+@bp.post("/oauth/revoke")
+@bp.post("/revoke")
+@inject
+def revoke(
+    tokens: TokenService = Provide["token_service"],
+    authenticator: ClientAuthenticator = Provide["client_authenticator"],
+) -> Response:
+    form = parse(TokenReferenceSchema(), request.form)
+    client = _authenticated(form, authenticator)
+    tokens.revoke(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
+    # RFC 7009 §2.2: 200 whether or not the token was valid.
+    return no_store(Response(status=200))
+
+
+@bp.post("/oauth/introspect")
+@bp.post("/introspect")
+@inject
+def introspect(
+    tokens: TokenService = Provide["token_service"],
+    authenticator: ClientAuthenticator = Provide["client_authenticator"],
+) -> Response:
+    form = parse(TokenReferenceSchema(), request.form)
+    client = _authenticated(form, authenticator)
+    result = tokens.introspect(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
+    return no_store(jsonify(result.as_dict()))

@@ -1,0 +1,215 @@
+"""Configuration from environment variables (and a ``.env`` file), validated at start-up."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from ..adapters.storage.crypto import SecretBox, generate_key
+from ..domain.services.registration import is_loopback_host
+
+log = logging.getLogger(__name__)
+
+IDP_PROVIDERS = ("fake",)
+STORAGE_SCHEMES = ("sqlite",)
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+DEFAULT_SCOPES = "User.Read"
+GENERATED_SECRETS_FILE = "secrets.json"
+TRUE_VALUES = ("1", "true", "yes", "on")
+FALSE_VALUES = ("0", "false", "no", "off", "")
+
+
+class ConfigError(Exception):
+    """Start-up configuration is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    public_url: str
+    idp_provider: str
+    storage_url: str
+    data_dir: Path
+    encryption_keys: tuple[str, ...] = field(repr=False)
+    token_hash_key: bytes = field(repr=False)
+    scopes: tuple[str, ...]
+    access_token_ttl: int = 3600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    authorization_code_ttl: int = 60
+    refresh_grace_period: int = 60
+    fake_idp_allow_non_loopback: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def issuer(self) -> str:
+        return self.public_url
+
+    @property
+    def mcp_resource(self) -> str:
+        return self.public_url + "/mcp"
+
+    @property
+    def storage_scheme(self) -> str:
+        return urlsplit(self.storage_url).scheme
+
+    @property
+    def sqlite_path(self) -> str:
+        # sqlite:///relative/path or sqlite:////absolute/path
+        return self.storage_url[len("sqlite:///") :]
+
+    @property
+    def uses_https(self) -> bool:
+        return self.public_url.startswith("https://")
+
+
+def _merged_environment(environ: Mapping[str, str], dotenv_path: str | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if dotenv_path and Path(dotenv_path).is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    # Real environment variables win over .env entries.
+    values.update(environ)
+    return values
+
+
+def _public_url(value: str | None) -> str:
+    url = (value or DEFAULT_PUBLIC_URL).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"PUBLIC_URL must be an absolute http(s) URL such as https://mcp.example.com, got {url!r}")
+    if parts.path or parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"PUBLIC_URL must be an origin without path, query or user (e.g. https://mcp.example.com), got {url!r}")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError(f"PUBLIC_URL must use https for a non-loopback host (clients such as Claude require it), got {url!r}")
+    return url
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer number of seconds, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'zero or more' if allow_zero else 'positive'}, got {value}")
+    return value
+
+
+def _boolean(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in TRUE_VALUES:
+        return True
+    if raw in FALSE_VALUES:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _token_hash_key(raw: str) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < 32:
+        raise ConfigError("TOKEN_HASH_KEY must be at least 32 random bytes, base64url-encoded (e.g. `python -c \"import secrets; print(secrets.token_urlsafe(32))\"`)")
+    return key
+
+
+def _encryption_keys(raw: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    try:
+        SecretBox(keys)
+    except ValueError as exc:
+        raise ConfigError(f"ENCRYPTION_KEYS must be comma-separated Fernet keys (newest first): {exc}") from None
+    return keys
+
+
+def _generated_secrets(data_dir: Path) -> dict[str, str]:
+    """Keys for the embedded default, created once and shared by every worker."""
+    path = data_dir / GENERATED_SECRETS_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        generated = {"ENCRYPTION_KEYS": generate_key(), "TOKEN_HASH_KEY": secrets.token_urlsafe(32)}
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secrets-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(generated, handle)
+        try:
+            # link() fails if another worker won the race; its keys are then the ones to use.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        log.warning(
+            "ENCRYPTION_KEYS and TOKEN_HASH_KEY are not set: generated keys were stored in %s. "
+            "Set both variables in production and keep them secret.",
+            path,
+        )
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read generated keys from {path}: {exc}; set ENCRYPTION_KEYS and TOKEN_HASH_KEY") from None
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Settings:
+    env = _merged_environment(os.environ if environ is None else environ, dotenv_path)
+    public_url = _public_url(env.get("PUBLIC_URL"))
+
+    idp_provider = env.get("IDP_PROVIDER", "fake").strip().lower() or "fake"
+    if idp_provider not in IDP_PROVIDERS:
+        raise ConfigError(f"IDP_PROVIDER must be one of {', '.join(IDP_PROVIDERS)}, got {idp_provider!r}")
+    fake_allow = _boolean(env, "FAKE_IDP_ALLOW_NON_LOOPBACK")
+    host = urlsplit(public_url).hostname or ""
+    if idp_provider == "fake" and not is_loopback_host(host) and not fake_allow:
+        raise ConfigError(
+            "IDP_PROVIDER=fake lets anyone sign in as anyone: it runs only on a loopback PUBLIC_URL. "
+            "Set IDP_PROVIDER to a real provider, or FAKE_IDP_ALLOW_NON_LOOPBACK=true for a demo."
+        )
+
+    data_dir = Path(env.get("DATA_DIR") or "data")
+    storage_url = env.get("STORAGE_URL") or f"sqlite:///{data_dir / 'mcp-oauth-bridge.db'}"
+    scheme = urlsplit(storage_url).scheme
+    if scheme not in STORAGE_SCHEMES:
+        raise ConfigError(f"STORAGE_URL scheme must be one of {', '.join(STORAGE_SCHEMES)} (e.g. sqlite:///data/db.sqlite), got {storage_url!r}")
+    if scheme == "sqlite" and not storage_url.startswith("sqlite:///"):
+        raise ConfigError(f"STORAGE_URL for SQLite must look like sqlite:///path/to/file.db, got {storage_url!r}")
+
+    raw_keys, raw_hash_key = env.get("ENCRYPTION_KEYS"), env.get("TOKEN_HASH_KEY")
+    if not raw_keys or not raw_hash_key:
+        if raw_keys or raw_hash_key:
+            missing = "TOKEN_HASH_KEY" if raw_keys else "ENCRYPTION_KEYS"
+            raise ConfigError(f"{missing} must be set together with {'ENCRYPTION_KEYS' if raw_keys else 'TOKEN_HASH_KEY'}")
+        generated = _generated_secrets(data_dir)
+        raw_keys, raw_hash_key = generated["ENCRYPTION_KEYS"], generated["TOKEN_HASH_KEY"]
+
+    scopes = tuple(dict.fromkeys((env.get("SCOPES") or DEFAULT_SCOPES).split()))
+    log_level = (env.get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
+
+    return Settings(
+        public_url=public_url,
+        idp_provider=idp_provider,
+        storage_url=storage_url,
+        data_dir=data_dir,
+        encryption_keys=_encryption_keys(raw_keys),
+        token_hash_key=_token_hash_key(raw_hash_key),
+        scopes=scopes,
+        access_token_ttl=_positive_int(env, "ACCESS_TOKEN_TTL", 3600),
+        refresh_token_ttl=_positive_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600),
+        authorization_code_ttl=_positive_int(env, "AUTHORIZATION_CODE_TTL", 60),
+        refresh_grace_period=_positive_int(env, "REFRESH_GRACE_PERIOD", 60, allow_zero=True),
+        fake_idp_allow_non_loopback=fake_allow,
+        log_level=log_level,
+    )

@@ -1,0 +1,62 @@
+"""HTTP fixtures: an app on a temporary SQLite file with the fake IdP, and a scripted client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from cryptography.fernet import Fernet
+from flask import Flask
+
+from mcp_oauth_bridge.entrypoints.app import create_app
+from mcp_oauth_bridge.entrypoints.config import Settings, load_settings
+
+from .oauth_flow import FlaskTransport, OAuthClient
+
+PUBLIC_URL = "http://127.0.0.1:8000"
+
+
+def environment_for(data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        "PUBLIC_URL": PUBLIC_URL,
+        "DATA_DIR": str(data_dir),
+        "ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "TOKEN_HASH_KEY": "k" * 43,
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(environment_for(tmp_path), dotenv_path=None)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    yield app
+    app.extensions["container"].database().close()
+
+
+@pytest.fixture
+def http(app: Flask) -> FlaskTransport:
+    return FlaskTransport(app.test_client())
+
+
+@pytest.fixture
+def oauth(http: FlaskTransport) -> OAuthClient:
+    client = OAuthClient(http)
+    reply = client.register()
+    assert reply.status == 201, reply.text
+    return client
+
+
+@pytest.fixture
+def tokens(oauth: OAuthClient) -> dict[str, Any]:
+    code, verifier = oauth.login()
+    reply = oauth.exchange(code, verifier)
+    assert reply.status == 200, reply.text
+    result: dict[str, Any] = reply.json()
+    return result

@@ -1,0 +1,3 @@
+from mcp_oauth_bridge.entrypoints.app import create_app
+
+app = create_app()
