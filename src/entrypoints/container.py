@@ -51,7 +51,10 @@ class Container(containers.DeclarativeContainer):
     )
     clients = providers.Selector(config.storage, sqlite=providers.Singleton(SqliteClientRepository, database))
     authorizations = providers.Selector(config.storage, sqlite=providers.Singleton(SqliteAuthorizationStore, database))
-    grants = providers.Selector(config.storage, sqlite=providers.Singleton(SqliteGrantStore, database))
+    grants = providers.Selector(
+        config.storage,
+        sqlite=providers.Singleton(SqliteGrantStore, database, grant_retention=settings.provided.refresh_token_ttl),
+    )
 
     # The upstream identity provider is chosen by IDP_PROVIDER.
     identity_provider = providers.Selector(

@@ -88,7 +88,7 @@ def _wait_until_ready(server: RunningServer, timeout: float = 30.0) -> None:
         try:
             if requests.get(server.base_url + "/healthz", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server did not start within {timeout}s:\n{server.log_text()}")

@@ -40,6 +40,8 @@ from ..security import CODE_CHALLENGE_PATTERN, SUPPORTED_CODE_CHALLENGE_METHODS,
 from .redirects import ClientRedirect, redirect_uri_matches
 
 MAX_STATE_LENGTH = 2048
+# Expired rows are purged opportunistically, at most this often per process.
+PURGE_INTERVAL = 3600
 # Upstream errors that mean "the person said no" rather than "something broke".
 UPSTREAM_DENIALS = frozenset({"access_denied", "consent_required", "interaction_required", "login_required"})
 
@@ -85,6 +87,7 @@ class AuthorizationService:
         self._tokens = tokens
         self._hasher = hasher
         self._policy = policy
+        self._next_purge = 0
 
     # -- GET /authorize -------------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class AuthorizationService:
             expires_at=now + self._policy.pending_authorization_ttl,
         )
         self._authorizations.add_pending(pending)
+        self._purge_expired(now)
         return ConsentPrompt(
             pending_id=pending.pending_id,
             csrf_token=csrf_token,
@@ -120,6 +124,12 @@ class AuthorizationService:
             client=client,
             request=request,
         )
+
+    def _purge_expired(self, now: int) -> None:
+        # New authorizations are what makes the tables grow, so they pay for the cleaning.
+        if now >= self._next_purge:
+            self._next_purge = now + PURGE_INTERVAL
+            self._grants.purge_expired(now)
 
     def _client_and_redirect_uri(self, params: Mapping[str, str]) -> tuple[Client, str]:
         client_id = params.get("client_id")
@@ -203,6 +213,9 @@ class AuthorizationService:
         if not browser_id or not self._hasher.matches(browser_id, pending.browser_binding_hash):
             raise InvalidRequest("the consent form was not opened in this browser")
         request = pending.request
+        # The person answers once: after approval the upstream sign-in is under way.
+        if pending.upstream is not None:
+            raise InvalidRequest("this authorization request was already answered")
         if not approved:
             self._authorizations.delete_pending(pending_id)
             return ClientRedirect.build(

@@ -24,6 +24,14 @@ ACCESS_TOKEN_PREFIX = "mob_at_"
 REFRESH_TOKEN_PREFIX = "mob_rt_"
 
 
+class _RefreshTokenReplay(Exception):
+    """A rotated refresh token presented outside the grace rules (raised inside the transaction)."""
+
+    def __init__(self, grant_id: str) -> None:
+        super().__init__(grant_id)
+        self.grant_id = grant_id
+
+
 @dataclass(frozen=True)
 class ClientCredentials:
     """How a client presented itself at the token, revocation or introspection endpoint."""
@@ -138,71 +146,66 @@ class TokenService:
         if not refresh_token:
             raise InvalidRequest("refresh_token is required")
         now = self._clock.now()
-        failure: OAuthError | None = None
-        response: IssuedTokens | None = None
-        # Read-then-write under one transaction; a failure that revoked the grant must still
-        # commit, so errors are raised after the block.
-        with self._grants.atomic():
-            found = self._grants.get_refresh_token(self._hasher.hash(refresh_token))
-            if found is None:
-                failure = InvalidGrant("unknown refresh token")
-            else:
-                token, grant = found
-                failure = self._refresh_failure(client, token, grant, now, resource)
-                if failure is None:
-                    requested = parse_scope(scope)
-                    # RFC 6749 §6: the new scope must not include any scope not originally granted.
-                    if requested and not set(requested) <= set(token.scopes):
-                        failure = InvalidScope("scope exceeds what was granted")
-                    else:
-                        response = self._rotate(client, token, grant, requested or token.scopes, now)
-                        if response is None:
-                            # Reuse of a rotated token outside the grace rules: revoke everything.
-                            self._grants.revoke_grant(grant.grant_id, now)
-                            failure = InvalidGrant("refresh token was already used; the authorization is revoked")
-        if failure is not None:
-            raise failure
-        assert response is not None
+        try:
+            # Read-then-write in one transaction, so two refreshes cannot both rotate one token.
+            with self._grants.atomic():
+                response = self._refresh_locked(client, refresh_token, parse_scope(scope), resource, now)
+        except _RefreshTokenReplay as replay:
+            # Revoked outside the rolled-back transaction; tokens issued meanwhile die with the grant.
+            self._grants.revoke_grant(replay.grant_id, now)
+            raise InvalidGrant("refresh token was already used; the authorization is revoked") from None
         self._clients.touch(client.client_id, now)
         return response
 
-    def _refresh_failure(
-        self, client: Client, token: RefreshToken, grant: Grant, now: int, resource: str | None
-    ) -> OAuthError | None:
+    def _refresh_locked(
+        self, client: Client, refresh_token: str, requested: tuple[str, ...], resource: str | None, now: int
+    ) -> IssuedTokens:
+        found = self._grants.get_refresh_token(self._hasher.hash(refresh_token))
+        if found is None:
+            raise InvalidGrant("unknown refresh token")
+        token, grant = found
         if token.client_id != client.client_id:
-            return InvalidGrant("refresh token was issued to another client")
+            raise InvalidGrant("refresh token was issued to another client")
         if grant.is_revoked or token.revoked_at is not None:
-            return InvalidGrant("refresh token was revoked")
+            raise InvalidGrant("refresh token was revoked")
         if token.expires_at <= now:
-            return InvalidGrant("refresh token expired")
+            raise InvalidGrant("refresh token expired")
+        successor = None
+        if token.rotated_at is not None:
+            # Replay detection comes first: whatever else the replaying request asks for, reuse of
+            # a rotated token outside the grace rules revokes the whole grant.
+            successor = self._grace_successor(token, now)
+            if successor is None:
+                raise _RefreshTokenReplay(grant.grant_id)
         if resource is not None and not resource_matches(resource, grant.resource):
-            return InvalidTarget("resource does not match the authorization")
-        return None
+            raise InvalidTarget("resource does not match the authorization")
+        # RFC 6749 §6: the new scope must not include any scope not originally granted.
+        if requested and not set(requested) <= set(token.scopes):
+            raise InvalidScope("scope exceeds what was granted")
 
-    def _rotate(
-        self, client: Client, token: RefreshToken, grant: Grant, scopes: tuple[str, ...], now: int
-    ) -> IssuedTokens | None:
-        """Rotate ``token``; None when presenting it is a replay that must revoke the grant."""
-        if token.rotated_at is None:
-            response = self._issue(client, grant, token.scopes, scopes)
-            assert response.refresh_token is not None
-            self._grants.mark_refresh_rotated(token.token_hash, self._hasher.hash(response.refresh_token), now)
-            return response
-        # A retry of a refresh whose answer was lost (or two refreshes racing) is accepted once,
-        # inside the grace window, while the successor has not been used.
-        successor = self._grants.get_refresh_token(token.successor_hash) if token.successor_hash else None
-        within_grace = now - token.rotated_at <= self._policy.refresh_grace_period
-        successor_unused = successor is not None and successor[0].rotated_at is None and successor[0].revoked_at is None
-        if not (within_grace and token.replayed_at is None and successor_unused):
-            return None
-        assert successor is not None
-        response = self._issue(client, grant, token.scopes, scopes)
+        response = self._issue(client, grant, token.scopes, requested or token.scopes)
         assert response.refresh_token is not None
         new_hash = self._hasher.hash(response.refresh_token)
-        self._grants.mark_refresh_replayed(token.token_hash, new_hash, now)
-        # The unused successor is superseded by the new token, under the same rules.
-        self._grants.mark_refresh_rotated(successor[0].token_hash, new_hash, now)
+        if successor is None:
+            self._grants.mark_refresh_rotated(token.token_hash, new_hash, now)
+        else:
+            # A retry of a refresh whose answer was lost (or two refreshes racing) is accepted
+            # once; the unused successor is superseded by the new token, under the same rules.
+            self._grants.mark_refresh_replayed(token.token_hash, new_hash, now)
+            self._grants.mark_refresh_rotated(successor.token_hash, new_hash, now)
         return response
+
+    def _grace_successor(self, token: RefreshToken, now: int) -> RefreshToken | None:
+        """The unused successor a rotated ``token`` may still be exchanged for once inside the
+        grace window; None when presenting ``token`` is a replay."""
+        if token.replayed_at is not None or token.successor_hash is None or token.rotated_at is None:
+            return None
+        if now - token.rotated_at > self._policy.refresh_grace_period:
+            return None
+        found = self._grants.get_refresh_token(token.successor_hash)
+        if found is None or found[0].rotated_at is not None or found[0].revoked_at is not None:
+            return None
+        return found[0]
 
     def _issue(
         self, client: Client, grant: Grant, refresh_scopes: tuple[str, ...], access_scopes: tuple[str, ...]

@@ -1,0 +1,264 @@
+"""Access-token lookup cost with few and with many live tokens in the SQLite database.
+
+    /work/venv/bin/python bench/bench_lookup.py [--sizes 1000 1000000] [--batches 7] [--lookups 20000]
+
+Builds one database per size in a temporary directory through the project's own code (container,
+SqliteDatabase, SqliteGrantStore.add_grant / add_access_token inside one transaction), then times,
+batch by batch and alternating between the databases:
+
+  sql           the adapter's own SELECT (token joined to its grant) on the adapter's connection:
+                the storage engine alone (a diagnostic, not a port call)
+  get_access_token   SqliteGrantStore.get_access_token(hash): SQL + row mapping (the port)
+  authenticate  BearerAuthenticator.authenticate(token): HMAC + get_access_token + checks
+
+for random existing tokens, reporting the median microseconds per lookup of each size and the
+ratio largest / smallest. Target: get_access_token within 1.1x between 1,000 and 1,000,000 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from benchlib import Seeder, open_container, print_header, print_table, server_environment
+
+from mcp_oauth_bridge.adapters.storage.sqlite import _SELECT_ACCESS_TOKEN, SqliteDatabase, SqliteGrantStore
+from mcp_oauth_bridge.domain.model import Grant
+from mcp_oauth_bridge.domain.services.bearer import BearerAuthenticator
+from mcp_oauth_bridge.entrypoints.container import Container
+
+LOOKUP_TARGET = 1.1
+# Grants with their upstream tokens are inserted in chunks of this many, each chunk sharing one
+# fake upstream sign-in (each grant still encrypts its own copy, as in production).
+CHUNK = 10_000
+# Page cache of the building connection only (KiB): random-key inserts into four B-trees spill an
+# 8 MiB cache constantly. The database is closed afterwards, so lookups run on connections the
+# adapter opens with its own settings.
+BUILD_CACHE_KIB = 2 * 1024 * 1024
+
+
+@dataclass
+class TokenDatabase:
+    size: int
+    path: Path
+    container: Container
+    # Token values (and their hashes) of a random sample of the stored tokens.
+    sample_values: list[str]
+    sample_hashes: list[str]
+    build_seconds: float
+    file_bytes: int
+    # Operation name -> microseconds per lookup of each batch.
+    timings: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def db(self) -> SqliteDatabase:
+        database: SqliteDatabase = self.container.database()
+        return database
+
+    @property
+    def grants(self) -> SqliteGrantStore:
+        store: SqliteGrantStore = self.container.grants()
+        return store
+
+    @property
+    def bearer(self) -> BearerAuthenticator:
+        authenticator: BearerAuthenticator = self.container.bearer_authenticator()
+        return authenticator
+
+
+def build(size: int, root: Path, *, tokens_per_grant: int, sample_size: int, rng: random.Random) -> TokenDatabase:
+    """A database with ``size`` live access tokens over ``size / tokens_per_grant`` grants."""
+    data_dir = root / f"db-{size}"
+    env = server_environment(data_dir, "http://127.0.0.1:8000")
+    container = open_container(env)
+    seeder = Seeder(container)
+    client = seeder.register_client()
+    grants: SqliteGrantStore = container.grants()
+    database: SqliteDatabase = container.database()
+    # Keep every k-th token (tokens are random, so this is a random sample of the key space).
+    keep_every = max(1, size // sample_size)
+    values: list[str] = []
+    hashes: list[str] = []
+    started = time.perf_counter()
+    now = int(time.time())
+    made = 0
+    database.connection().execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
+    with database.transaction():
+        while made < size:
+            login = seeder.upstream_login()
+            grant: Grant | None = None
+            for _ in range(min(CHUNK, size - made)):
+                if grant is None or made % tokens_per_grant == 0:
+                    grant = seeder.new_grant(client.client_id, login, now)
+                    grants.add_grant(grant)
+                value, row = seeder.access_token(grant, now)
+                grants.add_access_token(row)
+                if made % keep_every == 0:
+                    values.append(value)
+                    hashes.append(row.token_hash)
+                made += 1
+            print(f"\r  building {size:,} tokens: {made:,}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    # Fold the WAL into the database file, as a long-running server's checkpoints would have.
+    database.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    build_seconds = time.perf_counter() - started
+    count = database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0]
+    if count != size:
+        raise RuntimeError(f"expected {size} access tokens, found {count}")
+    database.close()
+    path = Path(database.path)
+    order = list(range(len(values)))
+    rng.shuffle(order)
+    return TokenDatabase(
+        size=size,
+        path=path,
+        container=container,
+        sample_values=[values[i] for i in order],
+        sample_hashes=[hashes[i] for i in order],
+        build_seconds=build_seconds,
+        file_bytes=path.stat().st_size,
+    )
+
+
+def time_batch(call: Callable[[str], object], keys: Sequence[str]) -> float:
+    """Microseconds per call over ``keys``; every call must find its token."""
+    gc.collect()
+    missing = 0
+    started = time.perf_counter_ns()
+    for key in keys:
+        if call(key) is None:
+            missing += 1
+    elapsed = time.perf_counter_ns() - started
+    if missing:
+        raise RuntimeError(f"{missing} of {len(keys)} lookups found nothing")
+    return elapsed / len(keys) / 1000
+
+
+OPERATIONS = ("sql", "get_access_token", "authenticate")
+
+
+def operations(database: TokenDatabase) -> dict[str, Callable[[str], object]]:
+    """Each timed operation; ``authenticate`` takes token values, the others token hashes."""
+    connection: sqlite3.Connection = database.db.connection()
+
+    def sql(token_hash: str) -> object:
+        return connection.execute(_SELECT_ACCESS_TOKEN, (token_hash,)).fetchone()
+
+    return {"sql": sql, "get_access_token": database.grants.get_access_token, "authenticate": database.bearer.authenticate}
+
+
+def measure(databases: Sequence[TokenDatabase], *, batches: int, lookups: int, rng: random.Random) -> None:
+    calls = {database.size: operations(database) for database in databases}
+    for database in databases:
+        database.timings = {name: [] for name in OPERATIONS}
+        # Untimed warm-up: loads the schema and the upper levels of the B-trees into the cache.
+        for key in database.sample_hashes[:1000]:
+            calls[database.size]["get_access_token"](key)
+
+    for batch in range(batches):
+        # Alternate which database goes first, so neither always runs on a warmer machine.
+        order = list(databases) if batch % 2 == 0 else list(reversed(databases))
+        for database in order:
+            picks = [rng.randrange(len(database.sample_hashes)) for _ in range(lookups)]
+            hashes = [database.sample_hashes[i] for i in picks]
+            values = [database.sample_values[i] for i in picks]
+            for name in OPERATIONS:
+                keys = values if name == "authenticate" else hashes
+                database.timings[name].append(time_batch(calls[database.size][name], keys))
+        print(f"\r  batch {batch + 1}/{batches}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+
+
+def report(databases: Sequence[TokenDatabase], batches: int, lookups: int) -> bool:
+    print("Databases:")
+    print_table(
+        ["live access tokens", "grants", "file size", "build time", "sampled tokens"],
+        [
+            [
+                f"{d.size:,}",
+                f"{d.db.connection().execute('SELECT COUNT(*) FROM grants').fetchone()[0]:,}",
+                f"{d.file_bytes / 2**20:,.1f} MiB",
+                f"{d.build_seconds:,.1f} s",
+                f"{len(d.sample_hashes):,}",
+            ]
+            for d in databases
+        ],
+    )
+    print()
+    smallest, largest = databases[0], databases[-1]
+    print(f"Microseconds per lookup (median of {batches} batches of {lookups:,} random existing tokens; min-max):")
+    rows = []
+    for name in OPERATIONS:
+        row = [name]
+        for database in databases:
+            values = database.timings[name]
+            row.append(f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})")
+        ratio = statistics.median(largest.timings[name]) / statistics.median(smallest.timings[name])
+        row.append(f"{ratio:.3f}")
+        rows.append(row)
+    print_table(
+        ["operation", *[f"{d.size:,} tokens" for d in databases], f"ratio {largest.size:,}/{smallest.size:,}"],
+        rows,
+    )
+    print()
+    ratio = statistics.median(largest.timings["get_access_token"]) / statistics.median(smallest.timings["get_access_token"])
+    met = ratio <= LOOKUP_TARGET
+    print(
+        f"Target: get_access_token with {largest.size:,} tokens within {LOOKUP_TARGET:.1f} x of {smallest.size:,}: "
+        f"{ratio:.3f} -> {'MET' if met else 'MISSED'}"
+    )
+    return met
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 1_000_000], help="live access tokens per database")
+    parser.add_argument("--tokens-per-grant", type=int, default=2, help="live access tokens per grant (default 2)")
+    parser.add_argument("--batches", type=int, default=9, help="timed batches per database (default 9)")
+    parser.add_argument("--lookups", type=int, default=10_000, help="lookups per batch (default 10000)")
+    parser.add_argument("--sample", type=int, default=100_000, help="tokens remembered per database to look up")
+    parser.add_argument("--seed", type=int, default=1, help="random seed for the choice of tokens")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory with the databases")
+    args = parser.parse_args(argv)
+    sizes = sorted(set(args.sizes))
+    if len(sizes) < 2 or sizes[0] < 1 or args.tokens_per_grant < 1 or args.batches < 1 or args.lookups < 1:
+        parser.error("give at least two positive --sizes; --tokens-per-grant, --batches and --lookups must be positive")
+
+    root = Path(tempfile.mkdtemp(prefix="mob-bench-lookup-"))
+    print_header(
+        "mcp-oauth-bridge token lookup benchmark",
+        [
+            ("databases", f"{', '.join(f'{s:,}' for s in sizes)} live access tokens, "
+                          f"{args.tokens_per_grant} per grant, under {root}"),
+            ("timing", f"{args.batches} batches x {args.lookups:,} lookups per database, interleaved"),
+        ],
+    )  # fmt: skip
+    rng = random.Random(args.seed)
+    try:
+        databases = [
+            build(size, root, tokens_per_grant=args.tokens_per_grant, sample_size=args.sample, rng=rng) for size in sizes
+        ]
+        measure(databases, batches=args.batches, lookups=args.lookups, rng=rng)
+        report(databases, args.batches, args.lookups)
+        for database in databases:
+            database.db.close()
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,949 @@
+"""SQLite storage (one file, WAL, BEGIN IMMEDIATE) behind the ClientRepository, AuthorizationStore
+and GrantStore ports."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, ParamSpec, TypeVar
+
+from ...domain.model import (
+    AccessToken,
+    AuthorizationCode,
+    AuthorizationRequest,
+    Client,
+    CodeRedemption,
+    Grant,
+    PendingAuthorization,
+    RefreshToken,
+    UpstreamTokens,
+    UpstreamTransaction,
+)
+from ...domain.ports import StorageError
+from .crypto import SecretBox
+
+BUSY_TIMEOUT_SECONDS = 10.0
+# Negative means KiB: 8 MiB of page cache per connection (the default is 2 MiB).
+CACHE_SIZE_KIB = 8192
+# Revoked grants stay a day so a late replay still meets "revoked", not "unknown".
+REVOKED_GRANT_RETENTION = 24 * 3600
+# A grant with no code or token left is kept this long (default: ServerPolicy.refresh_token_ttl).
+DEFAULT_GRANT_RETENTION = 30 * 24 * 3600
+
+# -- schema -------------------------------------------------------------------------------------
+
+# Append-only: a released migration is never edited, a change is a new numbered entry.
+# Each entry is a list of single statements (executescript() would commit the open transaction).
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE clients (
+                client_id TEXT PRIMARY KEY,
+                secret_hash TEXT,
+                metadata TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                issued_at INTEGER NOT NULL,
+                last_used_at INTEGER
+            )""",
+            """CREATE TABLE pending_authorizations (
+                pending_id TEXT PRIMARY KEY,
+                client_id TEXT NOT NULL REFERENCES clients (client_id) ON DELETE CASCADE,
+                redirect_uri TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                resource TEXT NOT NULL,
+                code_challenge TEXT NOT NULL,
+                code_challenge_method TEXT NOT NULL,
+                state TEXT,
+                csrf_token_hash TEXT NOT NULL,
+                browser_binding_hash TEXT NOT NULL,
+                upstream_state_hash TEXT UNIQUE,
+                upstream_code_verifier_enc TEXT,
+                upstream_nonce_enc TEXT,
+                created_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                consumed_at INTEGER
+            )""",
+            "CREATE INDEX pending_authorizations_expires_at ON pending_authorizations (expires_at)",
+            "CREATE INDEX pending_authorizations_client_id ON pending_authorizations (client_id)",
+            """CREATE TABLE grants (
+                grant_id TEXT PRIMARY KEY,
+                client_id TEXT NOT NULL REFERENCES clients (client_id) ON DELETE CASCADE,
+                subject TEXT NOT NULL,
+                claims TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                resource TEXT NOT NULL,
+                upstream_tokens_enc TEXT,
+                upstream_expires_at INTEGER,
+                created_at INTEGER NOT NULL,
+                revoked_at INTEGER
+            )""",
+            "CREATE INDEX grants_client_id ON grants (client_id)",
+            "CREATE INDEX grants_created_at ON grants (created_at)",
+            "CREATE INDEX grants_revoked_at ON grants (revoked_at) WHERE revoked_at IS NOT NULL",
+            """CREATE TABLE authorization_codes (
+                code_hash TEXT PRIMARY KEY,
+                grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
+                client_id TEXT NOT NULL,
+                redirect_uri TEXT NOT NULL,
+                code_challenge TEXT NOT NULL,
+                code_challenge_method TEXT NOT NULL,
+                resource TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                issued_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                redeemed_at INTEGER
+            ) WITHOUT ROWID""",
+            "CREATE INDEX authorization_codes_grant_id ON authorization_codes (grant_id)",
+            "CREATE INDEX authorization_codes_expires_at ON authorization_codes (expires_at)",
+            """CREATE TABLE access_tokens (
+                token_hash TEXT PRIMARY KEY,
+                grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
+                client_id TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                resource TEXT NOT NULL,
+                issued_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                revoked_at INTEGER
+            ) WITHOUT ROWID""",
+            "CREATE INDEX access_tokens_grant_id ON access_tokens (grant_id)",
+            "CREATE INDEX access_tokens_expires_at ON access_tokens (expires_at)",
+            """CREATE TABLE refresh_tokens (
+                token_hash TEXT PRIMARY KEY,
+                grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
+                client_id TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                resource TEXT NOT NULL,
+                issued_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                rotated_at INTEGER,
+                successor_hash TEXT,
+                replayed_at INTEGER,
+                revoked_at INTEGER
+            ) WITHOUT ROWID""",
+            "CREATE INDEX refresh_tokens_grant_id ON refresh_tokens (grant_id)",
+            "CREATE INDEX refresh_tokens_expires_at ON refresh_tokens (expires_at)",
+        ),
+    ),
+)
+
+_CREATE_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+)
+
+# Every column that holds ciphertext, by table and primary key (for key rotation).
+ENCRYPTED_COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("pending_authorizations", "pending_id", ("upstream_code_verifier_enc", "upstream_nonce_enc")),
+    ("grants", "grant_id", ("upstream_tokens_enc",)),
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn sqlite3 failures into the port's StorageError at the adapter boundary."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite storage failed: {exc}") from exc
+
+    return wrapper
+
+
+# -- connections and transactions ----------------------------------------------------------------
+
+
+@dataclass
+class _ThreadState:
+    connection: sqlite3.Connection
+    pid: int
+    generation: int
+    depth: int = 0
+
+
+class SqliteDatabase:
+    """One SQLite file: a lazily opened connection per thread, transactions and migrations."""
+
+    def __init__(self, path: str, box: SecretBox) -> None:
+        if path == ":memory:" or path.startswith("file:"):
+            # Every thread has its own connection, so an in-memory database would not be shared.
+            raise ValueError("SqliteDatabase needs a file path")
+        self.path = path
+        self.box = box
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
+        # Connections inherited through fork() are never used nor closed by the child.
+        self._inherited: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        # Bumped by close(): other threads then reopen instead of using a closed connection.
+        self._generation = 0
+        self._migrated = False
+
+    # connections
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened (and the schema migrated) on first use."""
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        if state is not None and state.generation == self._generation and state.pid == os.getpid():
+            return state.connection
+        connection = self._thread_connection()
+        if not self._migrated:
+            self.migrate()
+        return connection
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        state: _ThreadState | None = getattr(self._local, "state", None)
+        if state is not None and state.generation == self._generation and state.pid == os.getpid():
+            return state.connection
+        return self._open_for_thread(state).connection
+
+    def _open_for_thread(self, stale: _ThreadState | None) -> _ThreadState:
+        pid = os.getpid()
+        with self._lock:
+            if pid != self._pid:
+                # After fork(): the parent's connections belong to the parent.
+                self._inherited.extend(conn for _, conn in self._connections)
+                self._connections = []
+                self._pid = pid
+            if stale is not None and stale.pid != pid:
+                self._inherited.append(stale.connection)
+            self._close_connections_of_finished_threads()
+            connection = self._open()
+            self._connections.append((weakref.ref(threading.current_thread()), connection))
+            state = _ThreadState(connection=connection, pid=pid, generation=self._generation)
+        self._local.state = state
+        return state
+
+    def _close_connections_of_finished_threads(self) -> None:
+        alive = []
+        for thread, connection in self._connections:
+            owner = thread()
+            if owner is None or not owner.is_alive():
+                connection.close()
+            else:
+                alive.append((thread, connection))
+        self._connections = alive
+
+    @_storage_errors
+    def _open(self) -> sqlite3.Connection:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit BEGIN; transactions are explicit (BEGIN IMMEDIATE).
+        # check_same_thread=False only so close() can close every thread's connection; each
+        # connection is otherwise used by the thread that opened it.
+        connection = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            self._enable_wal(connection)
+            connection.execute("PRAGMA foreign_keys = ON")
+            # Safe with WAL: a power loss may lose the last commits, never corrupt the file.
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @staticmethod
+    def _enable_wal(connection: sqlite3.Connection) -> None:
+        # Switching to WAL needs an exclusive lock that the busy handler does not always wait
+        # for when several processes open a new file at once: retry for the busy timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            if str(mode).lower() != "wal":
+                raise StorageError(f"cannot switch {connection!r} to WAL journal mode (got {mode})")
+            return
+
+    def close(self) -> None:
+        """Close every connection this process opened; the next use opens new ones."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._generation += 1
+            for _, connection in connections:
+                connection.close()
+        self._local.state = None
+
+    # transactions
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception; a nested use joins the open
+        transaction (as a savepoint, so a failing inner block undoes only its own writes)."""
+        return self._transaction(self.connection())
+
+    @contextmanager
+    def _transaction(self, connection: sqlite3.Connection) -> Iterator[None]:
+        state: _ThreadState = self._local.state
+        depth = state.depth
+        savepoint = f"nested_{depth}"
+        try:
+            # IMMEDIATE takes the write lock up front: a read-then-write cannot fail halfway
+            # with SQLITE_BUSY, and concurrent writers wait (busy_timeout) instead.
+            connection.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite storage failed to begin a transaction: {exc}") from exc
+        state.depth = depth + 1
+        try:
+            yield
+        except BaseException as exc:
+            state.depth = depth
+            self._undo(connection, depth, savepoint)
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"SQLite storage failed: {exc}") from exc
+            raise
+        state.depth = depth
+        try:
+            connection.execute("COMMIT" if depth == 0 else f"RELEASE {savepoint}")
+        except sqlite3.Error as exc:
+            self._undo(connection, depth, savepoint)
+            raise StorageError(f"SQLite storage failed to commit: {exc}") from exc
+
+    @staticmethod
+    def _undo(connection: sqlite3.Connection, depth: int, savepoint: str) -> None:
+        try:
+            if depth == 0:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+            else:
+                connection.execute(f"ROLLBACK TO {savepoint}")
+                connection.execute(f"RELEASE {savepoint}")
+        except sqlite3.Error:
+            # The original error matters more; SQLite may already have rolled back itself.
+            pass
+
+    # schema
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations this file lacks, in order; return the versions applied now.
+
+        Safe when several processes start at once: BEGIN IMMEDIATE serialises them and each
+        reads the applied versions inside its own transaction.
+        """
+        connection = self._thread_connection()
+        applied_now: list[int] = []
+        with self._transaction(connection):
+            try:
+                connection.execute(_CREATE_MIGRATIONS_TABLE)
+                done = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+                for version, statements in MIGRATIONS:
+                    if version in done:
+                        continue
+                    for statement in statements:
+                        connection.execute(statement)
+                    connection.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        (version, int(time.time())),
+                    )
+                    applied_now.append(version)
+            except sqlite3.Error as exc:
+                raise StorageError(f"SQLite migration failed: {exc}") from exc
+        self._migrated = True
+        return applied_now
+
+    @_storage_errors
+    def applied_migrations(self) -> list[int]:
+        """The schema versions recorded in this file, oldest first."""
+        rows = self.connection().execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        return [row[0] for row in rows]
+
+    # key rotation
+
+    @_storage_errors
+    def reencrypt(self) -> int:
+        """Re-encrypt every encrypted column under the newest key in one transaction; return
+        the number of rows rewritten."""
+        rewritten = 0
+        connection = self.connection()
+        with self.transaction():
+            for table, key, columns in ENCRYPTED_COLUMNS:
+                selected = ", ".join(columns)
+                present = " OR ".join(f"{column} IS NOT NULL" for column in columns)
+                assignments = ", ".join(f"{column} = ?" for column in columns)
+                rows = connection.execute(f"SELECT {key}, {selected} FROM {table} WHERE {present}").fetchall()
+                for row in rows:
+                    values = [None if value is None else self.box.rotate(value) for value in row[1:]]
+                    connection.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*values, row[0]))
+                    rewritten += 1
+        return rewritten
+
+
+# -- row mapping --------------------------------------------------------------------------------
+
+
+def _scopes(text: str) -> tuple[str, ...]:
+    # RFC 6749 §3.3: scope tokens never contain a space, so the scope string is a safe encoding.
+    return tuple(text.split())
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StorageError("a stored JSON value is corrupt") from exc
+
+
+def _client_metadata(client: Client) -> str:
+    return json.dumps(
+        {
+            "redirect_uris": list(client.redirect_uris),
+            "grant_types": list(client.grant_types),
+            "response_types": list(client.response_types),
+            "token_endpoint_auth_method": client.token_endpoint_auth_method,
+            "client_name": client.client_name,
+            "scope": client.scope,
+            "extra_metadata": dict(client.extra_metadata),
+        }
+    )
+
+
+_CLIENT_COLUMNS = "client_id, secret_hash, metadata, kind, issued_at, last_used_at"
+
+
+def _client(row: tuple[Any, ...]) -> Client:
+    metadata = _json(row[2])
+    return Client(
+        client_id=row[0],
+        redirect_uris=tuple(metadata["redirect_uris"]),
+        grant_types=tuple(metadata["grant_types"]),
+        response_types=tuple(metadata["response_types"]),
+        token_endpoint_auth_method=metadata["token_endpoint_auth_method"],
+        issued_at=row[4],
+        client_name=metadata.get("client_name"),
+        scope=metadata.get("scope"),
+        extra_metadata=metadata.get("extra_metadata") or {},
+        secret_hash=row[1],
+        kind=row[3],
+        last_used_at=row[5],
+    )
+
+
+_PENDING_COLUMNS = (
+    "pending_id, client_id, redirect_uri, scopes, resource, code_challenge, code_challenge_method, state, "
+    "csrf_token_hash, browser_binding_hash, upstream_state_hash, upstream_code_verifier_enc, "
+    "upstream_nonce_enc, created_at, expires_at, consumed_at"
+)
+
+
+def _pending(row: tuple[Any, ...], box: SecretBox) -> PendingAuthorization:
+    upstream = None
+    if row[10] is not None:
+        upstream = UpstreamTransaction(
+            state_hash=row[10], code_verifier=box.decrypt(row[11]), nonce=box.decrypt(row[12])
+        )
+    return PendingAuthorization(
+        pending_id=row[0],
+        request=AuthorizationRequest(
+            client_id=row[1],
+            redirect_uri=row[2],
+            scopes=_scopes(row[3]),
+            resource=row[4],
+            code_challenge=row[5],
+            code_challenge_method=row[6],
+            state=row[7],
+        ),
+        csrf_token_hash=row[8],
+        browser_binding_hash=row[9],
+        upstream=upstream,
+        created_at=row[13],
+        expires_at=row[14],
+        consumed_at=row[15],
+    )
+
+
+def _seal_upstream(tokens: UpstreamTokens | None, box: SecretBox) -> str | None:
+    if tokens is None:
+        return None
+    return box.encrypt(
+        json.dumps(
+            {
+                "access_token": tokens.access_token,
+                "expires_at": tokens.expires_at,
+                "refresh_token": tokens.refresh_token,
+                "scope": tokens.scope,
+                "id_token": tokens.id_token,
+            }
+        )
+    )
+
+
+def _open_upstream(ciphertext: str | None, box: SecretBox) -> UpstreamTokens | None:
+    if ciphertext is None:
+        return None
+    fields = _json(box.decrypt(ciphertext))
+    return UpstreamTokens(
+        access_token=fields["access_token"],
+        expires_at=fields["expires_at"],
+        refresh_token=fields.get("refresh_token"),
+        scope=fields.get("scope"),
+        id_token=fields.get("id_token"),
+    )
+
+
+_GRANT_COLUMNS = (
+    "g.grant_id, g.client_id, g.subject, g.claims, g.scopes, g.resource, g.upstream_tokens_enc, "
+    "g.created_at, g.revoked_at"
+)
+
+
+def _grant(row: tuple[Any, ...], box: SecretBox) -> Grant:
+    return Grant(
+        grant_id=row[0],
+        client_id=row[1],
+        subject=row[2],
+        claims=_json(row[3]),
+        scopes=_scopes(row[4]),
+        resource=row[5],
+        upstream=_open_upstream(row[6], box),
+        created_at=row[7],
+        revoked_at=row[8],
+    )
+
+
+_CODE_COLUMNS = (
+    "c.code_hash, c.grant_id, c.client_id, c.redirect_uri, c.code_challenge, c.code_challenge_method, "
+    "c.resource, c.scopes, c.issued_at, c.expires_at, c.redeemed_at"
+)
+_CODE_WIDTH = 11
+
+
+def _code(row: tuple[Any, ...]) -> AuthorizationCode:
+    return AuthorizationCode(
+        code_hash=row[0],
+        grant_id=row[1],
+        client_id=row[2],
+        redirect_uri=row[3],
+        code_challenge=row[4],
+        code_challenge_method=row[5],
+        resource=row[6],
+        scopes=_scopes(row[7]),
+        issued_at=row[8],
+        expires_at=row[9],
+        redeemed_at=row[10],
+    )
+
+
+_ACCESS_COLUMNS = "a.token_hash, a.grant_id, a.client_id, a.scopes, a.resource, a.issued_at, a.expires_at, a.revoked_at"
+_ACCESS_WIDTH = 8
+
+
+def _access_token(row: tuple[Any, ...]) -> AccessToken:
+    return AccessToken(
+        token_hash=row[0],
+        grant_id=row[1],
+        client_id=row[2],
+        scopes=_scopes(row[3]),
+        resource=row[4],
+        issued_at=row[5],
+        expires_at=row[6],
+        revoked_at=row[7],
+    )
+
+
+_REFRESH_COLUMNS = (
+    "r.token_hash, r.grant_id, r.client_id, r.scopes, r.resource, r.issued_at, r.expires_at, r.rotated_at, "
+    "r.successor_hash, r.replayed_at, r.revoked_at"
+)
+_REFRESH_WIDTH = 11
+
+
+def _refresh_token(row: tuple[Any, ...]) -> RefreshToken:
+    return RefreshToken(
+        token_hash=row[0],
+        grant_id=row[1],
+        client_id=row[2],
+        scopes=_scopes(row[3]),
+        resource=row[4],
+        issued_at=row[5],
+        expires_at=row[6],
+        rotated_at=row[7],
+        successor_hash=row[8],
+        replayed_at=row[9],
+        revoked_at=row[10],
+    )
+
+
+# -- clients ------------------------------------------------------------------------------------
+
+_UPSERT_CLIENT = f"""
+    INSERT INTO clients ({_CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (client_id) DO UPDATE SET
+        secret_hash = excluded.secret_hash, metadata = excluded.metadata, kind = excluded.kind,
+        issued_at = excluded.issued_at, last_used_at = excluded.last_used_at
+"""
+_SELECT_CLIENT = f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE client_id = ?"
+_SELECT_CLIENTS = f"SELECT {_CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
+_DELETE_CLIENT = "DELETE FROM clients WHERE client_id = ?"
+_TOUCH_CLIENT = "UPDATE clients SET last_used_at = ? WHERE client_id = ?"
+
+
+class SqliteClientRepository:
+    """Registered and CIMD clients (RFC 7591); deleting one deletes its grants and tokens."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    @_storage_errors
+    def add(self, client: Client) -> None:
+        # An upsert, not INSERT OR REPLACE: REPLACE deletes the row first, cascading to grants.
+        self._db.connection().execute(
+            _UPSERT_CLIENT,
+            (
+                client.client_id,
+                client.secret_hash,
+                _client_metadata(client),
+                client.kind,
+                client.issued_at,
+                client.last_used_at,
+            ),
+        )
+
+    @_storage_errors
+    def get(self, client_id: str) -> Client | None:
+        row = self._db.connection().execute(_SELECT_CLIENT, (client_id,)).fetchone()
+        return None if row is None else _client(row)
+
+    @_storage_errors
+    def delete(self, client_id: str) -> bool:
+        return self._db.connection().execute(_DELETE_CLIENT, (client_id,)).rowcount > 0
+
+    @_storage_errors
+    def touch(self, client_id: str, now: int) -> None:
+        self._db.connection().execute(_TOUCH_CLIENT, (now, client_id))
+
+    # Last, so that the name `list` in the annotations above still means the builtin.
+    @_storage_errors
+    def list(self) -> list[Client]:
+        return [_client(row) for row in self._db.connection().execute(_SELECT_CLIENTS).fetchall()]
+
+
+# -- pending authorizations and codes -----------------------------------------------------------
+
+_INSERT_PENDING = f"INSERT INTO pending_authorizations ({_PENDING_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+_SELECT_PENDING = f"SELECT {_PENDING_COLUMNS} FROM pending_authorizations WHERE pending_id = ?"
+_ATTACH_UPSTREAM = """
+    UPDATE pending_authorizations
+    SET upstream_state_hash = ?, upstream_code_verifier_enc = ?, upstream_nonce_enc = ?
+    WHERE pending_id = ? AND upstream_state_hash IS NULL
+"""
+# One statement is the whole single-use check: no second caller can match the row.
+_CONSUME_UPSTREAM = f"""
+    UPDATE pending_authorizations SET consumed_at = ?
+    WHERE upstream_state_hash = ? AND consumed_at IS NULL AND expires_at > ?
+    RETURNING {_PENDING_COLUMNS}
+"""
+_DELETE_PENDING = "DELETE FROM pending_authorizations WHERE pending_id = ?"
+_INSERT_CODE = f"INSERT INTO authorization_codes ({_CODE_COLUMNS.replace('c.', '')}) VALUES ({', '.join('?' * 11)})"
+_SELECT_CODE_AND_GRANT = f"""
+    SELECT {_CODE_COLUMNS}, {_GRANT_COLUMNS}
+    FROM authorization_codes c JOIN grants g ON g.grant_id = c.grant_id
+    WHERE c.code_hash = ?
+"""
+_REDEEM_CODE = "UPDATE authorization_codes SET redeemed_at = ? WHERE code_hash = ? AND redeemed_at IS NULL"
+
+
+class SqliteAuthorizationStore:
+    """Pending authorizations (upstream verifier and nonce encrypted) and one-time codes."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    @_storage_errors
+    def add_pending(self, pending: PendingAuthorization) -> None:
+        box = self._db.box
+        request, upstream = pending.request, pending.upstream
+        self._db.connection().execute(
+            _INSERT_PENDING,
+            (
+                pending.pending_id,
+                request.client_id,
+                request.redirect_uri,
+                " ".join(request.scopes),
+                request.resource,
+                request.code_challenge,
+                request.code_challenge_method,
+                request.state,
+                pending.csrf_token_hash,
+                pending.browser_binding_hash,
+                None if upstream is None else upstream.state_hash,
+                None if upstream is None else box.encrypt(upstream.code_verifier),
+                None if upstream is None else box.encrypt(upstream.nonce),
+                pending.created_at,
+                pending.expires_at,
+                pending.consumed_at,
+            ),
+        )
+
+    @_storage_errors
+    def get_pending(self, pending_id: str) -> PendingAuthorization | None:
+        row = self._db.connection().execute(_SELECT_PENDING, (pending_id,)).fetchone()
+        return None if row is None else _pending(row, self._db.box)
+
+    @_storage_errors
+    def attach_upstream(self, pending_id: str, upstream: UpstreamTransaction) -> bool:
+        box = self._db.box
+        cursor = self._db.connection().execute(
+            _ATTACH_UPSTREAM,
+            (upstream.state_hash, box.encrypt(upstream.code_verifier), box.encrypt(upstream.nonce), pending_id),
+        )
+        return cursor.rowcount == 1
+
+    @_storage_errors
+    def consume_upstream(self, state_hash: str, now: int) -> PendingAuthorization | None:
+        # fetchall(): an autocommit statement with RETURNING commits only once fully stepped.
+        rows = self._db.connection().execute(_CONSUME_UPSTREAM, (now, state_hash, now)).fetchall()
+        return _pending(rows[0], self._db.box) if rows else None
+
+    @_storage_errors
+    def delete_pending(self, pending_id: str) -> None:
+        self._db.connection().execute(_DELETE_PENDING, (pending_id,))
+
+    @_storage_errors
+    def add_code(self, code: AuthorizationCode) -> None:
+        self._db.connection().execute(
+            _INSERT_CODE,
+            (
+                code.code_hash,
+                code.grant_id,
+                code.client_id,
+                code.redirect_uri,
+                code.code_challenge,
+                code.code_challenge_method,
+                code.resource,
+                " ".join(code.scopes),
+                code.issued_at,
+                code.expires_at,
+                code.redeemed_at,
+            ),
+        )
+
+    @_storage_errors
+    def redeem_code(self, code_hash: str, now: int) -> CodeRedemption | None:
+        connection = self._db.connection()
+        # Read and mark under one write lock: exactly one concurrent caller sees first_use.
+        with self._db.transaction():
+            row = connection.execute(_SELECT_CODE_AND_GRANT, (code_hash,)).fetchone()
+            if row is None:
+                return None
+            code = _code(row[:_CODE_WIDTH])
+            first_use = code.redeemed_at is None
+            if first_use:
+                connection.execute(_REDEEM_CODE, (now, code_hash))
+                code = replace(code, redeemed_at=now)
+            grant = _grant(row[_CODE_WIDTH:], self._db.box)
+        return CodeRedemption(code=code, grant=grant, first_use=first_use)
+
+
+# -- grants and tokens --------------------------------------------------------------------------
+
+_INSERT_GRANT = """
+    INSERT INTO grants (grant_id, client_id, subject, claims, scopes, resource, upstream_tokens_enc,
+                        upstream_expires_at, created_at, revoked_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SELECT_GRANT = f"SELECT {_GRANT_COLUMNS} FROM grants g WHERE g.grant_id = ?"
+_SELECT_GRANTS = f"SELECT {_GRANT_COLUMNS} FROM grants g ORDER BY g.created_at, g.grant_id"
+_SELECT_CLIENT_GRANTS = f"SELECT {_GRANT_COLUMNS} FROM grants g WHERE g.client_id = ? ORDER BY g.created_at, g.grant_id"
+_REVOKE_GRANT = "UPDATE grants SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
+_REVOKE_GRANT_ACCESS_TOKENS = "UPDATE access_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
+_REVOKE_GRANT_REFRESH_TOKENS = "UPDATE refresh_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
+_UPDATE_UPSTREAM = "UPDATE grants SET upstream_tokens_enc = ?, upstream_expires_at = ? WHERE grant_id = ?"
+_INSERT_ACCESS_TOKEN = f"INSERT INTO access_tokens ({_ACCESS_COLUMNS.replace('a.', '')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# The hot path of every MCP request and introspection: one primary-key probe joined to its grant.
+_SELECT_ACCESS_TOKEN = f"""
+    SELECT {_ACCESS_COLUMNS}, {_GRANT_COLUMNS}
+    FROM access_tokens a JOIN grants g ON g.grant_id = a.grant_id
+    WHERE a.token_hash = ?
+"""
+_REVOKE_ACCESS_TOKEN = "UPDATE access_tokens SET revoked_at = ? WHERE token_hash = ? AND revoked_at IS NULL"
+_INSERT_REFRESH_TOKEN = (
+    f"INSERT INTO refresh_tokens ({_REFRESH_COLUMNS.replace('r.', '')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_REFRESH_TOKEN = f"""
+    SELECT {_REFRESH_COLUMNS}, {_GRANT_COLUMNS}
+    FROM refresh_tokens r JOIN grants g ON g.grant_id = r.grant_id
+    WHERE r.token_hash = ?
+"""
+_MARK_REFRESH_ROTATED = "UPDATE refresh_tokens SET rotated_at = ?, successor_hash = ? WHERE token_hash = ?"
+_MARK_REFRESH_REPLAYED = "UPDATE refresh_tokens SET replayed_at = ?, successor_hash = ? WHERE token_hash = ?"
+
+# Purge, in order; each takes the cut-off time. Rows of grants about to go are deleted
+# explicitly rather than by ON DELETE CASCADE so that they are counted.
+_REVOKED_GRANTS = "SELECT grant_id FROM grants WHERE revoked_at <= ?"
+_PURGE_EXPIRED = (
+    "DELETE FROM pending_authorizations WHERE expires_at <= ?",
+    "DELETE FROM authorization_codes WHERE expires_at <= ?",
+    "DELETE FROM access_tokens WHERE expires_at <= ?",
+    "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+)
+_PURGE_REVOKED_GRANTS = (
+    f"DELETE FROM authorization_codes WHERE grant_id IN ({_REVOKED_GRANTS})",
+    f"DELETE FROM access_tokens WHERE grant_id IN ({_REVOKED_GRANTS})",
+    f"DELETE FROM refresh_tokens WHERE grant_id IN ({_REVOKED_GRANTS})",
+    "DELETE FROM grants WHERE revoked_at <= ?",
+)
+_PURGE_UNUSED_GRANTS = """
+    DELETE FROM grants WHERE created_at <= ?
+    AND NOT EXISTS (SELECT 1 FROM authorization_codes c WHERE c.grant_id = grants.grant_id)
+    AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = grants.grant_id)
+    AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = grants.grant_id)
+"""
+
+
+class SqliteGrantStore:
+    """Grants (upstream tokens encrypted) and the access and refresh tokens issued from them.
+
+    ``purge_expired`` deletes expired pending authorizations, codes and tokens; grants revoked
+    more than ``REVOKED_GRANT_RETENTION`` ago (with their rows); and grants older than
+    ``grant_retention`` that have no code or token left, so nothing can use them any more.
+    """
+
+    def __init__(self, db: SqliteDatabase, *, grant_retention: int = DEFAULT_GRANT_RETENTION) -> None:
+        self._db = db
+        self._grant_retention = grant_retention
+
+    def atomic(self) -> AbstractContextManager[None]:
+        return self._db.transaction()
+
+    @_storage_errors
+    def add_grant(self, grant: Grant) -> None:
+        self._db.connection().execute(
+            _INSERT_GRANT,
+            (
+                grant.grant_id,
+                grant.client_id,
+                grant.subject,
+                json.dumps(dict(grant.claims)),
+                " ".join(grant.scopes),
+                grant.resource,
+                _seal_upstream(grant.upstream, self._db.box),
+                None if grant.upstream is None else grant.upstream.expires_at,
+                grant.created_at,
+                grant.revoked_at,
+            ),
+        )
+
+    @_storage_errors
+    def get_grant(self, grant_id: str) -> Grant | None:
+        row = self._db.connection().execute(_SELECT_GRANT, (grant_id,)).fetchone()
+        return None if row is None else _grant(row, self._db.box)
+
+    @_storage_errors
+    def list_grants(self, client_id: str | None = None) -> list[Grant]:
+        connection = self._db.connection()
+        if client_id is None:
+            rows = connection.execute(_SELECT_GRANTS).fetchall()
+        else:
+            rows = connection.execute(_SELECT_CLIENT_GRANTS, (client_id,)).fetchall()
+        return [_grant(row, self._db.box) for row in rows]
+
+    @_storage_errors
+    def revoke_grant(self, grant_id: str, now: int) -> None:
+        connection = self._db.connection()
+        with self._db.transaction():
+            connection.execute(_REVOKE_GRANT, (now, grant_id))
+            connection.execute(_REVOKE_GRANT_ACCESS_TOKENS, (now, grant_id))
+            connection.execute(_REVOKE_GRANT_REFRESH_TOKENS, (now, grant_id))
+
+    @_storage_errors
+    def update_upstream_tokens(self, grant_id: str, tokens: UpstreamTokens) -> None:
+        self._db.connection().execute(
+            _UPDATE_UPSTREAM, (_seal_upstream(tokens, self._db.box), tokens.expires_at, grant_id)
+        )
+
+    @_storage_errors
+    def add_access_token(self, token: AccessToken) -> None:
+        self._db.connection().execute(
+            _INSERT_ACCESS_TOKEN,
+            (
+                token.token_hash,
+                token.grant_id,
+                token.client_id,
+                " ".join(token.scopes),
+                token.resource,
+                token.issued_at,
+                token.expires_at,
+                token.revoked_at,
+            ),
+        )
+
+    @_storage_errors
+    def get_access_token(self, token_hash: str) -> tuple[AccessToken, Grant] | None:
+        row = self._db.connection().execute(_SELECT_ACCESS_TOKEN, (token_hash,)).fetchone()
+        if row is None:
+            return None
+        return _access_token(row[:_ACCESS_WIDTH]), _grant(row[_ACCESS_WIDTH:], self._db.box)
+
+    @_storage_errors
+    def revoke_access_token(self, token_hash: str, now: int) -> None:
+        self._db.connection().execute(_REVOKE_ACCESS_TOKEN, (now, token_hash))
+
+    @_storage_errors
+    def add_refresh_token(self, token: RefreshToken) -> None:
+        self._db.connection().execute(
+            _INSERT_REFRESH_TOKEN,
+            (
+                token.token_hash,
+                token.grant_id,
+                token.client_id,
+                " ".join(token.scopes),
+                token.resource,
+                token.issued_at,
+                token.expires_at,
+                token.rotated_at,
+                token.successor_hash,
+                token.replayed_at,
+                token.revoked_at,
+            ),
+        )
+
+    @_storage_errors
+    def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, Grant] | None:
+        row = self._db.connection().execute(_SELECT_REFRESH_TOKEN, (token_hash,)).fetchone()
+        if row is None:
+            return None
+        return _refresh_token(row[:_REFRESH_WIDTH]), _grant(row[_REFRESH_WIDTH:], self._db.box)
+
+    @_storage_errors
+    def mark_refresh_rotated(self, token_hash: str, successor_hash: str, now: int) -> None:
+        self._db.connection().execute(_MARK_REFRESH_ROTATED, (now, successor_hash, token_hash))
+
+    @_storage_errors
+    def mark_refresh_replayed(self, token_hash: str, successor_hash: str, now: int) -> None:
+        self._db.connection().execute(_MARK_REFRESH_REPLAYED, (now, successor_hash, token_hash))
+
+    @_storage_errors
+    def purge_expired(self, now: int) -> int:
+        connection = self._db.connection()
+        removed = 0
+        with self._db.transaction():
+            for statement in _PURGE_EXPIRED:
+                removed += connection.execute(statement, (now,)).rowcount
+            revoked_before = now - REVOKED_GRANT_RETENTION
+            for statement in _PURGE_REVOKED_GRANTS:
+                removed += connection.execute(statement, (revoked_before,)).rowcount
+            removed += connection.execute(_PURGE_UNUSED_GRANTS, (now - self._grant_retention,)).rowcount
+        return removed

@@ -1,0 +1,343 @@
+"""The SQLite adapter: the storage contract on a real file, plus encryption at rest, migrations,
+key rotation and transactions."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_oauth_bridge.adapters.storage.crypto import SecretBox, generate_key
+from mcp_oauth_bridge.adapters.storage.sqlite import (
+    MIGRATIONS,
+    SqliteAuthorizationStore,
+    SqliteClientRepository,
+    SqliteDatabase,
+    SqliteGrantStore,
+)
+from mcp_oauth_bridge.domain.ports import AuthorizationStore, ClientRepository, GrantStore, StorageError
+
+from .storage_contract import (
+    DAY,
+    NOW,
+    StorageContract,
+    make_access_token,
+    make_client,
+    make_grant,
+    make_pending,
+    make_upstream,
+    make_upstream_tokens,
+)
+from .storage_fixtures import sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+class TestSqliteStorageContract(StorageContract):
+    @pytest.fixture
+    def clients_repo(self, sqlite_database: SqliteDatabase) -> SqliteClientRepository:  # noqa: F811
+        return SqliteClientRepository(sqlite_database)
+
+    @pytest.fixture
+    def authorization_store(self, sqlite_database: SqliteDatabase) -> SqliteAuthorizationStore:  # noqa: F811
+        return SqliteAuthorizationStore(sqlite_database)
+
+    @pytest.fixture
+    def grant_store(self, sqlite_database: SqliteDatabase) -> SqliteGrantStore:  # noqa: F811
+        return SqliteGrantStore(sqlite_database)
+
+
+def test_adapters_implement_the_ports(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    assert isinstance(SqliteClientRepository(sqlite_database), ClientRepository)
+    assert isinstance(SqliteAuthorizationStore(sqlite_database), AuthorizationStore)
+    assert isinstance(SqliteGrantStore(sqlite_database), GrantStore)
+
+
+# -- encryption at rest -------------------------------------------------------------------------
+
+
+def test_upstream_tokens_and_pkce_verifier_are_never_stored_in_clear(
+    sqlite_database: SqliteDatabase, sqlite_path: Path  # noqa: F811
+) -> None:
+    secrets = {
+        "access": "UPSTREAM-ACCESS-c1e4a",
+        "refresh": "UPSTREAM-REFRESH-77b0e",
+        "id_token": "UPSTREAM-IDTOKEN-9f2d1",
+        "verifier": "PKCE-VERIFIER-0d8c3-" + "v" * 30,
+        "nonce": "OIDC-NONCE-5a6b7",
+        "refreshed": "UPSTREAM-ACCESS-REFRESHED-3e3e",
+    }
+    clients = SqliteClientRepository(sqlite_database)
+    authorizations = SqliteAuthorizationStore(sqlite_database)
+    grants = SqliteGrantStore(sqlite_database)
+    clients.add(make_client())
+    authorizations.add_pending(make_pending())
+    authorizations.attach_upstream(
+        "pending-1", replace(make_upstream(), code_verifier=secrets["verifier"], nonce=secrets["nonce"])
+    )
+    authorizations.add_pending(
+        make_pending("pending-2", upstream=replace(make_upstream("t" * 64), code_verifier=secrets["verifier"]))
+    )
+    upstream = make_upstream_tokens(
+        access_token=secrets["access"], refresh_token=secrets["refresh"], id_token=secrets["id_token"]
+    )
+    grants.add_grant(make_grant(upstream=upstream, subject="VISIBLE-SUBJECT-42"))
+    grants.add_grant(make_grant("grant-2", upstream=upstream))
+    grants.update_upstream_tokens("grant-2", replace(upstream, access_token=secrets["refreshed"]))
+
+    on_disk = b"".join(
+        path.read_bytes() for path in sqlite_path.parent.iterdir() if path.name.startswith(sqlite_path.name)
+    )
+    # The reader does see the file's contents (including the WAL, where recent writes live).
+    assert b"VISIBLE-SUBJECT-42" in on_disk
+    for name, value in secrets.items():
+        assert value.encode() not in on_disk, f"{name} is stored in clear"
+    # ... and yet everything reads back.
+    grant = grants.get_grant("grant-1")
+    assert grant is not None and grant.upstream == upstream
+    pending = authorizations.get_pending("pending-1")
+    assert pending is not None and pending.upstream is not None
+    assert (pending.upstream.code_verifier, pending.upstream.nonce) == (secrets["verifier"], secrets["nonce"])
+
+
+def test_undecryptable_value_raises_storage_error(
+    sqlite_database: SqliteDatabase, sqlite_path: Path  # noqa: F811
+) -> None:
+    SqliteClientRepository(sqlite_database).add(make_client())
+    SqliteGrantStore(sqlite_database).add_grant(make_grant())
+    SqliteGrantStore(sqlite_database).add_access_token(make_access_token())
+
+    other_key = SqliteDatabase(str(sqlite_path), SecretBox([generate_key()]))
+    try:
+        with pytest.raises(StorageError):
+            SqliteGrantStore(other_key).get_grant("grant-1")
+        with pytest.raises(StorageError):
+            SqliteGrantStore(other_key).get_access_token("at-hash-1")
+    finally:
+        other_key.close()
+
+
+def test_key_rotation(sqlite_path: Path) -> None:  # noqa: F811
+    key_a, key_b = generate_key(), generate_key()
+    written = SqliteDatabase(str(sqlite_path), SecretBox([key_a]))
+    SqliteClientRepository(written).add(make_client())
+    SqliteGrantStore(written).add_grant(make_grant())
+    SqliteGrantStore(written).add_grant(make_grant("grant-2", upstream=None))
+    SqliteAuthorizationStore(written).add_pending(make_pending(upstream=make_upstream()))
+    SqliteAuthorizationStore(written).add_pending(make_pending("pending-2"))
+    written.close()
+
+    rotating = SqliteDatabase(str(sqlite_path), SecretBox([key_b, key_a]))
+    assert SqliteGrantStore(rotating).get_grant("grant-1") == make_grant()
+    # One grant and one pending authorization hold ciphertext.
+    assert rotating.reencrypt() == 2
+    rotating.close()
+
+    only_b = SqliteDatabase(str(sqlite_path), SecretBox([key_b]))
+    assert SqliteGrantStore(only_b).get_grant("grant-1") == make_grant()
+    assert SqliteGrantStore(only_b).get_grant("grant-2") == make_grant("grant-2", upstream=None)
+    assert SqliteAuthorizationStore(only_b).get_pending("pending-1") == make_pending(upstream=make_upstream())
+    only_b.close()
+
+    only_a = SqliteDatabase(str(sqlite_path), SecretBox([key_a]))
+    with pytest.raises(StorageError):
+        SqliteGrantStore(only_a).get_grant("grant-1")
+    only_a.close()
+
+
+def test_secret_box() -> None:
+    key_a, key_b = generate_key(), generate_key()
+    box = SecretBox([key_a])
+    ciphertext = box.encrypt("upstream-secret")
+    assert "upstream-secret" not in ciphertext
+    assert box.decrypt(ciphertext) == "upstream-secret"
+    assert box.encrypt("upstream-secret") != ciphertext
+    rotated = SecretBox([key_b, key_a]).rotate(ciphertext)
+    assert SecretBox([key_b]).decrypt(rotated) == "upstream-secret"
+    with pytest.raises(StorageError):
+        SecretBox([key_b]).decrypt(ciphertext)
+    with pytest.raises(StorageError):
+        box.decrypt("not a fernet token")
+
+
+# A well-formed key, fixed so that every pytest-xdist worker collects the same parameters.
+VALID_KEY = "x" * 43 + "="
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [[], ["not-a-key"], ["YQ=="], [VALID_KEY, "short"], VALID_KEY],
+    ids=["none", "not-base64", "too-short", "second-bad", "lone-string"],
+)
+def test_secret_box_rejects_malformed_keys(keys: Any) -> None:
+    with pytest.raises(ValueError) as raised:
+        SecretBox(keys)
+    # The message names a key by its position, never by its value.
+    assert not any(key in str(raised.value) for key in (keys if isinstance(keys, list) else [keys]))
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+
+def test_migrations_are_recorded_and_idempotent(sqlite_path: Path, sqlite_key: str) -> None:  # noqa: F811
+    database = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
+    try:
+        assert database.migrate() == [version for version, _ in MIGRATIONS]
+        assert database.migrate() == []
+        assert database.applied_migrations() == [version for version, _ in MIGRATIONS]
+        rows = database.connection().execute("SELECT version, applied_at FROM schema_migrations").fetchall()
+        assert [row[0] for row in rows] == [LATEST_VERSION] and rows[0][1] > 0
+    finally:
+        database.close()
+    again = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
+    try:
+        assert again.migrate() == []
+    finally:
+        again.close()
+
+
+def test_schema_is_created_on_first_use_and_parent_directory_made(tmp_path: Path, sqlite_key: str) -> None:  # noqa: F811
+    path = tmp_path / "a" / "b" / "bridge.db"
+    database = SqliteDatabase(str(path), SecretBox([sqlite_key]))
+    try:
+        assert SqliteClientRepository(database).list() == []
+        assert path.exists()
+        assert database.applied_migrations() == [LATEST_VERSION]
+    finally:
+        database.close()
+
+
+def test_concurrent_migrations_on_one_file_both_succeed(sqlite_path: Path, sqlite_key: str) -> None:  # noqa: F811
+    workers = 6
+    barrier = threading.Barrier(workers)
+    applied: list[list[int]] = []
+    errors: list[BaseException] = []
+    databases = [SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key])) for _ in range(workers)]
+
+    def run(database: SqliteDatabase) -> None:
+        try:
+            barrier.wait()
+            applied.append(database.migrate())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(database,)) for database in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for database in databases:
+        database.close()
+
+    assert errors == []
+    assert sorted(applied) == [[]] * (workers - 1) + [[LATEST_VERSION]]
+
+
+def test_connection_pragmas(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    connection = sqlite_database.connection()
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 10000
+    # synchronous=NORMAL is 1.
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+# -- connections and transactions ---------------------------------------------------------------
+
+
+def test_each_thread_has_its_own_connection(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    seen: list[sqlite3.Connection] = []
+    thread = threading.Thread(target=lambda: seen.append(sqlite_database.connection()))
+    thread.start()
+    thread.join()
+    assert seen[0] is not sqlite_database.connection()
+
+
+def test_closed_database_reopens_on_next_use(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    SqliteClientRepository(sqlite_database).add(make_client())
+    sqlite_database.close()
+    assert SqliteClientRepository(sqlite_database).get("client-1") == make_client()
+
+
+def test_nested_transaction_failure_undoes_only_its_own_writes(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    clients = SqliteClientRepository(sqlite_database)
+    with sqlite_database.transaction():
+        clients.add(make_client("outer"))
+        with pytest.raises(RuntimeError):
+            with sqlite_database.transaction():
+                clients.add(make_client("inner"))
+                raise RuntimeError("inner block fails")
+        clients.add(make_client("after"))
+    assert sorted(client.client_id for client in clients.list()) == ["after", "outer"]
+
+
+def test_transactions_are_isolated_until_commit(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    clients = SqliteClientRepository(sqlite_database)
+    seen_inside: list[object] = []
+    with sqlite_database.transaction():
+        clients.add(make_client())
+        reader = threading.Thread(target=lambda: seen_inside.append(clients.get("client-1")))
+        reader.start()
+        reader.join()
+    assert seen_inside == [None]
+    assert clients.get("client-1") is not None
+
+
+def test_sqlite_errors_become_storage_errors(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    grants = SqliteGrantStore(sqlite_database)
+    # Foreign keys are enforced: a token for an unknown grant is refused.
+    with pytest.raises(StorageError):
+        grants.add_access_token(make_access_token(grant_id="no-such-grant"))
+    SqliteClientRepository(sqlite_database).add(make_client())
+    grants.add_grant(make_grant())
+    with pytest.raises(StorageError):
+        grants.add_grant(make_grant())
+    with pytest.raises(StorageError):
+        with grants.atomic():
+            grants.add_grant(make_grant("grant-2"))
+            sqlite_database.connection().execute("SELECT * FROM no_such_table")
+    assert grants.get_grant("grant-2") is None
+
+
+def test_purge_removes_grants_left_without_codes_or_tokens(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    SqliteClientRepository(sqlite_database).add(make_client())
+    grants = SqliteGrantStore(sqlite_database, grant_retention=30 * DAY)
+    grants.add_grant(make_grant("grant-unused"))
+    grants.add_grant(make_grant("grant-in-use"))
+    grants.add_access_token(make_access_token("at", grant_id="grant-in-use", expires_at=NOW + 31 * DAY))
+    grants.add_grant(make_grant("grant-young", created_at=NOW + 20 * DAY))
+
+    assert grants.purge_expired(NOW + 30 * DAY) == 1
+    assert grants.get_grant("grant-unused") is None
+    assert grants.get_grant("grant-in-use") is not None
+    assert grants.get_grant("grant-young") is not None
+
+
+def _read_client_after_fork(database: SqliteDatabase, parent_connection_id: int, results: Any) -> None:
+    try:
+        fresh = database.connection()
+        client = SqliteClientRepository(database).get("client-1")
+        results.put((id(fresh) != parent_connection_id, client == make_client()))
+    except BaseException as exc:  # noqa: BLE001 - the parent asserts on it
+        results.put(repr(exc))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork() is how gunicorn makes its workers")
+def test_a_forked_worker_opens_its_own_connection(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    # gunicorn --preload: the master may have used the database before forking its workers.
+    SqliteClientRepository(sqlite_database).add(make_client())
+    parent_connection = sqlite_database.connection()
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_read_client_after_fork, args=(sqlite_database, id(parent_connection), results))
+    child.start()
+    assert results.get(timeout=30) == (True, True)
+    child.join(timeout=30)
+    # The parent's connection is untouched by the child.
+    assert SqliteClientRepository(sqlite_database).get("client-1") == make_client()

@@ -1,0 +1,1 @@
+"""Unit tests: the domain services against in-memory fakes."""

@@ -1,0 +1,320 @@
+"""grant_type=refresh_token (RFC 6749 §6) with rotation, a short grace window for retries, and
+revocation of the whole grant on replay (DESIGN.md, flow step 5)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mcp_oauth_bridge.domain.errors import (
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    InvalidToken,
+    UnauthorizedClient,
+)
+from mcp_oauth_bridge.domain.model import IssuedTokens
+from mcp_oauth_bridge.domain.policy import ServerPolicy
+from mcp_oauth_bridge.domain.services.registration import RegisteredClient
+
+from .conftest import ISSUER, NOW, RESOURCE, SCOPES, World, build_world
+
+
+@pytest.fixture
+def issued(world: World, public_client: RegisteredClient) -> IssuedTokens:
+    return world.login(public_client)
+
+
+def rt(tokens: IssuedTokens) -> str:
+    assert tokens.refresh_token is not None
+    return tokens.refresh_token
+
+
+def assert_grant_fully_revoked(world: World, client: RegisteredClient, *token_sets: IssuedTokens) -> None:
+    assert world.only_grant().is_revoked
+    for tokens in token_sets:
+        with pytest.raises(InvalidToken):
+            world.bearer.authenticate(tokens.access_token)
+        assert not world.active(client, tokens.access_token)
+        assert not world.active(client, rt(tokens))
+    assert all(t.revoked_at is not None for t in world.storage.access_tokens.values())
+    assert all(t.revoked_at is not None for t in world.storage.refresh_tokens.values())
+
+
+# -- rotation ------------------------------------------------------------------------------------
+
+
+def test_refresh_issues_new_tokens_and_rotates_the_refresh_token(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    world.clock.advance(100)
+    new = world.refresh(public_client, rt(issued))
+
+    assert new.access_token != issued.access_token
+    assert rt(new) != rt(issued)
+    assert new.scope == " ".join(SCOPES)
+    assert new.expires_in == world.policy.access_token_ttl
+    old_record = world.refresh_record(rt(issued))
+    assert old_record.rotated_at == NOW + 100
+    assert old_record.successor_hash == world.hasher.hash(rt(new))
+    assert old_record.revoked_at is None
+    new_record = world.refresh_record(rt(new))
+    assert new_record.issued_at == NOW + 100
+    assert new_record.expires_at == NOW + 100 + world.policy.refresh_token_ttl
+    assert new_record.rotated_at is None
+    assert world.access_record(new.access_token).expires_at == NOW + 100 + world.policy.access_token_ttl
+    # The old refresh token is no longer current; the new one is.
+    assert not world.active(public_client, rt(issued))
+    assert world.active(public_client, rt(new))
+    stored = world.clients.get(public_client.client.client_id)
+    assert stored is not None and stored.last_used_at == NOW + 100
+
+
+def test_old_access_token_stays_valid_until_its_expiry(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    world.clock.advance(100)
+    new = world.refresh(public_client, rt(issued))
+    assert world.bearer.authenticate(issued.access_token).expires_at == NOW + world.policy.access_token_ttl
+    assert world.bearer.authenticate(new.access_token).expires_at == NOW + 100 + world.policy.access_token_ttl
+    world.clock.advance(world.policy.access_token_ttl - 100)
+    with pytest.raises(InvalidToken):
+        world.bearer.authenticate(issued.access_token)
+    assert world.bearer.authenticate(new.access_token).client_id == public_client.client.client_id
+
+
+def test_rotation_chain(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
+    current = issued
+    for _ in range(5):
+        world.clock.advance(world.policy.refresh_grace_period + 1)
+        current = world.refresh(public_client, rt(current))
+    assert world.active(public_client, rt(current))
+    assert len(world.storage.refresh_tokens) == 6
+    assert sum(1 for t in world.storage.refresh_tokens.values() if t.rotated_at is None) == 1
+    assert not world.only_grant().is_revoked
+
+
+# -- the grace window ----------------------------------------------------------------------------
+
+
+def test_replay_within_grace_while_successor_unused_works_once(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    world.clock.advance(10)
+    lost = world.refresh(public_client, rt(issued))  # the response never reached the client
+    world.clock.advance(world.policy.refresh_grace_period)  # still inside the window (inclusive)
+    retried = world.refresh(public_client, rt(issued))
+
+    assert rt(retried) not in (rt(issued), rt(lost))
+    assert world.bearer.authenticate(retried.access_token)
+    assert world.active(public_client, rt(retried))
+    old = world.refresh_record(rt(issued))
+    assert old.replayed_at == NOW + 10 + world.policy.refresh_grace_period
+    assert old.successor_hash == world.hasher.hash(rt(retried))
+    # The unused successor is superseded by the retry's token.
+    assert world.refresh_record(rt(lost)).rotated_at == NOW + 10 + world.policy.refresh_grace_period
+    assert not world.active(public_client, rt(lost))
+    assert not world.only_grant().is_revoked
+    # And the retry's token rotates normally.
+    world.clock.advance(1)
+    assert world.refresh(public_client, rt(retried)).access_token
+
+
+def test_second_replay_within_grace_revokes_the_whole_grant(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    first = world.refresh(public_client, rt(issued))
+    second = world.refresh(public_client, rt(issued))
+    world.clock.advance(1)
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued))
+    assert_grant_fully_revoked(world, public_client, issued, first, second)
+    assert world.only_grant().revoked_at == NOW + 1
+    # Even the newest refresh token is dead now.
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(second))
+
+
+def test_replay_after_the_successor_was_used_revokes_the_grant(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    successor = world.refresh(public_client, rt(issued))
+    newest = world.refresh(public_client, rt(successor))
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued))  # still within the grace window
+    assert_grant_fully_revoked(world, public_client, issued, successor, newest)
+
+
+def test_replay_after_the_grace_window_revokes_the_grant(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    successor = world.refresh(public_client, rt(issued))
+    world.clock.advance(world.policy.refresh_grace_period + 1)
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued))
+    assert_grant_fully_revoked(world, public_client, issued, successor)
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(successor))
+
+
+def test_zero_grace_period_revokes_on_any_replay() -> None:
+    world = build_world(ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES, refresh_grace_period=0))
+    registered = world.register()
+    issued = world.login(registered)
+    successor = world.refresh(registered, rt(issued))
+    world.clock.advance(1)
+    with pytest.raises(InvalidGrant):
+        world.refresh(registered, rt(issued))
+    assert_grant_fully_revoked(world, registered, issued, successor)
+
+
+def test_replay_of_a_superseded_successor_after_the_retry_token_was_used_revokes(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    lost = world.refresh(public_client, rt(issued))
+    retried = world.refresh(public_client, rt(issued))
+    newest = world.refresh(public_client, rt(retried))
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(lost))
+    assert_grant_fully_revoked(world, public_client, issued, lost, retried, newest)
+
+
+# -- scope ---------------------------------------------------------------------------------------
+
+
+def test_scope_may_narrow(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
+    narrowed = world.refresh(public_client, rt(issued), scope="mcp:read")
+    assert narrowed.scope == "mcp:read"
+    assert world.access_record(narrowed.access_token).scopes == ("mcp:read",)
+    assert world.bearer.authenticate(narrowed.access_token).scopes == ("mcp:read",)
+    # RFC 6749 §6: the refresh token keeps the originally granted scope.
+    assert world.refresh_record(rt(narrowed)).scopes == SCOPES
+    assert world.refresh(public_client, rt(narrowed)).scope == " ".join(SCOPES)
+
+
+def test_scope_may_not_widen(world: World, public_client: RegisteredClient) -> None:
+    issued = world.login(public_client, scope="mcp:read")
+    with pytest.raises(InvalidScope):
+        world.refresh(public_client, rt(issued), scope="mcp:read mcp:write")
+    with pytest.raises(InvalidScope):
+        world.refresh(public_client, rt(issued), scope="admin")
+    # A refused scope does not rotate or revoke anything.
+    assert world.refresh_record(rt(issued)).rotated_at is None
+    assert not world.only_grant().is_revoked
+    assert len(world.storage.access_tokens) == 1
+    assert world.refresh(public_client, rt(issued)).scope == "mcp:read"
+
+
+# -- other failures ------------------------------------------------------------------------------
+
+
+def test_expired_refresh_token_is_invalid_grant_and_keeps_the_grant(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    world.clock.advance(world.policy.refresh_token_ttl)
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued))
+    assert world.only_grant().revoked_at is None
+    assert world.refresh_record(rt(issued)).revoked_at is None
+    assert world.refresh_record(rt(issued)).rotated_at is None
+    assert len(world.storage.refresh_tokens) == 1
+
+
+def test_refresh_token_just_before_expiry_works(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
+    world.clock.advance(world.policy.refresh_token_ttl - 1)
+    assert world.refresh(public_client, rt(issued)).access_token
+
+
+def test_refresh_token_of_another_client_is_invalid_grant(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    other = world.register()
+    with pytest.raises(InvalidGrant):
+        world.refresh(other, rt(issued))
+    assert world.refresh_record(rt(issued)).rotated_at is None
+    assert not world.only_grant().is_revoked
+    assert len(world.storage.access_tokens) == 1
+
+
+@pytest.mark.parametrize("resource", ["https://other.example/mcp", RESOURCE + "/x", ""])
+def test_resource_mismatch_is_invalid_target(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens, resource: str
+) -> None:
+    with pytest.raises(InvalidTarget):
+        world.refresh(public_client, rt(issued), resource=resource)
+    assert world.refresh_record(rt(issued)).rotated_at is None
+    assert len(world.storage.access_tokens) == 1
+
+
+def test_omitted_or_trailing_slash_resource_is_accepted(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    new = world.refresh(public_client, rt(issued), resource=None)
+    assert world.refresh(public_client, rt(new), resource=RESOURCE + "/").access_token
+
+
+def test_unknown_refresh_token_is_invalid_grant(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, "mob_rt_unknown")
+    # An access token is not a refresh token.
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, issued.access_token)
+    assert not world.only_grant().is_revoked
+
+
+@pytest.mark.parametrize("token", [None, ""])
+def test_missing_refresh_token_is_invalid_request(world: World, public_client: RegisteredClient, token: str | None) -> None:
+    with pytest.raises(InvalidRequest):
+        world.refresh(public_client, token)
+
+
+def test_revoked_grant_refuses_refresh(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
+    # Revoke only the grant row, leaving the token row untouched, so the grant check itself is tested.
+    grant = world.only_grant()
+    world.storage.grants[grant.grant_id] = replace(grant, revoked_at=NOW)
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued))
+    assert len(world.storage.access_tokens) == 1
+
+
+def test_revoked_refresh_token_is_refused(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
+    record = world.refresh_record(rt(issued))
+    world.storage.refresh_tokens[record.token_hash] = replace(record, revoked_at=NOW)
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued))
+    assert len(world.storage.access_tokens) == 1
+
+
+def test_client_without_refresh_grant_is_unauthorized(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
+    restricted = replace(public_client.client, grant_types=("authorization_code",))
+    with pytest.raises(UnauthorizedClient):
+        world.token_service.refresh(restricted, refresh_token=rt(issued), scope=None, resource=None)
+    assert world.refresh_record(rt(issued)).rotated_at is None
+
+
+# -- a replay is a replay, whatever else the request asks for ------------------------------------
+# DESIGN.md flow step 5: "any other replay revokes the whole grant". The replay decision must not
+# depend on the scope or resource the replaying request happens to carry.
+
+
+def test_replay_after_the_grace_window_with_a_wider_scope_revokes_the_grant(
+    world: World, public_client: RegisteredClient
+) -> None:
+    issued = world.login(public_client, scope="mcp:read")
+    successor = world.refresh(public_client, rt(issued))
+    world.clock.advance(world.policy.refresh_grace_period + 1)
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued), scope="mcp:read mcp:write")
+    assert_grant_fully_revoked(world, public_client, issued, successor)
+
+
+def test_replay_after_the_grace_window_with_another_resource_revokes_the_grant(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    successor = world.refresh(public_client, rt(issued))
+    world.clock.advance(world.policy.refresh_grace_period + 1)
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued), resource="https://other.example/mcp")
+    assert_grant_fully_revoked(world, public_client, issued, successor)
