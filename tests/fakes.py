@@ -75,6 +75,8 @@ class InMemoryStorage:
         self.pending: dict[str, PendingAuthorization] = {}
         self.codes: dict[str, AuthorizationCode] = {}
         self.grants: dict[str, Grant] = {}
+        # Upstream tokens by grant id, apart from the grants (the SQLite adapter encrypts them).
+        self.upstream_tokens: dict[str, UpstreamTokens] = {}
         self.access_tokens: dict[str, AccessToken] = {}
         self.refresh_tokens: dict[str, RefreshToken] = {}
 
@@ -129,8 +131,12 @@ class InMemoryStorage:
         with self.lock:
             yield
 
-    def add_grant(self, grant: Grant) -> None:
+    def add_grant(self, grant: Grant, upstream: UpstreamTokens | None) -> None:
         self.grants[grant.grant_id] = grant
+        if upstream is None:
+            self.upstream_tokens.pop(grant.grant_id, None)
+        else:
+            self.upstream_tokens[grant.grant_id] = upstream
 
     def get_grant(self, grant_id: str) -> Grant | None:
         return self.grants.get(grant_id)
@@ -148,8 +154,13 @@ class InMemoryStorage:
                     if token.grant_id == grant_id and token.revoked_at is None:
                         tokens[key] = replace(token, revoked_at=now)  # type: ignore[assignment]
 
+    def get_upstream_tokens(self, grant_id: str) -> UpstreamTokens | None:
+        return self.upstream_tokens.get(grant_id)
+
     def update_upstream_tokens(self, grant_id: str, tokens: UpstreamTokens) -> None:
-        self.grants[grant_id] = replace(self.grants[grant_id], upstream=tokens)
+        # Like SQLite's UPDATE: nothing happens for an unknown grant.
+        if grant_id in self.grants:
+            self.upstream_tokens[grant_id] = tokens
 
     def add_access_token(self, token: AccessToken) -> None:
         self.access_tokens[token.token_hash] = token

@@ -128,7 +128,6 @@ class Grant:
     claims: Mapping[str, Any]
     scopes: tuple[str, ...]
     resource: str
-    upstream: UpstreamTokens | None
     created_at: int
     revoked_at: int | None = None
 

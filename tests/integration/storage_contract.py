@@ -95,7 +95,6 @@ def make_grant(grant_id: str = "grant-1", client_id: str = "client-1", **changes
         claims={"preferred_username": "alice", "email": "alice@example.com", "groups": ["a", "b"], "n": 1},
         scopes=("mcp:read", "mcp:write"),
         resource=RESOURCE,
-        upstream=make_upstream_tokens(),
         created_at=NOW,
     )
     return replace(grant, **changes)
@@ -149,11 +148,16 @@ class StorageContract:
     # -- helpers --------------------------------------------------------------------------------
 
     @staticmethod
-    def given_grant(clients_repo: ClientRepository, grant_store: GrantStore, grant: Grant | None = None) -> Grant:
+    def given_grant(
+        clients_repo: ClientRepository,
+        grant_store: GrantStore,
+        grant: Grant | None = None,
+        upstream: UpstreamTokens | None = make_upstream_tokens(),
+    ) -> Grant:
         grant = grant or make_grant()
         if clients_repo.get(grant.client_id) is None:
             clients_repo.add(make_client(grant.client_id))
-        grant_store.add_grant(grant)
+        grant_store.add_grant(grant, upstream)
         return grant
 
     # -- ClientRepository -----------------------------------------------------------------------
@@ -211,6 +215,7 @@ class StorageContract:
         assert clients_repo.delete("client-1") is False
         assert clients_repo.get("client-1") is None
         assert grant_store.get_grant("grant-1") is None
+        assert grant_store.get_upstream_tokens("grant-1") is None
         assert grant_store.get_access_token("at-hash-1") is None
         assert grant_store.get_refresh_token("rt-hash-1") is None
         assert authorization_store.redeem_code("code-hash-1", NOW) is None
@@ -319,15 +324,25 @@ class StorageContract:
     ) -> None:
         grant = self.given_grant(clients_repo, grant_store)
         assert grant_store.get_grant("grant-1") == grant
+        assert grant_store.get_upstream_tokens("grant-1") == make_upstream_tokens()
         assert grant_store.get_grant("unknown") is None
 
     def test_grant_without_upstream_tokens_round_trips(
         self, clients_repo: ClientRepository, grant_store: GrantStore
     ) -> None:
         upstream = UpstreamTokens(access_token="at-only", expires_at=NOW + 1)
-        for grant in (make_grant("grant-1", upstream=None), make_grant("grant-2", upstream=upstream, claims={})):
-            self.given_grant(clients_repo, grant_store, grant)
+        for grant, tokens in ((make_grant("grant-1"), None), (make_grant("grant-2", claims={}), upstream)):
+            self.given_grant(clients_repo, grant_store, grant, tokens)
             assert grant_store.get_grant(grant.grant_id) == grant
+            assert grant_store.get_upstream_tokens(grant.grant_id) == tokens
+
+    def test_get_upstream_tokens_is_none_for_an_unknown_grant_or_one_without_them(
+        self, clients_repo: ClientRepository, grant_store: GrantStore
+    ) -> None:
+        assert grant_store.get_upstream_tokens("unknown") is None
+        self.given_grant(clients_repo, grant_store, make_grant("grant-none"), None)
+        assert grant_store.get_grant("grant-none") is not None
+        assert grant_store.get_upstream_tokens("grant-none") is None
 
     def test_list_grants_all_and_by_client(self, clients_repo: ClientRepository, grant_store: GrantStore) -> None:
         first = self.given_grant(clients_repo, grant_store, make_grant("grant-1", "client-1"))
@@ -340,8 +355,13 @@ class StorageContract:
         self.given_grant(clients_repo, grant_store)
         fresh = make_upstream_tokens(access_token="new-upstream-at", expires_at=NOW + 2 * HOUR, id_token=None)
         grant_store.update_upstream_tokens("grant-1", fresh)
-        stored = grant_store.get_grant("grant-1")
-        assert stored is not None and stored.upstream == fresh
+        assert grant_store.get_upstream_tokens("grant-1") == fresh
+        # The grant itself is untouched.
+        assert grant_store.get_grant("grant-1") == make_grant()
+        # A grant stored without upstream tokens gets them.
+        self.given_grant(clients_repo, grant_store, make_grant("grant-2"), None)
+        grant_store.update_upstream_tokens("grant-2", fresh)
+        assert grant_store.get_upstream_tokens("grant-2") == fresh
 
     def test_revoke_grant_revokes_every_token_issued_from_it(
         self, clients_repo: ClientRepository, grant_store: GrantStore
@@ -432,9 +452,10 @@ class StorageContract:
     def test_atomic_commits(self, clients_repo: ClientRepository, grant_store: GrantStore) -> None:
         clients_repo.add(make_client())
         with grant_store.atomic():
-            grant_store.add_grant(make_grant())
+            grant_store.add_grant(make_grant(), make_upstream_tokens())
             grant_store.add_access_token(make_access_token())
         assert grant_store.get_access_token("at-hash-1") is not None
+        assert grant_store.get_upstream_tokens("grant-1") == make_upstream_tokens()
 
     def test_atomic_rolls_back_on_exception(
         self, clients_repo: ClientRepository, authorization_store: AuthorizationStore, grant_store: GrantStore
@@ -446,11 +467,12 @@ class StorageContract:
 
         with pytest.raises(Boom):
             with grant_store.atomic():
-                grant_store.add_grant(make_grant())
+                grant_store.add_grant(make_grant(), make_upstream_tokens())
                 authorization_store.add_code(make_code())
                 grant_store.add_access_token(make_access_token())
                 raise Boom()
         assert grant_store.get_grant("grant-1") is None
+        assert grant_store.get_upstream_tokens("grant-1") is None
         assert grant_store.get_access_token("at-hash-1") is None
         assert authorization_store.redeem_code("code-hash-1", NOW) is None
 

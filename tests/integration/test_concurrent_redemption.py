@@ -25,7 +25,7 @@ from mcp_oauth_bridge.domain.security import TokenHasher, s256_challenge
 from mcp_oauth_bridge.domain.services.tokens import TokenService
 from tests.fakes import FixedClock
 
-from .storage_contract import NOW, RESOURCE, make_client, make_code, make_grant
+from .storage_contract import NOW, RESOURCE, make_client, make_code, make_grant, make_upstream_tokens
 from .storage_fixtures import sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
 
 PROCESSES = 8
@@ -84,7 +84,7 @@ def _seed(database: SqliteDatabase) -> None:
     SqliteClientRepository(database).add(
         make_client(token_endpoint_auth_method="none", secret_hash=None, scope="mcp:read")
     )
-    SqliteGrantStore(database).add_grant(make_grant(scopes=("mcp:read",)))
+    SqliteGrantStore(database).add_grant(make_grant(scopes=("mcp:read",)), make_upstream_tokens())
     SqliteAuthorizationStore(database).add_code(
         make_code(TokenHasher(HASH_KEY).hash(CODE), code_challenge=s256_challenge(VERIFIER), expires_at=NOW + 60)
     )

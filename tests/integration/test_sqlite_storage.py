@@ -87,8 +87,8 @@ def test_upstream_tokens_and_pkce_verifier_are_never_stored_in_clear(
     upstream = make_upstream_tokens(
         access_token=secrets["access"], refresh_token=secrets["refresh"], id_token=secrets["id_token"]
     )
-    grants.add_grant(make_grant(upstream=upstream, subject="VISIBLE-SUBJECT-42"))
-    grants.add_grant(make_grant("grant-2", upstream=upstream))
+    grants.add_grant(make_grant(subject="VISIBLE-SUBJECT-42"), upstream)
+    grants.add_grant(make_grant("grant-2"), upstream)
     grants.update_upstream_tokens("grant-2", replace(upstream, access_token=secrets["refreshed"]))
 
     on_disk = b"".join(
@@ -99,8 +99,8 @@ def test_upstream_tokens_and_pkce_verifier_are_never_stored_in_clear(
     for name, value in secrets.items():
         assert value.encode() not in on_disk, f"{name} is stored in clear"
     # ... and yet everything reads back.
-    grant = grants.get_grant("grant-1")
-    assert grant is not None and grant.upstream == upstream
+    assert grants.get_upstream_tokens("grant-1") == upstream
+    assert grants.get_upstream_tokens("grant-2") == replace(upstream, access_token=secrets["refreshed"])
     pending = authorizations.get_pending("pending-1")
     assert pending is not None and pending.upstream is not None
     assert (pending.upstream.code_verifier, pending.upstream.nonce) == (secrets["verifier"], secrets["nonce"])
@@ -110,15 +110,16 @@ def test_undecryptable_value_raises_storage_error(
     sqlite_database: SqliteDatabase, sqlite_path: Path  # noqa: F811
 ) -> None:
     SqliteClientRepository(sqlite_database).add(make_client())
-    SqliteGrantStore(sqlite_database).add_grant(make_grant())
+    SqliteGrantStore(sqlite_database).add_grant(make_grant(), make_upstream_tokens())
     SqliteGrantStore(sqlite_database).add_access_token(make_access_token())
 
     other_key = SqliteDatabase(str(sqlite_path), SecretBox([generate_key()]))
     try:
         with pytest.raises(StorageError):
-            SqliteGrantStore(other_key).get_grant("grant-1")
-        with pytest.raises(StorageError):
-            SqliteGrantStore(other_key).get_access_token("at-hash-1")
+            SqliteGrantStore(other_key).get_upstream_tokens("grant-1")
+        # Grant and token lookups never read the ciphertext, so the wrong key does not matter.
+        assert SqliteGrantStore(other_key).get_grant("grant-1") == make_grant()
+        assert SqliteGrantStore(other_key).get_access_token("at-hash-1") == (make_access_token(), make_grant())
     finally:
         other_key.close()
 
@@ -127,27 +128,29 @@ def test_key_rotation(sqlite_path: Path) -> None:  # noqa: F811
     key_a, key_b = generate_key(), generate_key()
     written = SqliteDatabase(str(sqlite_path), SecretBox([key_a]))
     SqliteClientRepository(written).add(make_client())
-    SqliteGrantStore(written).add_grant(make_grant())
-    SqliteGrantStore(written).add_grant(make_grant("grant-2", upstream=None))
+    SqliteGrantStore(written).add_grant(make_grant(), make_upstream_tokens())
+    SqliteGrantStore(written).add_grant(make_grant("grant-2"), None)
     SqliteAuthorizationStore(written).add_pending(make_pending(upstream=make_upstream()))
     SqliteAuthorizationStore(written).add_pending(make_pending("pending-2"))
     written.close()
 
     rotating = SqliteDatabase(str(sqlite_path), SecretBox([key_b, key_a]))
-    assert SqliteGrantStore(rotating).get_grant("grant-1") == make_grant()
+    assert SqliteGrantStore(rotating).get_upstream_tokens("grant-1") == make_upstream_tokens()
     # One grant and one pending authorization hold ciphertext.
     assert rotating.reencrypt() == 2
     rotating.close()
 
     only_b = SqliteDatabase(str(sqlite_path), SecretBox([key_b]))
     assert SqliteGrantStore(only_b).get_grant("grant-1") == make_grant()
-    assert SqliteGrantStore(only_b).get_grant("grant-2") == make_grant("grant-2", upstream=None)
+    assert SqliteGrantStore(only_b).get_upstream_tokens("grant-1") == make_upstream_tokens()
+    assert SqliteGrantStore(only_b).get_grant("grant-2") == make_grant("grant-2")
+    assert SqliteGrantStore(only_b).get_upstream_tokens("grant-2") is None
     assert SqliteAuthorizationStore(only_b).get_pending("pending-1") == make_pending(upstream=make_upstream())
     only_b.close()
 
     only_a = SqliteDatabase(str(sqlite_path), SecretBox([key_a]))
     with pytest.raises(StorageError):
-        SqliteGrantStore(only_a).get_grant("grant-1")
+        SqliteGrantStore(only_a).get_upstream_tokens("grant-1")
     only_a.close()
 
 
@@ -295,12 +298,12 @@ def test_sqlite_errors_become_storage_errors(sqlite_database: SqliteDatabase) ->
     with pytest.raises(StorageError):
         grants.add_access_token(make_access_token(grant_id="no-such-grant"))
     SqliteClientRepository(sqlite_database).add(make_client())
-    grants.add_grant(make_grant())
+    grants.add_grant(make_grant(), make_upstream_tokens())
     with pytest.raises(StorageError):
-        grants.add_grant(make_grant())
+        grants.add_grant(make_grant(), make_upstream_tokens())
     with pytest.raises(StorageError):
         with grants.atomic():
-            grants.add_grant(make_grant("grant-2"))
+            grants.add_grant(make_grant("grant-2"), make_upstream_tokens())
             sqlite_database.connection().execute("SELECT * FROM no_such_table")
     assert grants.get_grant("grant-2") is None
 
@@ -308,10 +311,10 @@ def test_sqlite_errors_become_storage_errors(sqlite_database: SqliteDatabase) ->
 def test_purge_removes_grants_left_without_codes_or_tokens(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
     SqliteClientRepository(sqlite_database).add(make_client())
     grants = SqliteGrantStore(sqlite_database, grant_retention=30 * DAY)
-    grants.add_grant(make_grant("grant-unused"))
-    grants.add_grant(make_grant("grant-in-use"))
+    grants.add_grant(make_grant("grant-unused"), make_upstream_tokens())
+    grants.add_grant(make_grant("grant-in-use"), make_upstream_tokens())
     grants.add_access_token(make_access_token("at", grant_id="grant-in-use", expires_at=NOW + 31 * DAY))
-    grants.add_grant(make_grant("grant-young", created_at=NOW + 20 * DAY))
+    grants.add_grant(make_grant("grant-young", created_at=NOW + 20 * DAY), make_upstream_tokens())
 
     assert grants.purge_expired(NOW + 30 * DAY) == 1
     assert grants.get_grant("grant-unused") is None

@@ -447,7 +447,9 @@ def test_successful_login_redirects_with_code_state_and_iss(world: World, public
     assert dict(grant.claims) == {"preferred_username": "alice", "email": "alice@example.com"}
     assert grant.scopes == ("mcp:read",)
     assert grant.resource == RESOURCE
-    assert grant.upstream == UpstreamTokens(access_token="upstream-at", refresh_token="upstream-rt", expires_at=1_700_003_600)
+    assert world.storage.get_upstream_tokens(grant.grant_id) == UpstreamTokens(
+        access_token="upstream-at", refresh_token="upstream-rt", expires_at=1_700_003_600
+    )
     assert grant.created_at == NOW + 5
     assert grant.revoked_at is None
 
@@ -580,7 +582,16 @@ def test_grant_records_the_upstream_identity_returned_by_the_idp(world: World, p
     grant = world.only_grant()
     assert grant.subject == "oid-42"
     assert dict(grant.claims) == {"email": "bob@example.com", "name": "Bob"}
-    assert grant.upstream == UpstreamTokens(access_token="at-2", expires_at=NOW + 100, scope="Mail.Read")
+    assert world.storage.get_upstream_tokens(grant.grant_id) == UpstreamTokens(
+        access_token="at-2", expires_at=NOW + 100, scope="Mail.Read"
+    )
+
+
+def test_callback_stores_the_upstream_tokens_with_the_grant(world: World, public_client: RegisteredClient) -> None:
+    world.authorize_and_get_code(public_client)
+    grant_id = world.only_grant().grant_id
+    assert world.storage.get_upstream_tokens(grant_id) == world.idp.login.tokens
+    assert world.storage.upstream_tokens == {grant_id: world.idp.login.tokens}
 
 
 def test_two_logins_produce_independent_grants_and_codes(world: World, public_client: RegisteredClient) -> None:

@@ -30,7 +30,8 @@ def test_valid_token_gives_the_grant_and_scopes(world: World, public_client: Reg
         expires_at=NOW + world.policy.access_token_ttl,
     )
     assert context.subject == "user-1"
-    assert context.grant.upstream is not None and context.grant.upstream.access_token == "upstream-at"
+    upstream = world.storage.get_upstream_tokens(context.grant.grant_id)
+    assert upstream is not None and upstream.access_token == "upstream-at"
 
 
 @pytest.mark.parametrize("token", [None, ""])

@@ -503,13 +503,11 @@ def _open_upstream(ciphertext: str | None, box: SecretBox) -> UpstreamTokens | N
     )
 
 
-_GRANT_COLUMNS = (
-    "g.grant_id, g.client_id, g.subject, g.claims, g.scopes, g.resource, g.upstream_tokens_enc, "
-    "g.created_at, g.revoked_at"
-)
+# Not the encrypted upstream tokens: only get_upstream_tokens reads (and decrypts) those.
+_GRANT_COLUMNS = "g.grant_id, g.client_id, g.subject, g.claims, g.scopes, g.resource, g.created_at, g.revoked_at"
 
 
-def _grant(row: tuple[Any, ...], box: SecretBox) -> Grant:
+def _grant(row: tuple[Any, ...]) -> Grant:
     return Grant(
         grant_id=row[0],
         client_id=row[1],
@@ -517,9 +515,8 @@ def _grant(row: tuple[Any, ...], box: SecretBox) -> Grant:
         claims=_json(row[3]),
         scopes=_scopes(row[4]),
         resource=row[5],
-        upstream=_open_upstream(row[6], box),
-        created_at=row[7],
-        revoked_at=row[8],
+        created_at=row[6],
+        revoked_at=row[7],
     )
 
 
@@ -753,7 +750,7 @@ class SqliteAuthorizationStore:
             if first_use:
                 connection.execute(_REDEEM_CODE, (now, code_hash))
                 code = replace(code, redeemed_at=now)
-            grant = _grant(row[_CODE_WIDTH:], self._db.box)
+            grant = _grant(row[_CODE_WIDTH:])
         return CodeRedemption(code=code, grant=grant, first_use=first_use)
 
 
@@ -770,6 +767,7 @@ _SELECT_CLIENT_GRANTS = f"SELECT {_GRANT_COLUMNS} FROM grants g WHERE g.client_i
 _REVOKE_GRANT = "UPDATE grants SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
 _REVOKE_GRANT_ACCESS_TOKENS = "UPDATE access_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
 _REVOKE_GRANT_REFRESH_TOKENS = "UPDATE refresh_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
+_SELECT_UPSTREAM = "SELECT upstream_tokens_enc FROM grants WHERE grant_id = ?"
 _UPDATE_UPSTREAM = "UPDATE grants SET upstream_tokens_enc = ?, upstream_expires_at = ? WHERE grant_id = ?"
 _INSERT_ACCESS_TOKEN = f"INSERT INTO access_tokens ({_ACCESS_COLUMNS.replace('a.', '')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # The hot path of every MCP request and introspection: one primary-key probe joined to its grant.
@@ -829,7 +827,7 @@ class SqliteGrantStore:
         return self._db.transaction()
 
     @_storage_errors
-    def add_grant(self, grant: Grant) -> None:
+    def add_grant(self, grant: Grant, upstream: UpstreamTokens | None) -> None:
         self._db.connection().execute(
             _INSERT_GRANT,
             (
@@ -839,8 +837,8 @@ class SqliteGrantStore:
                 json.dumps(dict(grant.claims)),
                 " ".join(grant.scopes),
                 grant.resource,
-                _seal_upstream(grant.upstream, self._db.box),
-                None if grant.upstream is None else grant.upstream.expires_at,
+                _seal_upstream(upstream, self._db.box),
+                None if upstream is None else upstream.expires_at,
                 grant.created_at,
                 grant.revoked_at,
             ),
@@ -849,7 +847,7 @@ class SqliteGrantStore:
     @_storage_errors
     def get_grant(self, grant_id: str) -> Grant | None:
         row = self._db.connection().execute(_SELECT_GRANT, (grant_id,)).fetchone()
-        return None if row is None else _grant(row, self._db.box)
+        return None if row is None else _grant(row)
 
     @_storage_errors
     def list_grants(self, client_id: str | None = None) -> list[Grant]:
@@ -858,7 +856,7 @@ class SqliteGrantStore:
             rows = connection.execute(_SELECT_GRANTS).fetchall()
         else:
             rows = connection.execute(_SELECT_CLIENT_GRANTS, (client_id,)).fetchall()
-        return [_grant(row, self._db.box) for row in rows]
+        return [_grant(row) for row in rows]
 
     @_storage_errors
     def revoke_grant(self, grant_id: str, now: int) -> None:
@@ -867,6 +865,11 @@ class SqliteGrantStore:
             connection.execute(_REVOKE_GRANT, (now, grant_id))
             connection.execute(_REVOKE_GRANT_ACCESS_TOKENS, (now, grant_id))
             connection.execute(_REVOKE_GRANT_REFRESH_TOKENS, (now, grant_id))
+
+    @_storage_errors
+    def get_upstream_tokens(self, grant_id: str) -> UpstreamTokens | None:
+        row = self._db.connection().execute(_SELECT_UPSTREAM, (grant_id,)).fetchone()
+        return None if row is None else _open_upstream(row[0], self._db.box)
 
     @_storage_errors
     def update_upstream_tokens(self, grant_id: str, tokens: UpstreamTokens) -> None:
@@ -895,7 +898,7 @@ class SqliteGrantStore:
         row = self._db.connection().execute(_SELECT_ACCESS_TOKEN, (token_hash,)).fetchone()
         if row is None:
             return None
-        return _access_token(row[:_ACCESS_WIDTH]), _grant(row[_ACCESS_WIDTH:], self._db.box)
+        return _access_token(row[:_ACCESS_WIDTH]), _grant(row[_ACCESS_WIDTH:])
 
     @_storage_errors
     def revoke_access_token(self, token_hash: str, now: int) -> None:
@@ -925,7 +928,7 @@ class SqliteGrantStore:
         row = self._db.connection().execute(_SELECT_REFRESH_TOKEN, (token_hash,)).fetchone()
         if row is None:
             return None
-        return _refresh_token(row[:_REFRESH_WIDTH]), _grant(row[_REFRESH_WIDTH:], self._db.box)
+        return _refresh_token(row[:_REFRESH_WIDTH]), _grant(row[_REFRESH_WIDTH:])
 
     @_storage_errors
     def mark_refresh_rotated(self, token_hash: str, successor_hash: str, now: int) -> None:

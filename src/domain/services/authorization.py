@@ -283,7 +283,6 @@ class AuthorizationService:
             claims=dict(login.identity.claims),
             scopes=request.scopes,
             resource=request.resource,
-            upstream=login.tokens,
             created_at=now,
         )
         code_value = self._tokens.generate("mob_ac_")
@@ -300,7 +299,7 @@ class AuthorizationService:
             expires_at=now + self._policy.authorization_code_ttl,
         )
         with self._grants.atomic():
-            self._grants.add_grant(grant)
+            self._grants.add_grant(grant, login.tokens)
             self._authorizations.add_code(authorization_code)
         return ClientRedirect.build(
             request.redirect_uri, issuer=self._policy.issuer, state=request.state, code=code_value
