@@ -138,7 +138,7 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
     """Keys for the embedded default, created once and shared by every worker."""
     path = data_dir / GENERATED_SECRETS_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         generated = {"ENCRYPTION_KEYS": generate_key(), "TOKEN_HASH_KEY": secrets.token_urlsafe(32)}
         fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secrets-")
         with os.fdopen(fd, "w") as handle:

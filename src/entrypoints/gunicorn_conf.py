@@ -15,3 +15,6 @@ accesslog = "-"
 # The request path without its query string: codes, states and upstream codes travel in
 # query strings and must never reach the logs.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+# gunicorn >= 24 opens a control socket at one fixed path in $HOME; several instances on one
+# machine would fight over it, and nothing here uses it.
+control_socket_disable = True

@@ -216,6 +216,12 @@ def test_schema_is_created_on_first_use_and_parent_directory_made(tmp_path: Path
         database.close()
 
 
+def test_new_database_file_and_directory_are_private(sqlite_database: SqliteDatabase, sqlite_path: Path) -> None:  # noqa: F811
+    assert sqlite_path.stat().st_mode & 0o777 == 0o600
+    assert sqlite_path.parent.stat().st_mode & 0o777 == 0o700
+    assert Path(str(sqlite_path) + "-wal").stat().st_mode & 0o077 == 0
+
+
 def test_concurrent_migrations_on_one_file_both_succeed(sqlite_path: Path, sqlite_key: str) -> None:  # noqa: F811
     workers = 6
     barrier = threading.Barrier(workers)

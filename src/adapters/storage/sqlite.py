@@ -239,7 +239,8 @@ class SqliteDatabase:
 
     @_storage_errors
     def _open(self) -> sqlite3.Connection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        created = not os.path.exists(self.path)
         # isolation_level=None: no implicit BEGIN; transactions are explicit (BEGIN IMMEDIATE).
         # check_same_thread=False only so close() can close every thread's connection; each
         # connection is otherwise used by the thread that opened it.
@@ -251,6 +252,10 @@ class SqliteDatabase:
             cached_statements=256,
         )
         try:
+            if created:
+                # Hashes and ciphertexts only, but still nobody else's business (SQLite gives
+                # the -wal and -shm files the same mode).
+                os.chmod(self.path, 0o600)
             connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
             self._enable_wal(connection)
             connection.execute("PRAGMA foreign_keys = ON")
