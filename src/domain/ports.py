@@ -7,7 +7,7 @@ Adapters implement these; their failures surface as ``StorageError`` or
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from .model import (
     AccessToken,
@@ -21,6 +21,7 @@ from .model import (
     UpstreamTokens,
     UpstreamTransaction,
 )
+from .tools import ToolContext, ToolResult, ToolSpec
 
 
 class StorageError(Exception):
@@ -166,4 +167,18 @@ class IdentityProvider(Protocol):
     def refresh(self, refresh_token: str) -> UpstreamTokens:
         """Use an upstream refresh token; raise ``UpstreamIdentityError(temporary=False)`` when
         the upstream session is over."""
+        ...
+
+
+@runtime_checkable
+class Toolset(Protocol):
+    """A group of MCP tools enabled together by configuration (TOOLSETS)."""
+
+    name: str
+
+    def tools(self) -> Sequence[ToolSpec]: ...
+
+    def call(self, name: str, arguments: Mapping[str, Any], context: ToolContext) -> ToolResult:
+        """Run one of this toolset's tools; bad arguments and upstream failures are results with
+        ``is_error`` set, not exceptions."""
         ...

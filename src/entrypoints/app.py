@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 from flask import Flask
+from flask_cors import CORS
 
-from ..adapters.http import authorization, fake_idp, metadata, registration, security_headers, token
+from ..adapters.http import authorization, fake_idp, mcp, metadata, registration, security_headers, token
 from ..adapters.http.errors import register_error_handlers
 from .config import Settings, load_settings
 from .container import Container, build_container
 
-BLUEPRINT_MODULES = (metadata, registration, authorization, token)
+BLUEPRINT_MODULES = (metadata, registration, authorization, token, mcp)
+# Endpoints a browser-based client (MCP Inspector) calls without cookies: any origin.
+PUBLIC_CORS_PATHS = r"^/(\.well-known/.*|oauth/(register|token|revoke)|register|token|revoke)$"
 
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> Flask:
@@ -28,9 +33,18 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.register_blueprint(module.bp)
     register_error_handlers(app)
     security_headers.install(app)
+    install_cors(app, settings)
 
     # Blueprints receive services through @inject; this binds them to this app's container.
     container.wire(modules=modules)
     container.database().migrate()
     app.extensions["container"] = container
     return app
+
+
+def install_cors(app: Flask, settings: Settings) -> None:
+    resources: dict[str | re.Pattern[str], dict[str, Any]] = {PUBLIC_CORS_PATHS: {"origins": "*"}}
+    if settings.mcp_allowed_origins:
+        resources[r"^/mcp$"] = {"origins": list(settings.mcp_allowed_origins)}
+    # Scripts must be able to read the challenge that points them to the metadata.
+    CORS(app, resources=resources, expose_headers=["WWW-Authenticate"], max_age=3600)

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 IDP_PROVIDERS = ("fake",)
 STORAGE_SCHEMES = ("sqlite",)
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
-DEFAULT_SCOPES = "User.Read"
+TOOLSETS = ("identity",)
+DEFAULT_TOOLSETS = "identity"
 GENERATED_SECRETS_FILE = "secrets.json"
 TRUE_VALUES = ("1", "true", "yes", "on")
 FALSE_VALUES = ("0", "false", "no", "off", "")
@@ -42,7 +43,11 @@ class Settings:
     data_dir: Path
     encryption_keys: tuple[str, ...] = field(repr=False)
     token_hash_key: bytes = field(repr=False)
-    scopes: tuple[str, ...]
+    # Scopes beyond those the enabled tools need.
+    extra_scopes: tuple[str, ...]
+    toolsets: tuple[str, ...] = ("identity",)
+    # Browser origins allowed to call /mcp (CORS and the Origin check).
+    mcp_allowed_origins: tuple[str, ...] = ()
     access_token_ttl: int = 3600
     refresh_token_ttl: int = 30 * 24 * 3600
     authorization_code_ttl: int = 60
@@ -113,6 +118,15 @@ def _boolean(env: Mapping[str, str], name: str) -> bool:
     if raw in FALSE_VALUES:
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(dict.fromkeys(o.strip().rstrip("/") for o in raw.split(",") if o.strip()))
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
+            raise ConfigError(f"MCP_ALLOWED_ORIGINS must be comma-separated origins such as http://localhost:6274 (or *), got {origin!r}")
+    return origins
 
 
 def _token_hash_key(raw: str) -> bytes:
@@ -193,7 +207,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         generated = _generated_secrets(data_dir)
         raw_keys, raw_hash_key = generated["ENCRYPTION_KEYS"], generated["TOKEN_HASH_KEY"]
 
-    scopes = tuple(dict.fromkeys((env.get("SCOPES") or DEFAULT_SCOPES).split()))
+    extra_scopes = tuple(dict.fromkeys((env.get("SCOPES") or "").split()))
+    toolsets = tuple(dict.fromkeys(name.strip() for name in (env.get("TOOLSETS") or DEFAULT_TOOLSETS).split(",") if name.strip()))
+    unknown = [name for name in toolsets if name not in TOOLSETS]
+    if unknown or not toolsets:
+        raise ConfigError(f"TOOLSETS must be a comma-separated list of {', '.join(TOOLSETS)}, got {env.get('TOOLSETS')!r}")
     log_level = (env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
@@ -205,7 +223,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         data_dir=data_dir,
         encryption_keys=_encryption_keys(raw_keys),
         token_hash_key=_token_hash_key(raw_hash_key),
-        scopes=scopes,
+        extra_scopes=extra_scopes,
+        toolsets=toolsets,
+        mcp_allowed_origins=_origins(env.get("MCP_ALLOWED_ORIGINS", "")),
         access_token_ttl=_positive_int(env, "ACCESS_TOKEN_TTL", 3600),
         refresh_token_ttl=_positive_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600),
         authorization_code_ttl=_positive_int(env, "AUTHORIZATION_CODE_TTL", 60),

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dependency_injector import containers, providers
 
+from importlib import metadata as package_metadata
+
+from ..adapters.http.mcp import OriginPolicy
+from ..adapters.http.mcp_protocol import McpServer, ServerInfo
 from ..adapters.identity.fake import FakeIdentityProvider
 from ..adapters.storage.crypto import SecretBox
 from ..adapters.storage.sqlite import (
@@ -13,20 +17,40 @@ from ..adapters.storage.sqlite import (
     SqliteGrantStore,
 )
 from ..adapters.system import SecretsTokenGenerator, SystemClock
+from ..adapters.tools.identity import IdentityToolset
 from ..domain.policy import ServerPolicy
 from ..domain.security import TokenHasher
 from ..domain.services.authorization import AuthorizationService
 from ..domain.services.bearer import BearerAuthenticator
 from ..domain.services.registration import RegistrationService
+from ..domain.ports import Toolset
 from ..domain.services.tokens import ClientAuthenticator, TokenService
+from ..domain.services.tools import ToolService
 from .config import Settings
 
+SERVER_NAME = "mcp-oauth-bridge"
+INSTRUCTIONS = "Tools of your organisation, used on behalf of the signed-in person."
 
-def server_policy(settings: Settings) -> ServerPolicy:
+
+def build_toolsets(names: tuple[str, ...]) -> list[Toolset]:
+    factories = {"identity": IdentityToolset}
+    return [factories[name]() for name in names]
+
+
+def server_info() -> ServerInfo:
+    try:
+        version = package_metadata.version(SERVER_NAME)
+    except package_metadata.PackageNotFoundError:
+        version = "0"
+    return ServerInfo(name=SERVER_NAME, version=version, instructions=INSTRUCTIONS)
+
+
+def server_policy(settings: Settings, tools: ToolService) -> ServerPolicy:
     return ServerPolicy(
         issuer=settings.issuer,
         resource=settings.mcp_resource,
-        scopes_supported=settings.scopes,
+        # What the enabled tools need, then any extra scopes configured.
+        scopes_supported=tuple(dict.fromkeys(tools.scopes() + settings.extra_scopes)),
         access_token_ttl=settings.access_token_ttl,
         refresh_token_ttl=settings.refresh_token_ttl,
         authorization_code_ttl=settings.authorization_code_ttl,
@@ -38,7 +62,9 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
     config = providers.Configuration()
 
-    policy = providers.Singleton(server_policy, settings)
+    toolsets = providers.Singleton(build_toolsets, settings.provided.toolsets)
+    tool_service = providers.Singleton(ToolService, toolsets=toolsets)
+    policy = providers.Singleton(server_policy, settings, tool_service)
     clock = providers.Singleton(SystemClock)
     token_generator = providers.Singleton(SecretsTokenGenerator)
     hasher = providers.Singleton(TokenHasher, key=settings.provided.token_hash_key)
@@ -95,6 +121,11 @@ class Container(containers.DeclarativeContainer):
     )
     bearer_authenticator = providers.Singleton(
         BearerAuthenticator, grants=grants, clock=clock, hasher=hasher, policy=policy
+    )
+
+    mcp_server = providers.Singleton(McpServer, tools=tool_service, info=providers.Callable(server_info))
+    mcp_origins = providers.Singleton(
+        OriginPolicy, public_origin=settings.provided.public_url, allowed=settings.provided.mcp_allowed_origins
     )
 
 

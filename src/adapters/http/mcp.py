@@ -1,0 +1,135 @@
+"""The protected MCP endpoint (Streamable HTTP, JSON responses), guarded by bearer tokens
+(RFC 6750, RFC 9728 ``resource_metadata``, RFC 8707 audience) and an Origin check."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from dependency_injector.wiring import Provide, inject
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ...domain.errors import InsufficientScope, InvalidToken, OAuthError
+from ...domain.model import AccessContext
+from ...domain.policy import ServerPolicy
+from ...domain.services.bearer import BearerAuthenticator
+from .errors import oauth_error_response
+from .metadata import MCP_PATH
+from .mcp_protocol import INVALID_REQUEST, McpError, McpReply, McpServer, error_body, parse_request
+
+log = logging.getLogger(__name__)
+bp = Blueprint("mcp", __name__)
+
+MAX_MCP_BODY = 1024 * 1024
+PROTECTED_RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource" + MCP_PATH
+
+
+@dataclass(frozen=True)
+class OriginPolicy:
+    """Origins whose pages may call /mcp (besides the server's own)."""
+
+    public_origin: str
+    allowed: tuple[str, ...] = ()
+
+    def allows(self, origin: str) -> bool:
+        return origin == self.public_origin or "*" in self.allowed or origin in self.allowed
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def bearer_challenge(policy: ServerPolicy, error: OAuthError | None = None, scopes: tuple[str, ...] = ()) -> str:
+    """RFC 6750 §3 challenge with the RFC 9728 §5.1 ``resource_metadata`` pointer."""
+    params = []
+    if error is not None:
+        params.append(f"error={_quoted(error.error)}")
+        if error.description:
+            params.append(f"error_description={_quoted(error.description)}")
+    params.append(f"resource_metadata={_quoted(policy.issuer + PROTECTED_RESOURCE_METADATA_PATH)}")
+    params.append(f"scope={_quoted(' '.join(scopes or policy.scopes_supported))}")
+    return "Bearer " + ", ".join(params)
+
+
+def _challenge(policy: ServerPolicy, error: OAuthError, *, named: bool = True, scopes: tuple[str, ...] = ()) -> Response:
+    response = oauth_error_response(error)
+    response.headers["WWW-Authenticate"] = bearer_challenge(policy, error if named else None, scopes)
+    return response
+
+
+def _bearer_token() -> str | None:
+    # RFC 6750 §2.1 only: tokens in the query string or the body are ignored (MCP authorization).
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _json_reply(reply: McpReply) -> Response:
+    if reply.body is None:
+        return Response(status=reply.status)
+    response = jsonify(reply.body)
+    response.status_code = reply.status
+    return response
+
+
+def _jsonrpc_error(status: int, code: int, message: str) -> Response:
+    response = jsonify(error_body(None, code, message))
+    response.status_code = status
+    return response
+
+
+@bp.route(MCP_PATH, methods=["GET", "DELETE", "PUT", "PATCH"])
+def method_not_allowed() -> Response:
+    # 2026-07-28 Streamable HTTP: no GET stream and no sessions; stateless servers answer 405.
+    response = _jsonrpc_error(405, INVALID_REQUEST, "Method Not Allowed: the MCP endpoint accepts POST only")
+    response.headers["Allow"] = "POST"
+    return response
+
+
+@bp.post(MCP_PATH)
+@inject
+def mcp_endpoint(
+    server: McpServer = Provide["mcp_server"],
+    bearer: BearerAuthenticator = Provide["bearer_authenticator"],
+    policy: ServerPolicy = Provide["policy"],
+    origins: OriginPolicy = Provide["mcp_origins"],
+) -> Response:
+    origin = request.headers.get("Origin")
+    # Streamable HTTP: servers MUST validate Origin (DNS rebinding); an invalid one is a 403.
+    if origin is not None and not origins.allows(origin):
+        return _jsonrpc_error(403, INVALID_REQUEST, f"Forbidden: origin {origin!r} is not allowed")
+
+    token = _bearer_token()
+    try:
+        access = bearer.authenticate(token)
+    except InvalidToken as error:
+        # No token: a bare challenge (RFC 6750 §3.1); a bad one says invalid_token.
+        return _challenge(policy, error, named=token is not None)
+
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return _jsonrpc_error(413, INVALID_REQUEST, f"Invalid Request: body larger than {MAX_MCP_BODY} bytes")
+    if len(body) > MAX_MCP_BODY:
+        return _jsonrpc_error(413, INVALID_REQUEST, f"Invalid Request: body larger than {MAX_MCP_BODY} bytes")
+    return _answer(server, policy, access, body)
+
+
+def _answer(server: McpServer, policy: ServerPolicy, access: AccessContext, body: bytes) -> Response:
+    try:
+        mcp_request = parse_request(body, request.headers.getlist)
+    except McpError as error:
+        response = jsonify(error_body(error.request_id, error.code, error.message, error.data))
+        response.status_code = error.status
+        return response
+    try:
+        reply = server.handle(mcp_request, access)
+    except InsufficientScope as error:
+        log.info("client %s lacks scope for %s", access.client_id, mcp_request.method)
+        # MCP scope challenge: 403 naming the scopes the call needs, with what was granted.
+        needed = tuple(dict.fromkeys(error.required_scopes + access.scopes))
+        return _challenge(policy, error, scopes=needed)
+    return _json_reply(reply)

@@ -1,0 +1,1 @@
+"""MCP toolsets behind the domain's Toolset port."""

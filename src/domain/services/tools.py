@@ -1,0 +1,49 @@
+"""Tool discovery and invocation for the MCP endpoint, with the scope each tool needs (RFC 6750 §3.1)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from ..errors import InsufficientScope
+from ..model import AccessContext
+from ..ports import Toolset
+from ..tools import ToolContext, ToolResult, ToolSpec, argument_problem
+
+
+class UnknownTool(LookupError):
+    """No enabled toolset has a tool of this name."""
+
+
+class ToolService:
+    def __init__(self, *, toolsets: Sequence[Toolset]) -> None:
+        self._tools: dict[str, tuple[Toolset, ToolSpec]] = {}
+        for toolset in toolsets:
+            for spec in toolset.tools():
+                if spec.name in self._tools:
+                    raise ValueError(f"tool {spec.name!r} is declared by two toolsets")
+                self._tools[spec.name] = (toolset, spec)
+
+    def list_tools(self) -> list[ToolSpec]:
+        return [spec for _, spec in self._tools.values()]
+
+    def scopes(self) -> tuple[str, ...]:
+        """Every scope some tool needs, in declaration order."""
+        return tuple(dict.fromkeys(scope for _, spec in self._tools.values() for scope in spec.required_scopes))
+
+    def call(self, access: AccessContext, name: str, arguments: Mapping[str, Any]) -> ToolResult:
+        found = self._tools.get(name)
+        if found is None:
+            raise UnknownTool(name)
+        toolset, spec = found
+        missing = [scope for scope in spec.required_scopes if scope not in access.scopes]
+        if missing:
+            # RFC 6750 §3.1: the token is valid but lacks what this tool needs.
+            raise InsufficientScope(
+                f"the tool {name!r} requires scope: {' '.join(spec.required_scopes)}",
+                required_scopes=spec.required_scopes,
+            )
+        problem = argument_problem(spec.input_schema, arguments)
+        if problem is not None:
+            # MCP: argument errors are tool errors the model can read and correct.
+            return ToolResult.error(f"Invalid arguments for {name}: {problem}")
+        return toolset.call(name, arguments, ToolContext(access=access))
