@@ -71,6 +71,9 @@ def argument_problem(schema: Mapping[str, Any], arguments: Mapping[str, Any]) ->
             return f"argument '{name}' must be of type {expected}"
         if "enum" in spec and value not in spec["enum"]:
             return f"argument '{name}' must be one of {', '.join(map(str, spec['enum']))}"
+        # JSON Schema: the bounds constrain numbers only (and comparing anything else would raise).
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
         if "minimum" in spec and value < spec["minimum"]:
             return f"argument '{name}' must be at least {spec['minimum']}"
         if "maximum" in spec and value > spec["maximum"]:

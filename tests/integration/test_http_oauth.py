@@ -101,9 +101,10 @@ def test_registration_rejects_oversized_and_non_json_bodies(app: Any) -> None:
     assert reply.status_code == 400
     assert reply.json["error"] == "invalid_client_metadata"
     assert "larger than" in reply.json["error_description"]
-    reply = client.post("/oauth/register", data="not json", content_type="application/json")
-    assert reply.status_code == 400
-    assert reply.json["error"] == "invalid_client_metadata"
+    for body in ("not json", "[" * 15000):
+        reply = client.post("/oauth/register", data=body, content_type="application/json")
+        assert reply.status_code == 400
+        assert reply.json["error"] == "invalid_client_metadata"
 
 
 def test_registration_get_is_not_redirected(http: FlaskTransport) -> None:

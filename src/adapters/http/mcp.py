@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
 from ...domain.errors import InsufficientScope, InvalidToken, OAuthError
 from ...domain.model import AccessContext
@@ -109,13 +110,23 @@ def mcp_endpoint(
         # No token: a bare challenge (RFC 6750 §3.1); a bad one says invalid_token.
         return _challenge(policy, error, named=token is not None)
 
-    try:
-        body = request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        return _jsonrpc_error(413, INVALID_REQUEST, f"Invalid Request: body larger than {MAX_MCP_BODY} bytes")
-    if len(body) > MAX_MCP_BODY:
+    body = _read_body()
+    if body is None:
         return _jsonrpc_error(413, INVALID_REQUEST, f"Invalid Request: body larger than {MAX_MCP_BODY} bytes")
     return _answer(server, policy, access, body)
+
+
+def _read_body() -> bytes | None:
+    """The request body, or None when it is larger than MAX_MCP_BODY.
+
+    A body without Content-Length (chunked) is cut at the read limit without an error, so read
+    one byte more than allowed: getting it means the body was too large.
+    """
+    try:
+        body = get_input_stream(request.environ, max_content_length=MAX_MCP_BODY + 1).read()
+    except RequestEntityTooLarge:
+        return None
+    return body if len(body) <= MAX_MCP_BODY else None
 
 
 def _answer(server: McpServer, policy: ServerPolicy, access: AccessContext, body: bytes) -> Response:

@@ -126,6 +126,9 @@ def _message(body: bytes) -> dict[str, Any]:
         message = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise McpError(PARSE_ERROR, "Parse error: the body is not valid JSON", status=400) from None
+    except RecursionError:
+        # A few kilobytes of "[[[[..." exhaust the decoder's recursion limit.
+        raise McpError(PARSE_ERROR, "Parse error: the body nests too deeply", status=400) from None
     if isinstance(message, list):
         # Batching was removed in 2025-06-18 and never existed in 2026-07-28.
         raise McpError(INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not supported", status=400)

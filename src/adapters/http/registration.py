@@ -28,7 +28,7 @@ def _read_metadata() -> dict[str, object]:
         raise InvalidClientMetadata(f"registration body larger than {MAX_REGISTRATION_BYTES} bytes")
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidClientMetadata("the body must be a JSON object of client metadata") from None
     if not isinstance(document, dict):
         raise InvalidClientMetadata("the body must be a JSON object of client metadata")
