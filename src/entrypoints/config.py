@@ -27,6 +27,7 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 TOOLSETS = ("identity",)
 DEFAULT_TOOLSETS = "identity"
 GENERATED_SECRETS_FILE = "secrets.json"
+DEFAULT_PORTS = {"http": 80, "https": 443}
 TRUE_VALUES = ("1", "true", "yes", "on")
 FALSE_VALUES = ("0", "false", "no", "off", "")
 
@@ -89,13 +90,24 @@ def _merged_environment(environ: Mapping[str, str], dotenv_path: str | None) -> 
 def _public_url(value: str | None) -> str:
     url = (value or DEFAULT_PUBLIC_URL).strip().rstrip("/")
     parts = urlsplit(url)
+    if parts.scheme.lower() != parts.scheme:
+        parts = urlsplit(parts.scheme.lower() + url[len(parts.scheme):])
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"PUBLIC_URL must be an absolute http(s) URL such as https://mcp.example.com, got {url!r}")
     if parts.path or parts.query or parts.fragment or parts.username:
         raise ConfigError(f"PUBLIC_URL must be an origin without path, query or user (e.g. https://mcp.example.com), got {url!r}")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError(f"PUBLIC_URL must use https for a non-loopback host (clients such as Claude require it), got {url!r}")
-    return url
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"PUBLIC_URL has an invalid port, got {url!r}") from None
+    # The issuer and the Origin check compare strings: use the form browsers send
+    # (lower-case host, no default port).
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False) -> int:

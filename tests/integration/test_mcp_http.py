@@ -643,7 +643,7 @@ def clock(app: Flask) -> FixedClock:
 def test_expired_token(app: Flask, clock: FixedClock) -> None:
     _, issued = sign_in(app)
     client = app.test_client()
-    clock.advance(issued["expires_in"] - 1)
+    clock.advance(issued["expires_in"])
     assert rpc_result(modern_call(client, "tools/list", token=issued["access_token"]))["tools"] == [WHOAMI]
     clock.advance(1)
     description = "the access token expired"

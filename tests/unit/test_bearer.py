@@ -27,7 +27,8 @@ def test_valid_token_gives_the_grant_and_scopes(world: World, public_client: Reg
         client_id=public_client.client.client_id,
         scopes=SCOPES,
         resource=RESOURCE,
-        expires_at=NOW + world.policy.access_token_ttl,
+        # Valid through the second of its announced expiry (whole-second clock).
+        expires_at=NOW + world.policy.access_token_ttl + 1,
     )
     assert context.subject == "user-1"
     upstream = world.storage.get_upstream_tokens(context.grant.grant_id)
@@ -66,7 +67,8 @@ def test_revoked_token_is_invalid(world: World, issued: IssuedTokens) -> None:
 
 
 def test_expired_token_is_invalid(world: World, issued: IssuedTokens) -> None:
-    world.clock.advance(world.policy.access_token_ttl - 1)
+    # It lives at least the announced expires_in, and not a second longer.
+    world.clock.advance(world.policy.access_token_ttl)
     assert world.bearer.authenticate(issued.access_token)
     world.clock.advance(1)
     with pytest.raises(InvalidToken):

