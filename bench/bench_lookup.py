@@ -1,6 +1,6 @@
 """Access-token lookup cost with few and with many live tokens in the SQLite database.
 
-    /work/venv/bin/python bench/bench_lookup.py [--sizes 1000 1000000] [--batches 7] [--lookups 20000]
+    /work/venv/bin/python bench/bench_lookup.py [--sizes 1000 1000000] [--batches 9] [--lookups 10000]
 
 Builds one database per size in a temporary directory through the project's own code (container,
 SqliteDatabase, SqliteGrantStore.add_grant / add_access_token inside one transaction), then times,
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from benchlib import Seeder, open_container, print_header, print_table, server_environment
+from benchlib import Seeder, load_average, open_container, print_header, print_table, server_environment
 
 from mcp_oauth_bridge.adapters.storage.sqlite import _SELECT_ACCESS_TOKEN, SqliteDatabase, SqliteGrantStore
 from mcp_oauth_bridge.domain.model import Grant
@@ -100,7 +100,7 @@ def build(size: int, root: Path, *, tokens_per_grant: int, sample_size: int, rng
             for _ in range(min(CHUNK, size - made)):
                 if grant is None or made % tokens_per_grant == 0:
                     grant = seeder.new_grant(client.client_id, login, now)
-                    grants.add_grant(grant)
+                    grants.add_grant(grant, login.tokens)
                 value, row = seeder.access_token(grant, now)
                 grants.add_access_token(row)
                 if made % keep_every == 0:
@@ -250,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         measure(databases, batches=args.batches, lookups=args.lookups, rng=rng)
         report(databases, args.batches, args.lookups)
+        print(f"load average at the end: {load_average()}")
         for database in databases:
             database.db.close()
         return 0

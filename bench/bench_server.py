@@ -40,6 +40,7 @@ from benchlib import (
     REPO_ROOT,
     BenchClient,
     Seeder,
+    load_average,
     open_container,
     package_version,
     print_header,
@@ -213,14 +214,18 @@ def run_wrk(base_url: str, scenario: Scenario, load: LoadSettings, duration: int
 
 
 class Server:
-    """gunicorn serving wsgi:app from the repository root, access log off (to /dev/null)."""
+    """gunicorn serving wsgi:app from the repository root with the repository's settings, its
+    access log written to /dev/null (``access_log="devnull"``) or switched off (``"off"``)."""
 
-    def __init__(self, env: dict[str, str], port: int, workers: int, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], port: int, workers: int, log_path: Path, access_log: str) -> None:
         self.base_url = f"http://127.0.0.1:{port}"
+        if access_log == "off":
+            config = ["-c", str(BENCH_DIR / "gunicorn_no_access_log.conf.py")]
+        else:
+            config = ["-c", "gunicorn.conf.py", "--access-logfile", "/dev/null"]
         self.command = [
-            sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+            sys.executable, "-m", "gunicorn", *config,
             "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--access-logfile", "/dev/null",
             "wsgi:app",
         ]  # fmt: skip
         self.log_path = log_path
@@ -348,6 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections in total (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
     parser.add_argument("--timeout", type=int, default=10, help="wrk request timeout, seconds (default 10)")
+    parser.add_argument(
+        "--access-log",
+        choices=("devnull", "off"),
+        default="devnull",
+        help="gunicorn access log: formatted and written to /dev/null (default), or switched off",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, server log)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.duration < 1 or args.warmup < 0 or args.threads < 1:
@@ -370,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_header(
         "mcp-oauth-bridge HTTP benchmark",
         [
-            ("gunicorn", f"{package_version('gunicorn')}, {args.workers} sync workers, access log to /dev/null"),
+            ("gunicorn", f"{package_version('gunicorn')}, {args.workers} sync workers, access log "
+                         + ("to /dev/null" if args.access_log == "devnull" else "off")),
             ("flask", package_version("flask")),
             ("load", f"wrk -t {args.threads} -c {args.connections}, {args.runs} runs x {args.duration}s "
                      f"per scenario after {args.warmup}s warm-up, round-robin"),
@@ -383,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeder = Seeder(open_container(env))
         client = seeder.register_client()
         bodies = Bodies(seeder, client)
-        server = Server(env, port, args.workers, work_dir / "server.log")
+        server = Server(env, port, args.workers, work_dir / "server.log", args.access_log)
         server.wait_until_ready()
         print(f"gunicorn: {' '.join(server.command)}")
         print(f"          (cwd {REPO_ROOT}, PID {server.process.pid})")
@@ -424,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server.process.poll() is not None:
             return fail(f"gunicorn exited during the benchmark:\n{server.log_text()}")
         clean = report(scenarios, args.runs)
+        print(f"load average at the end: {load_average()}")
         errors = [line for line in server.log_text().splitlines() if "ERROR" in line or "Traceback" in line]
         if errors:
             print(f"server log: {len(errors)} error lines, first: {errors[0]}")

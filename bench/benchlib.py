@@ -63,12 +63,19 @@ def print_header(title: str, extra: Sequence[tuple[str, str]] = ()) -> None:
         ("machine", f"{platform.system()} {platform.release()} {platform.machine()} ({_cpu_model()})"),
         ("mcp-oauth-bridge", package_version("mcp-oauth-bridge")),
         *extra,
+        ("load average", f"{load_average()} at the start"),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"== {title} ==")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     print()
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other processes on these cores skew the figures."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
 
 
 def package_version(distribution: str) -> str:
@@ -197,7 +204,8 @@ class Seeder:
         return self._idp.exchange_code(code=code, code_verifier=verifier, nonce=nonce)
 
     def new_grant(self, client_id: str, login: UpstreamLogin, now: int) -> Grant:
-        """A grant like AuthorizationService.complete_upstream_login creates (not yet stored)."""
+        """A grant like AuthorizationService.complete_upstream_login creates (not yet stored;
+        store it with ``add_grant(grant, login.tokens)``)."""
         return Grant(
             grant_id=self._tokens.generate("mob_gr_"),
             client_id=client_id,
@@ -205,7 +213,6 @@ class Seeder:
             claims=dict(login.identity.claims),
             scopes=self._policy.scopes_supported,
             resource=self._policy.resource,
-            upstream=login.tokens,
             created_at=now,
         )
 
@@ -219,7 +226,7 @@ class Seeder:
                 grant = self.new_grant(client.client_id, login, now)
                 verifier = secrets.token_urlsafe(48)
                 code = self._tokens.generate("mob_ac_")
-                self._grants.add_grant(grant)
+                self._grants.add_grant(grant, login.tokens)
                 self._authorizations.add_code(
                     AuthorizationCode(
                         code_hash=self._hasher.hash(code),
@@ -245,7 +252,7 @@ class Seeder:
             for _ in range(count):
                 grant = self.new_grant(client.client_id, login, now)
                 value = self._tokens.generate(REFRESH_TOKEN_PREFIX)
-                self._grants.add_grant(grant)
+                self._grants.add_grant(grant, login.tokens)
                 self._grants.add_refresh_token(
                     RefreshToken(
                         token_hash=self._hasher.hash(value),
