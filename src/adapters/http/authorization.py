@@ -15,7 +15,7 @@ from ...domain.policy import ServerPolicy
 from ...domain.services.authorization import AuthorizationService, ConsentPrompt
 from ...domain.services.redirects import ClientRedirect
 from .errors import error_page
-from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, parse
+from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse
 
 log = logging.getLogger(__name__)
 bp = Blueprint("authorization", __name__)
@@ -64,7 +64,7 @@ def authorize(
     service: AuthorizationService = Provide["authorization_service"],
     policy: ServerPolicy = Provide["policy"],
 ) -> BaseResponse:
-    params = parse(AuthorizationRequestSchema(), request.args)
+    params = parse(AuthorizationRequestSchema, request.args)
     prompt = service.start(params, browser_id=_browser_id(policy))
     response = Response(_render_consent(prompt))
     response.headers["Cache-Control"] = "no-store"
@@ -103,7 +103,7 @@ def consent(
     service: AuthorizationService = Provide["authorization_service"],
     policy: ServerPolicy = Provide["policy"],
 ) -> BaseResponse:
-    form = parse(ConsentSchema(), request.form)
+    form = parse(ConsentSchema, form_params())
     target = service.decide(
         pending_id=form["pending_id"],
         csrf_token=form["csrf_token"],
@@ -123,7 +123,7 @@ def callback(
     service: AuthorizationService = Provide["authorization_service"],
     policy: ServerPolicy = Provide["policy"],
 ) -> BaseResponse:
-    params = parse(CallbackSchema(), request.args)
+    params = parse(CallbackSchema, request.args)
     if params.get("error"):
         log.warning("identity provider returned error %r: %r", params["error"], params.get("error_description"))
     target = service.complete_upstream_login(

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from marshmallow import fields, validate
 
 from ..identity.fake import SIGN_IN_PATH, FakeIdentityProvider
-from .schemas import _FormSchema, _text, parse
+from .schemas import _FormSchema, _text, form_params, parse
 
 bp = Blueprint("fake_idp", __name__)
 
@@ -44,13 +44,13 @@ def _page(params: dict[str, str], error: str | None = None, status: int = 200) -
 
 @bp.get(SIGN_IN_PATH)
 def sign_in_page() -> BaseResponse:
-    return _page(parse(SignInRequestSchema(), request.args))
+    return _page(parse(SignInRequestSchema, request.args))
 
 
 @bp.post(SIGN_IN_PATH)
 @inject
 def sign_in(idp: FakeIdentityProvider = Provide["identity_provider"]) -> BaseResponse:
-    form = parse(SignInSchema(), request.form)
+    form = parse(SignInSchema, form_params())
     state = form["state"]
     if form["action"] == "cancel":
         return _back_to_callback(idp, error="access_denied", state=state)

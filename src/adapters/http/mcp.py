@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from dependency_injector.wiring import Provide, inject
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
@@ -15,7 +15,7 @@ from ...domain.errors import InsufficientScope, InvalidToken, OAuthError
 from ...domain.model import AccessContext
 from ...domain.policy import ServerPolicy
 from ...domain.services.bearer import BearerAuthenticator
-from .errors import oauth_error_response
+from .errors import json_response, oauth_error_response
 from .metadata import MCP_PATH
 from .mcp_protocol import INVALID_REQUEST, McpError, McpReply, McpServer, error_body, parse_request
 
@@ -71,15 +71,11 @@ def _bearer_token() -> str | None:
 def _json_reply(reply: McpReply) -> Response:
     if reply.body is None:
         return Response(status=reply.status)
-    response = jsonify(reply.body)
-    response.status_code = reply.status
-    return response
+    return json_response(reply.body, reply.status)
 
 
 def _jsonrpc_error(status: int, code: int, message: str) -> Response:
-    response = jsonify(error_body(None, code, message))
-    response.status_code = status
-    return response
+    return json_response(error_body(None, code, message), status)
 
 
 @bp.route(MCP_PATH, methods=["GET", "DELETE", "PUT", "PATCH"])
@@ -133,9 +129,7 @@ def _answer(server: McpServer, policy: ServerPolicy, access: AccessContext, body
     try:
         mcp_request = parse_request(body, request.headers.getlist)
     except McpError as error:
-        response = jsonify(error_body(error.request_id, error.code, error.message, error.data))
-        response.status_code = error.status
-        return response
+        return json_response(error_body(error.request_id, error.code, error.message, error.data), error.status)
     try:
         reply = server.handle(mcp_request, access)
     except InsufficientScope as error:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from dependency_injector.wiring import Provide, inject
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 
 from ...domain.policy import ServerPolicy
 from ...domain.security import SUPPORTED_CODE_CHALLENGE_METHODS
 from ...domain.services.registration import SUPPORTED_GRANT_TYPES, SUPPORTED_TOKEN_ENDPOINT_AUTH_METHODS
+from .errors import json_response
 
 bp = Blueprint("metadata", __name__)
 
@@ -59,7 +60,7 @@ def protected_resource_metadata(policy: ServerPolicy) -> dict[str, Any]:
 
 
 def _document(document: dict[str, Any]) -> Response:
-    response = jsonify(document)
+    response = json_response(document)
     response.headers["Cache-Control"] = f"public, max-age={METADATA_MAX_AGE}"
     return response
 
@@ -80,4 +81,4 @@ def protected_resource(policy: ServerPolicy = Provide["policy"]) -> Response:
 
 @bp.get("/healthz")
 def health() -> Response:
-    return jsonify(status="ok")
+    return json_response({"status": "ok"})

@@ -6,11 +6,11 @@ import json
 import logging
 
 from dependency_injector.wiring import Provide, inject
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from ...domain.errors import InvalidClientMetadata
 from ...domain.services.registration import RegistrationService
-from .errors import no_store
+from .errors import json_response, no_store
 
 log = logging.getLogger(__name__)
 bp = Blueprint("registration", __name__)
@@ -38,7 +38,7 @@ def _read_metadata() -> dict[str, object]:
 @bp.post("/oauth/register")
 @bp.post("/register")
 @inject
-def register(registration: RegistrationService = Provide["registration_service"]) -> tuple[Response, int]:
+def register(registration: RegistrationService = Provide["registration_service"]) -> Response:
     registered = registration.register(_read_metadata())
     log.info(
         "registered client %s (%r) redirecting to %r",
@@ -46,4 +46,4 @@ def register(registration: RegistrationService = Provide["registration_service"]
         registered.client.display_name,
         ", ".join(registered.client.redirect_uris),
     )
-    return no_store(jsonify(registered.response())), 201
+    return no_store(json_response(registered.response(), 201))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Any, Mapping
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
+from flask import request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from werkzeug.datastructures import MultiDict
 
@@ -72,14 +74,35 @@ class TokenReferenceSchema(ClientCredentialsSchema):
     token_type_hint = _text()
 
 
-def parse(schema: Schema, params: "MultiDict[str, str]") -> dict[str, Any]:
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def form_params() -> "MultiDict[str, str]":
+    """The body parameters of a form POST (RFC 6749 §3.2: application/x-www-form-urlencoded).
+
+    Decoded with the standard library: on the token and introspection hot paths werkzeug's
+    streaming form parser costs several times more than the request's own work.
+    """
+    if request.mimetype != FORM_CONTENT_TYPE:
+        return MultiDict()
+    body = request.get_data(cache=False).decode("utf-8", "replace")
+    return MultiDict(parse_qsl(body, keep_blank_values=True))
+
+
+@functools.cache
+def _instance(schema: type[Schema]) -> Schema:
+    # Building a schema deep-copies its fields; loading with a shared instance is safe.
+    return schema()
+
+
+def parse(schema: type[Schema], params: "MultiDict[str, str]") -> dict[str, Any]:
     """Load single-valued parameters; a repeated or malformed parameter is ``invalid_request``."""
     repeated = sorted(key for key in params if len(params.getlist(key)) > 1)
     if repeated:
         # RFC 6749 §3.1: "Request and response parameters MUST NOT be included more than once."
         raise InvalidRequest(f"parameter repeated: {', '.join(repeated)}")
     try:
-        loaded: dict[str, Any] = schema.load(params.to_dict())
+        loaded: dict[str, Any] = _instance(schema).load(params.to_dict())
     except ValidationError as exc:
         raise InvalidRequest(_describe(exc.messages)) from None
     return {key: value for key, value in loaded.items() if value != ""}

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from dependency_injector.wiring import Provide, inject
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from ...domain.errors import UnsupportedGrantType
 from ...domain.model import Client
 from ...domain.services.tokens import ClientAuthenticator, TokenService
-from .errors import no_store
-from .schemas import TokenReferenceSchema, TokenRequestSchema, client_credentials, parse
+from .errors import json_response, no_store
+from .schemas import TokenReferenceSchema, TokenRequestSchema, client_credentials, form_params, parse
 
 bp = Blueprint("token", __name__)
 
@@ -28,7 +28,7 @@ def token(
     tokens: TokenService = Provide["token_service"],
     authenticator: ClientAuthenticator = Provide["client_authenticator"],
 ) -> Response:
-    form = parse(TokenRequestSchema(), request.form)
+    form = parse(TokenRequestSchema, form_params())
     grant_type = form["grant_type"]
     if grant_type not in ("authorization_code", "refresh_token"):
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
@@ -56,7 +56,7 @@ def token(
     }
     if issued.refresh_token is not None:
         body["refresh_token"] = issued.refresh_token
-    return no_store(jsonify(body))
+    return no_store(json_response(body))
 
 
 @bp.post("/oauth/revoke")
@@ -66,7 +66,7 @@ def revoke(
     tokens: TokenService = Provide["token_service"],
     authenticator: ClientAuthenticator = Provide["client_authenticator"],
 ) -> Response:
-    form = parse(TokenReferenceSchema(), request.form)
+    form = parse(TokenReferenceSchema, form_params())
     client = _authenticated(form, authenticator)
     tokens.revoke(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
     # RFC 7009 §2.2: 200 whether or not the token was valid.
@@ -80,7 +80,7 @@ def introspect(
     tokens: TokenService = Provide["token_service"],
     authenticator: ClientAuthenticator = Provide["client_authenticator"],
 ) -> Response:
-    form = parse(TokenReferenceSchema(), request.form)
+    form = parse(TokenReferenceSchema, form_params())
     client = _authenticated(form, authenticator)
     result = tokens.introspect(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
-    return no_store(jsonify(result.as_dict()))
+    return no_store(json_response(result.as_dict()))
