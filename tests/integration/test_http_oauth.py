@@ -356,3 +356,22 @@ def test_logs_carry_no_secrets(oauth: OAuthClient, caplog: pytest.LogCaptureFixt
         message = record.getMessage()
         for secret in secrets_seen:
             assert secret and secret not in message
+
+
+def test_database_files_hold_no_secret_in_clear(app: Any, oauth: OAuthClient, settings: Any) -> None:
+    code, verifier = oauth.login()
+    issued = oauth.exchange(code, verifier).json()
+    refreshed = oauth.refresh(issued["refresh_token"]).json()
+    container = app.extensions["container"]
+    (grant,) = container.grants().list_grants(oauth.client_id)
+    upstream = container.grants().get_upstream_tokens(grant.grant_id)
+    assert upstream is not None and upstream.refresh_token
+    secrets_issued = [
+        oauth.client_secret, code, issued["access_token"], issued["refresh_token"],
+        refreshed["access_token"], refreshed["refresh_token"], upstream.access_token, upstream.refresh_token,
+    ]
+    database = Path(settings.sqlite_path)
+    stored = b"".join(path.read_bytes() for path in database.parent.glob(database.name + "*"))
+    assert oauth.client_id.encode() in stored  # what is not secret is there in clear
+    for secret in secrets_issued:
+        assert secret and secret.encode() not in stored
