@@ -7,21 +7,27 @@ import binascii
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
+from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
 from ..domain.services.registration import is_loopback_host
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-IDP_PROVIDERS = ("fake",)
+IDP_PROVIDERS = ("fake", "azure", "oidc")
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+DEFAULT_OIDC_SCOPES = "openid profile email offline_access"
 STORAGE_SCHEMES = ("sqlite",)
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 TOOLSETS = ("identity",)
@@ -34,6 +40,28 @@ FALSE_VALUES = ("0", "false", "no", "off", "")
 
 class ConfigError(Exception):
     """Start-up configuration is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class EntraSettings:
+    """IDP_PROVIDER=azure: one app registration in Microsoft Entra ID."""
+
+    tenant: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    authority_host: str = DEFAULT_AUTHORITY_HOST
+    scopes: tuple[str, ...] = ()
+    allowed_tenants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """IDP_PROVIDER=oidc: any OpenID Connect provider with discovery."""
+
+    issuer: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +83,8 @@ class Settings:
     refresh_grace_period: int = 60
     fake_idp_allow_non_loopback: bool = False
     log_level: str = "INFO"
+    entra: EntraSettings | None = None
+    oidc: OidcSettings | None = None
 
     @property
     def issuer(self) -> str:
@@ -63,6 +93,11 @@ class Settings:
     @property
     def mcp_resource(self) -> str:
         return self.public_url + "/mcp"
+
+    @property
+    def upstream_redirect_uri(self) -> str:
+        """Where the upstream identity provider sends the browser back (register it there)."""
+        return self.public_url + "/oauth/callback"
 
     @property
     def storage_scheme(self) -> str:
@@ -139,6 +174,52 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
             raise ConfigError(f"MCP_ALLOWED_ORIGINS must be comma-separated origins such as http://localhost:6274 (or *), got {origin!r}")
     return origins
+
+
+def _required(env: Mapping[str, str], name: str, why: str) -> str:
+    value = (env.get(name) or "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required with {why}")
+    return value
+
+
+def _checked(name: str, check: "Callable[[], T]") -> "T":
+    try:
+        return check()
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
+    why = "IDP_PROVIDER=azure"
+    tenant = _checked("AZURE_TENANT_ID", lambda: validate_tenant(_required(env, "AZURE_TENANT_ID", why)))
+    client_id = _required(env, "AZURE_CLIENT_ID", why)
+    if not GUID.fullmatch(client_id):
+        raise ConfigError(f"AZURE_CLIENT_ID must be the application (client) ID, a GUID, got {client_id!r}")
+    secret = _required(env, "AZURE_CLIENT_SECRET", why)
+    host = _checked(
+        "AZURE_AUTHORITY_HOST",
+        lambda: validate_authority_host((env.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST).strip().rstrip("/")),
+    )
+    scopes = tuple((env.get("AZURE_SCOPES") or "").split())
+    _checked("AZURE_SCOPES", lambda: entra_scopes(scopes))
+    allowed = tuple(t.strip().lower() for t in (env.get("AZURE_ALLOWED_TENANTS") or "").split(",") if t.strip())
+    for value in allowed:
+        if not GUID.fullmatch(value):
+            raise ConfigError(f"AZURE_ALLOWED_TENANTS holds tenant ids (GUIDs), got {value!r}")
+    return EntraSettings(tenant=tenant, client_id=client_id, client_secret=secret, authority_host=host, scopes=scopes, allowed_tenants=allowed)
+
+
+def _oidc_settings(env: Mapping[str, str]) -> OidcSettings:
+    why = "IDP_PROVIDER=oidc"
+    issuer = _checked("OIDC_ISSUER", lambda: require_secure_url(_required(env, "OIDC_ISSUER", why), what="the issuer"))
+    scopes = _checked("OIDC_SCOPES", lambda: normalize_oidc_scopes((env.get("OIDC_SCOPES") or DEFAULT_OIDC_SCOPES).split()))
+    return OidcSettings(
+        issuer=issuer,
+        client_id=_required(env, "OIDC_CLIENT_ID", why),
+        client_secret=_required(env, "OIDC_CLIENT_SECRET", why),
+        scopes=scopes,
+    )
 
 
 def _token_hash_key(raw: str) -> bytes:
@@ -244,4 +325,6 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         refresh_grace_period=_positive_int(env, "REFRESH_GRACE_PERIOD", 60, allow_zero=True),
         fake_idp_allow_non_loopback=fake_allow,
         log_level=log_level,
+        entra=_entra_settings(env) if idp_provider == "azure" else None,
+        oidc=_oidc_settings(env) if idp_provider == "oidc" else None,
     )

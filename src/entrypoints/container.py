@@ -8,7 +8,9 @@ from importlib import metadata as package_metadata
 
 from ..adapters.http.mcp import OriginPolicy
 from ..adapters.http.mcp_protocol import McpServer, ServerInfo
+from ..adapters.identity.entra import EntraIdentityProvider
 from ..adapters.identity.fake import FakeIdentityProvider
+from ..adapters.identity.oidc import OidcIdentityProvider
 from ..adapters.storage.crypto import SecretBox
 from ..adapters.storage.sqlite import (
     SqliteAuthorizationStore,
@@ -91,6 +93,26 @@ class Container(containers.DeclarativeContainer):
             signing_key=settings.provided.token_hash_key,
             clock=clock,
             tokens=token_generator,
+        ),
+        azure=providers.Singleton(
+            EntraIdentityProvider,
+            tenant=settings.provided.entra.tenant,
+            client_id=settings.provided.entra.client_id,
+            client_secret=settings.provided.entra.client_secret,
+            authority_host=settings.provided.entra.authority_host,
+            scopes=settings.provided.entra.scopes,
+            allowed_tenants=settings.provided.entra.allowed_tenants,
+            redirect_uri=settings.provided.upstream_redirect_uri,
+            clock=clock,
+        ),
+        oidc=providers.Singleton(
+            OidcIdentityProvider,
+            issuer=settings.provided.oidc.issuer,
+            client_id=settings.provided.oidc.client_id,
+            client_secret=settings.provided.oidc.client_secret,
+            scopes=settings.provided.oidc.scopes,
+            redirect_uri=settings.provided.upstream_redirect_uri,
+            clock=clock,
         ),
     )
 

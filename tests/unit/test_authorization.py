@@ -556,10 +556,13 @@ def test_temporary_upstream_failure_redirects_temporarily_unavailable(world: Wor
     assert type(redirect.error) is TemporarilyUnavailable
 
 
-def test_final_upstream_failure_redirects_access_denied(world: World, public_client: RegisteredClient) -> None:
-    world.idp.failure = UpstreamIdentityError("invalid_grant", temporary=False, upstream_error="invalid_grant")
+def test_final_upstream_failure_redirects_server_error(world: World, public_client: RegisteredClient) -> None:
+    world.idp.failure = UpstreamIdentityError("invalid_client", temporary=False, upstream_error="invalid_client")
     redirect = callback_redirect_error(world, public_client)
-    assert type(redirect.error) is AccessDenied
+    assert type(redirect.error) is ServerError
+    # The adapter's explanation stays attached for the log, not for the client.
+    assert redirect.__cause__ is world.idp.failure
+    assert "invalid_client" not in redirect.error.description
 
 
 def test_failed_upstream_exchange_consumes_the_transaction(world: World, public_client: RegisteredClient) -> None:

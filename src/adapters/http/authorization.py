@@ -11,6 +11,7 @@ from flask import Blueprint, Response, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from ...domain.errors import AuthorizationRedirect, OAuthError
+from ...domain.ports import UpstreamIdentityError
 from ...domain.policy import ServerPolicy
 from ...domain.services.authorization import AuthorizationService, ConsentPrompt
 from ...domain.services.redirects import ClientRedirect
@@ -41,9 +42,22 @@ def authorization_error_page(error: OAuthError) -> BaseResponse:
     return error_page("This sign-in request cannot be completed", error.description or error.error, 400)
 
 
+@bp.errorhandler(UpstreamIdentityError)
+def identity_provider_unavailable(error: UpstreamIdentityError) -> BaseResponse:
+    log.error("identity provider failure: %s", error)
+    return error_page(
+        "The sign-in service is unavailable",
+        "The identity provider could not be reached or gave an unusable answer. Try again in a moment.",
+        503,
+    )
+
+
 @bp.errorhandler(AuthorizationRedirect)
 @inject
 def authorization_error_redirect(exc: AuthorizationRedirect, policy: ServerPolicy = Provide["policy"]) -> BaseResponse:
+    if isinstance(exc.__cause__, UpstreamIdentityError):
+        # The adapter's message says what to fix and carries no secret.
+        log.warning("sign-in failed at the identity provider: %s", exc.__cause__)
     params = {"error": exc.error.error}
     if exc.error.description:
         params["error_description"] = exc.error.description

@@ -33,6 +33,7 @@ from .crypto import SecretBox
 BUSY_TIMEOUT_SECONDS = 10.0
 # Negative means KiB: 8 MiB of page cache per connection (the default is 2 MiB).
 CACHE_SIZE_KIB = 8192
+MMAP_SIZE_BYTES = int(os.environ.get("MOB_MMAP", 1 << 30))
 # Revoked grants stay a day so a late replay still meets "revoked", not "unknown".
 REVOKED_GRANT_RETENTION = 24 * 3600
 # A grant with no code or token left is kept this long (default: ServerPolicy.refresh_token_ttl).
@@ -65,7 +66,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 state TEXT,
                 csrf_token_hash TEXT NOT NULL,
                 browser_binding_hash TEXT NOT NULL,
-                upstream_state_hash TEXT UNIQUE,
+                upstream_state_hash BLOB UNIQUE,
                 upstream_code_verifier_enc TEXT,
                 upstream_nonce_enc TEXT,
                 created_at INTEGER NOT NULL,
@@ -81,16 +82,19 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 claims TEXT NOT NULL,
                 scopes TEXT NOT NULL,
                 resource TEXT NOT NULL,
-                upstream_tokens_enc TEXT,
-                upstream_expires_at INTEGER,
                 created_at INTEGER NOT NULL,
                 revoked_at INTEGER
-            )""",
+            ) WITHOUT ROWID""",
             "CREATE INDEX grants_client_id ON grants (client_id)",
             "CREATE INDEX grants_created_at ON grants (created_at)",
             "CREATE INDEX grants_revoked_at ON grants (revoked_at) WHERE revoked_at IS NOT NULL",
+            """CREATE TABLE grant_upstream_tokens (
+                grant_id TEXT PRIMARY KEY REFERENCES grants (grant_id) ON DELETE CASCADE,
+                tokens_enc TEXT NOT NULL,
+                expires_at INTEGER NOT NULL
+            )""",
             """CREATE TABLE authorization_codes (
-                code_hash TEXT PRIMARY KEY,
+                code_hash BLOB PRIMARY KEY,
                 grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
                 client_id TEXT NOT NULL,
                 redirect_uri TEXT NOT NULL,
@@ -105,7 +109,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX authorization_codes_grant_id ON authorization_codes (grant_id)",
             "CREATE INDEX authorization_codes_expires_at ON authorization_codes (expires_at)",
             """CREATE TABLE access_tokens (
-                token_hash TEXT PRIMARY KEY,
+                token_hash BLOB PRIMARY KEY,
                 grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
                 client_id TEXT NOT NULL,
                 scopes TEXT NOT NULL,
@@ -117,7 +121,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX access_tokens_grant_id ON access_tokens (grant_id)",
             "CREATE INDEX access_tokens_expires_at ON access_tokens (expires_at)",
             """CREATE TABLE refresh_tokens (
-                token_hash TEXT PRIMARY KEY,
+                token_hash BLOB PRIMARY KEY,
                 grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
                 client_id TEXT NOT NULL,
                 scopes TEXT NOT NULL,
@@ -125,7 +129,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 issued_at INTEGER NOT NULL,
                 expires_at INTEGER NOT NULL,
                 rotated_at INTEGER,
-                successor_hash TEXT,
+                successor_hash BLOB,
                 replayed_at INTEGER,
                 revoked_at INTEGER
             ) WITHOUT ROWID""",
@@ -142,7 +146,7 @@ _CREATE_MIGRATIONS_TABLE = (
 # Every column that holds ciphertext, by table and primary key (for key rotation).
 ENCRYPTED_COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("pending_authorizations", "pending_id", ("upstream_code_verifier_enc", "upstream_nonce_enc")),
-    ("grants", "grant_id", ("upstream_tokens_enc",)),
+    ("grant_upstream_tokens", "grant_id", ("tokens_enc",)),
 )
 
 P = ParamSpec("P")
@@ -262,6 +266,7 @@ class SqliteDatabase:
             # Safe with WAL: a power loss may lose the last commits, never corrupt the file.
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
+            connection.execute(f"PRAGMA mmap_size = {MMAP_SIZE_BYTES}")
         except BaseException:
             connection.close()
             raise
@@ -399,6 +404,35 @@ class SqliteDatabase:
 # -- row mapping --------------------------------------------------------------------------------
 
 
+def _hash_key(value: str) -> bytes | str:
+    """A keyed hash as stored: the 32 bytes of the domain's 64 lower-case hex digits (half the
+    size in every key, index and page that holds it). Any other string is stored as the text
+    it is, so every value round-trips; SQLite never finds a text equal to a blob."""
+    if len(value) == 64:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            return value
+        # fromhex() also accepts upper case and spaces: only the canonical form is packed.
+        if raw.hex() == value:
+            return raw
+    return value
+
+
+def _hash_text(value: bytes | str) -> str:
+    """The domain's hex string for a stored hash (the inverse of ``_hash_key``)."""
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def _optional_hash_key(value: str | None) -> bytes | str | None:
+    return None if value is None else _hash_key(value)
+
+
+def _optional_hash_text(value: bytes | str | None) -> str | None:
+    return None if value is None else _hash_text(value)
+
+
+
 def _scopes(text: str) -> tuple[str, ...]:
     # RFC 6749 §3.3: scope tokens never contain a space, so the scope string is a safe encoding.
     return tuple(text.split())
@@ -457,7 +491,7 @@ def _pending(row: tuple[Any, ...], box: SecretBox) -> PendingAuthorization:
     upstream = None
     if row[10] is not None:
         upstream = UpstreamTransaction(
-            state_hash=row[10], code_verifier=box.decrypt(row[11]), nonce=box.decrypt(row[12])
+            state_hash=_hash_text(row[10]), code_verifier=box.decrypt(row[11]), nonce=box.decrypt(row[12])
         )
     return PendingAuthorization(
         pending_id=row[0],
@@ -479,9 +513,7 @@ def _pending(row: tuple[Any, ...], box: SecretBox) -> PendingAuthorization:
     )
 
 
-def _seal_upstream(tokens: UpstreamTokens | None, box: SecretBox) -> str | None:
-    if tokens is None:
-        return None
+def _seal_upstream(tokens: UpstreamTokens, box: SecretBox) -> str:
     return box.encrypt(
         json.dumps(
             {
@@ -508,7 +540,8 @@ def _open_upstream(ciphertext: str | None, box: SecretBox) -> UpstreamTokens | N
     )
 
 
-# Not the encrypted upstream tokens: only get_upstream_tokens reads (and decrypts) those.
+# The encrypted upstream tokens live in grant_upstream_tokens: only get_upstream_tokens reads
+# (and decrypts) them, and grant rows stay small for the token lookups that join them.
 _GRANT_COLUMNS = "g.grant_id, g.client_id, g.subject, g.claims, g.scopes, g.resource, g.created_at, g.revoked_at"
 
 
@@ -534,7 +567,7 @@ _CODE_WIDTH = 11
 
 def _code(row: tuple[Any, ...]) -> AuthorizationCode:
     return AuthorizationCode(
-        code_hash=row[0],
+        code_hash=_hash_text(row[0]),
         grant_id=row[1],
         client_id=row[2],
         redirect_uri=row[3],
@@ -554,7 +587,7 @@ _ACCESS_WIDTH = 8
 
 def _access_token(row: tuple[Any, ...]) -> AccessToken:
     return AccessToken(
-        token_hash=row[0],
+        token_hash=_hash_text(row[0]),
         grant_id=row[1],
         client_id=row[2],
         scopes=_scopes(row[3]),
@@ -574,7 +607,7 @@ _REFRESH_WIDTH = 11
 
 def _refresh_token(row: tuple[Any, ...]) -> RefreshToken:
     return RefreshToken(
-        token_hash=row[0],
+        token_hash=_hash_text(row[0]),
         grant_id=row[1],
         client_id=row[2],
         scopes=_scopes(row[3]),
@@ -582,7 +615,7 @@ def _refresh_token(row: tuple[Any, ...]) -> RefreshToken:
         issued_at=row[5],
         expires_at=row[6],
         rotated_at=row[7],
-        successor_hash=row[8],
+        successor_hash=_optional_hash_text(row[8]),
         replayed_at=row[9],
         revoked_at=row[10],
     )
@@ -690,7 +723,7 @@ class SqliteAuthorizationStore:
                 request.state,
                 pending.csrf_token_hash,
                 pending.browser_binding_hash,
-                None if upstream is None else upstream.state_hash,
+                None if upstream is None else _hash_key(upstream.state_hash),
                 None if upstream is None else box.encrypt(upstream.code_verifier),
                 None if upstream is None else box.encrypt(upstream.nonce),
                 pending.created_at,
@@ -709,14 +742,14 @@ class SqliteAuthorizationStore:
         box = self._db.box
         cursor = self._db.connection().execute(
             _ATTACH_UPSTREAM,
-            (upstream.state_hash, box.encrypt(upstream.code_verifier), box.encrypt(upstream.nonce), pending_id),
+            (_hash_key(upstream.state_hash), box.encrypt(upstream.code_verifier), box.encrypt(upstream.nonce), pending_id),
         )
         return cursor.rowcount == 1
 
     @_storage_errors
     def consume_upstream(self, state_hash: str, now: int) -> PendingAuthorization | None:
         # fetchall(): an autocommit statement with RETURNING commits only once fully stepped.
-        rows = self._db.connection().execute(_CONSUME_UPSTREAM, (now, state_hash, now)).fetchall()
+        rows = self._db.connection().execute(_CONSUME_UPSTREAM, (now, _hash_key(state_hash), now)).fetchall()
         return _pending(rows[0], self._db.box) if rows else None
 
     @_storage_errors
@@ -728,7 +761,7 @@ class SqliteAuthorizationStore:
         self._db.connection().execute(
             _INSERT_CODE,
             (
-                code.code_hash,
+                _hash_key(code.code_hash),
                 code.grant_id,
                 code.client_id,
                 code.redirect_uri,
@@ -745,15 +778,16 @@ class SqliteAuthorizationStore:
     @_storage_errors
     def redeem_code(self, code_hash: str, now: int) -> CodeRedemption | None:
         connection = self._db.connection()
+        key = _hash_key(code_hash)
         # Read and mark under one write lock: exactly one concurrent caller sees first_use.
         with self._db.transaction():
-            row = connection.execute(_SELECT_CODE_AND_GRANT, (code_hash,)).fetchone()
+            row = connection.execute(_SELECT_CODE_AND_GRANT, (key,)).fetchone()
             if row is None:
                 return None
             code = _code(row[:_CODE_WIDTH])
             first_use = code.redeemed_at is None
             if first_use:
-                connection.execute(_REDEEM_CODE, (now, code_hash))
+                connection.execute(_REDEEM_CODE, (now, key))
                 code = replace(code, redeemed_at=now)
             grant = _grant(row[_CODE_WIDTH:])
         return CodeRedemption(code=code, grant=grant, first_use=first_use)
@@ -761,19 +795,21 @@ class SqliteAuthorizationStore:
 
 # -- grants and tokens --------------------------------------------------------------------------
 
-_INSERT_GRANT = """
-    INSERT INTO grants (grant_id, client_id, subject, claims, scopes, resource, upstream_tokens_enc,
-                        upstream_expires_at, created_at, revoked_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+_INSERT_GRANT = f"INSERT INTO grants ({_GRANT_COLUMNS.replace('g.', '')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_UPSTREAM = "INSERT INTO grant_upstream_tokens (grant_id, tokens_enc, expires_at) VALUES (?, ?, ?)"
 _SELECT_GRANT = f"SELECT {_GRANT_COLUMNS} FROM grants g WHERE g.grant_id = ?"
 _SELECT_GRANTS = f"SELECT {_GRANT_COLUMNS} FROM grants g ORDER BY g.created_at, g.grant_id"
 _SELECT_CLIENT_GRANTS = f"SELECT {_GRANT_COLUMNS} FROM grants g WHERE g.client_id = ? ORDER BY g.created_at, g.grant_id"
 _REVOKE_GRANT = "UPDATE grants SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
 _REVOKE_GRANT_ACCESS_TOKENS = "UPDATE access_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
 _REVOKE_GRANT_REFRESH_TOKENS = "UPDATE refresh_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
-_SELECT_UPSTREAM = "SELECT upstream_tokens_enc FROM grants WHERE grant_id = ?"
-_UPDATE_UPSTREAM = "UPDATE grants SET upstream_tokens_enc = ?, upstream_expires_at = ? WHERE grant_id = ?"
+_SELECT_UPSTREAM = "SELECT tokens_enc FROM grant_upstream_tokens WHERE grant_id = ?"
+# Insert or replace, but only for a grant that exists (an unknown grant is ignored, as before).
+_UPDATE_UPSTREAM = """
+    INSERT INTO grant_upstream_tokens (grant_id, tokens_enc, expires_at)
+    SELECT grant_id, ?, ? FROM grants WHERE grant_id = ?
+    ON CONFLICT (grant_id) DO UPDATE SET tokens_enc = excluded.tokens_enc, expires_at = excluded.expires_at
+"""
 _INSERT_ACCESS_TOKEN = f"INSERT INTO access_tokens ({_ACCESS_COLUMNS.replace('a.', '')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # The hot path of every MCP request and introspection: one primary-key probe joined to its grant.
 _SELECT_ACCESS_TOKEN = f"""
@@ -833,21 +869,25 @@ class SqliteGrantStore:
 
     @_storage_errors
     def add_grant(self, grant: Grant, upstream: UpstreamTokens | None) -> None:
-        self._db.connection().execute(
-            _INSERT_GRANT,
-            (
-                grant.grant_id,
-                grant.client_id,
-                grant.subject,
-                json.dumps(dict(grant.claims)),
-                " ".join(grant.scopes),
-                grant.resource,
-                _seal_upstream(upstream, self._db.box),
-                None if upstream is None else upstream.expires_at,
-                grant.created_at,
-                grant.revoked_at,
-            ),
+        connection = self._db.connection()
+        row = (
+            grant.grant_id,
+            grant.client_id,
+            grant.subject,
+            json.dumps(dict(grant.claims)),
+            " ".join(grant.scopes),
+            grant.resource,
+            grant.created_at,
+            grant.revoked_at,
         )
+        if upstream is None:
+            connection.execute(_INSERT_GRANT, row)
+            return
+        sealed = _seal_upstream(upstream, self._db.box)
+        # Both rows or neither.
+        with self._db.transaction():
+            connection.execute(_INSERT_GRANT, row)
+            connection.execute(_INSERT_UPSTREAM, (grant.grant_id, sealed, upstream.expires_at))
 
     @_storage_errors
     def get_grant(self, grant_id: str) -> Grant | None:
@@ -887,7 +927,7 @@ class SqliteGrantStore:
         self._db.connection().execute(
             _INSERT_ACCESS_TOKEN,
             (
-                token.token_hash,
+                _hash_key(token.token_hash),
                 token.grant_id,
                 token.client_id,
                 " ".join(token.scopes),
@@ -900,21 +940,21 @@ class SqliteGrantStore:
 
     @_storage_errors
     def get_access_token(self, token_hash: str) -> tuple[AccessToken, Grant] | None:
-        row = self._db.connection().execute(_SELECT_ACCESS_TOKEN, (token_hash,)).fetchone()
+        row = self._db.connection().execute(_SELECT_ACCESS_TOKEN, (_hash_key(token_hash),)).fetchone()
         if row is None:
             return None
         return _access_token(row[:_ACCESS_WIDTH]), _grant(row[_ACCESS_WIDTH:])
 
     @_storage_errors
     def revoke_access_token(self, token_hash: str, now: int) -> None:
-        self._db.connection().execute(_REVOKE_ACCESS_TOKEN, (now, token_hash))
+        self._db.connection().execute(_REVOKE_ACCESS_TOKEN, (now, _hash_key(token_hash)))
 
     @_storage_errors
     def add_refresh_token(self, token: RefreshToken) -> None:
         self._db.connection().execute(
             _INSERT_REFRESH_TOKEN,
             (
-                token.token_hash,
+                _hash_key(token.token_hash),
                 token.grant_id,
                 token.client_id,
                 " ".join(token.scopes),
@@ -922,7 +962,7 @@ class SqliteGrantStore:
                 token.issued_at,
                 token.expires_at,
                 token.rotated_at,
-                token.successor_hash,
+                _optional_hash_key(token.successor_hash),
                 token.replayed_at,
                 token.revoked_at,
             ),
@@ -930,18 +970,22 @@ class SqliteGrantStore:
 
     @_storage_errors
     def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, Grant] | None:
-        row = self._db.connection().execute(_SELECT_REFRESH_TOKEN, (token_hash,)).fetchone()
+        row = self._db.connection().execute(_SELECT_REFRESH_TOKEN, (_hash_key(token_hash),)).fetchone()
         if row is None:
             return None
         return _refresh_token(row[:_REFRESH_WIDTH]), _grant(row[_REFRESH_WIDTH:])
 
     @_storage_errors
     def mark_refresh_rotated(self, token_hash: str, successor_hash: str, now: int) -> None:
-        self._db.connection().execute(_MARK_REFRESH_ROTATED, (now, successor_hash, token_hash))
+        self._db.connection().execute(
+            _MARK_REFRESH_ROTATED, (now, _hash_key(successor_hash), _hash_key(token_hash))
+        )
 
     @_storage_errors
     def mark_refresh_replayed(self, token_hash: str, successor_hash: str, now: int) -> None:
-        self._db.connection().execute(_MARK_REFRESH_REPLAYED, (now, successor_hash, token_hash))
+        self._db.connection().execute(
+            _MARK_REFRESH_REPLAYED, (now, _hash_key(successor_hash), _hash_key(token_hash))
+        )
 
     @_storage_errors
     def purge_expired(self, now: int) -> int:

@@ -274,7 +274,8 @@ class AuthorizationService:
         except UpstreamIdentityError as exc:
             if exc.temporary:
                 raise redirect_error(TemporarilyUnavailable("the identity provider is unavailable")) from exc
-            raise redirect_error(AccessDenied("the identity provider rejected the sign-in")) from exc
+            # A rejected code or ID token, or a misconfigured upstream app: not the person's choice.
+            raise redirect_error(ServerError("sign-in at the identity provider failed")) from exc
 
         grant = Grant(
             grant_id=self._tokens.generate("mob_gr_"),
