@@ -34,6 +34,10 @@ class FixedClock:
     def advance(self, seconds: int) -> None:
         self.current += seconds
 
+    def sleep(self, seconds: float) -> None:
+        # Time passes only in whole seconds here; a sleep moves the clock by at least one.
+        self.current += max(1, int(seconds))
+
 
 class SequentialTokenGenerator:
     """Deterministic 'random' values: prefix + a zero-padded counter (43 characters, like 32 bytes)."""
@@ -79,6 +83,7 @@ class InMemoryStorage:
         self.upstream_tokens: dict[str, UpstreamTokens] = {}
         self.access_tokens: dict[str, AccessToken] = {}
         self.refresh_tokens: dict[str, RefreshToken] = {}
+        self.refresh_locks: dict[str, tuple[str, int]] = {}
 
     # AuthorizationStore
 
@@ -162,6 +167,19 @@ class InMemoryStorage:
         if grant_id in self.grants:
             self.upstream_tokens[grant_id] = tokens
 
+    def acquire_upstream_refresh_lock(self, grant_id: str, holder: str, now: int, until: int) -> bool:
+        with self.lock:
+            current = self.refresh_locks.get(grant_id)
+            if grant_id not in self.grants or (current is not None and current[1] > now):
+                return False
+            self.refresh_locks[grant_id] = (holder, until)
+            return True
+
+    def release_upstream_refresh_lock(self, grant_id: str, holder: str) -> None:
+        with self.lock:
+            if self.refresh_locks.get(grant_id, ("", 0))[0] == holder:
+                del self.refresh_locks[grant_id]
+
     def add_access_token(self, token: AccessToken) -> None:
         self.access_tokens[token.token_hash] = token
 
@@ -210,6 +228,9 @@ class ScriptedIdentityProvider:
         )
         self.failure: UpstreamIdentityError | None = None
         self.exchanges: list[dict[str, str]] = []
+        self.refreshes: list[str] = []
+        # What refresh() answers; None: the login's tokens.
+        self.refreshed: UpstreamTokens | None = None
 
     def authorization_url(self, *, state: str, nonce: str, code_challenge: str) -> str:
         query = urlencode({"state": state, "nonce": nonce, "code_challenge": code_challenge})
@@ -222,6 +243,14 @@ class ScriptedIdentityProvider:
         return self.login
 
     def refresh(self, refresh_token: str) -> UpstreamTokens:
+        self.refreshes.append(refresh_token)
         if self.failure is not None:
             raise self.failure
-        return self.login.tokens
+        return self.refreshed or self.login.tokens
+
+
+class NoUpstreamTokens:
+    """An UpstreamTokenSource for tools that never call an upstream API."""
+
+    def access_token(self, grant_id: str, *, rejected: str | None = None) -> str:
+        raise AssertionError("this test's tools do not use upstream tokens")

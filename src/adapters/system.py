@@ -13,6 +13,9 @@ class SystemClock:
     def now(self) -> int:
         return int(time.time())
 
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
 
 class SecretsTokenGenerator:
     def generate(self, prefix: str) -> str:

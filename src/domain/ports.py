@@ -47,6 +47,10 @@ class Clock(Protocol):
         """Seconds since the epoch."""
         ...
 
+    def sleep(self, seconds: float) -> None:
+        """Wait (for another process to finish an upstream refresh)."""
+        ...
+
 
 @runtime_checkable
 class TokenGenerator(Protocol):
@@ -126,6 +130,15 @@ class GrantStore(Protocol):
 
     def update_upstream_tokens(self, grant_id: str, tokens: UpstreamTokens) -> None:
         """Replace the grant's upstream tokens (after an upstream refresh)."""
+        ...
+
+    def acquire_upstream_refresh_lock(self, grant_id: str, holder: str, now: int, until: int) -> bool:
+        """Take the grant's upstream-refresh lease if it is free or expired (one atomic write, so
+        it holds across workers and instances); False if someone else holds it."""
+        ...
+
+    def release_upstream_refresh_lock(self, grant_id: str, holder: str) -> None:
+        """Give the lease back, if ``holder`` still has it."""
         ...
 
     def add_access_token(self, token: AccessToken) -> None: ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from .model import AccessContext
 
@@ -33,11 +33,21 @@ class ToolResult:
         return cls(text=message, is_error=True)
 
 
+class UpstreamAccess(Protocol):
+    """The signed-in person's upstream API access token, for the tool's grant."""
+
+    def access_token(self, *, rejected: str | None = None) -> str:
+        """A usable token; ``rejected``: one the API just refused with 401 (get another)."""
+        ...
+
+
 @dataclass(frozen=True)
 class ToolContext:
-    """What a tool may use: who is calling, through which grant, with which scopes."""
+    """What a tool may use: who is calling, through which grant, with which scopes, and the
+    upstream access token for calling APIs on the person's behalf."""
 
     access: AccessContext
+    upstream: UpstreamAccess
 
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {

@@ -28,6 +28,7 @@ from ..domain.services.registration import RegistrationService
 from ..domain.ports import Toolset
 from ..domain.services.tokens import ClientAuthenticator, TokenService
 from ..domain.services.tools import ToolService
+from ..domain.services.upstream import UpstreamTokenService
 from .config import Settings
 
 SERVER_NAME = "mcp-oauth-bridge"
@@ -64,9 +65,6 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
     config = providers.Configuration()
 
-    toolsets = providers.Singleton(build_toolsets, settings.provided.toolsets)
-    tool_service = providers.Singleton(ToolService, toolsets=toolsets)
-    policy = providers.Singleton(server_policy, settings, tool_service)
     clock = providers.Singleton(SystemClock)
     token_generator = providers.Singleton(SecretsTokenGenerator)
     hasher = providers.Singleton(TokenHasher, key=settings.provided.token_hash_key)
@@ -115,6 +113,14 @@ class Container(containers.DeclarativeContainer):
             clock=clock,
         ),
     )
+
+    upstream_tokens = providers.Singleton(
+        UpstreamTokenService, grants=grants, identity_provider=identity_provider, clock=clock, tokens=token_generator
+    )
+    # The tools decide which scopes the server offers.
+    toolsets = providers.Singleton(build_toolsets, settings.provided.toolsets)
+    tool_service = providers.Singleton(ToolService, toolsets=toolsets, upstream=upstream_tokens)
+    policy = providers.Singleton(server_policy, settings, tool_service)
 
     registration_service = providers.Singleton(
         RegistrationService, clients=clients, clock=clock, tokens=token_generator, hasher=hasher, policy=policy

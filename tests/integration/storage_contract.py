@@ -351,6 +351,21 @@ class StorageContract:
         assert grant_store.list_grants("client-2") == [second]
         assert grant_store.list_grants("nobody") == []
 
+    def test_upstream_refresh_lock_is_exclusive_until_released_or_expired(
+        self, clients_repo: ClientRepository, grant_store: GrantStore
+    ) -> None:
+        self.given_grant(clients_repo, grant_store)
+        assert grant_store.acquire_upstream_refresh_lock("grant-1", "a", NOW, NOW + 30) is True
+        assert grant_store.acquire_upstream_refresh_lock("grant-1", "b", NOW + 10, NOW + 40) is False
+        # Only the holder releases it.
+        grant_store.release_upstream_refresh_lock("grant-1", "b")
+        assert grant_store.acquire_upstream_refresh_lock("grant-1", "b", NOW + 10, NOW + 40) is False
+        grant_store.release_upstream_refresh_lock("grant-1", "a")
+        assert grant_store.acquire_upstream_refresh_lock("grant-1", "b", NOW + 11, NOW + 41) is True
+        # A holder that died leaves a lease that expires.
+        assert grant_store.acquire_upstream_refresh_lock("grant-1", "c", NOW + 41, NOW + 71) is True
+        assert grant_store.acquire_upstream_refresh_lock("unknown", "a", NOW, NOW + 30) is False
+
     def test_update_upstream_tokens(self, clients_repo: ClientRepository, grant_store: GrantStore) -> None:
         self.given_grant(clients_repo, grant_store)
         fresh = make_upstream_tokens(access_token="new-upstream-at", expires_at=NOW + 2 * HOUR, id_token=None)

@@ -23,6 +23,7 @@ from mcp_oauth_bridge.domain.errors import InsufficientScope
 from mcp_oauth_bridge.domain.model import AccessContext, Grant
 from mcp_oauth_bridge.domain.services.tools import ToolService
 from mcp_oauth_bridge.domain.tools import ToolContext, ToolResult, ToolSpec
+from tests.fakes import NoUpstreamTokens
 
 from .mcp_wire import conforms, legacy_types, modern_types
 
@@ -103,7 +104,7 @@ def parse_error(body: bytes, headers: Mapping[str, str | list[str]] | None = Non
 
 @pytest.fixture
 def server() -> McpServer:
-    return McpServer(tools=ToolService(toolsets=[TestToolset()]), info=INFO)
+    return McpServer(tools=ToolService(toolsets=[TestToolset()], upstream=NoUpstreamTokens()), info=INFO)
 
 
 def handle(server: McpServer, body: bytes, headers: Mapping[str, str | list[str]] | None = None, who: AccessContext = READER) -> McpReply:
@@ -346,7 +347,7 @@ def test_discover(server: McpServer) -> None:
 
 
 def test_discover_without_instructions() -> None:
-    bare = McpServer(tools=ToolService(toolsets=[]), info=ServerInfo(name="bare", version="0"))
+    bare = McpServer(tools=ToolService(toolsets=[], upstream=NoUpstreamTokens()), info=ServerInfo(name="bare", version="0"))
     result = result_of(handle(bare, *modern("server/discover")))
     assert "instructions" not in result
     conforms(modern_types.DiscoverResult, result)

@@ -36,7 +36,7 @@ from .storage_contract import (
 )
 from .storage_fixtures import sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
 
-LATEST_VERSION = MIGRATIONS[-1][0]
+ALL_VERSIONS = [version for version, _ in MIGRATIONS]
 
 
 class TestSqliteStorageContract(StorageContract):
@@ -195,7 +195,7 @@ def test_migrations_are_recorded_and_idempotent(sqlite_path: Path, sqlite_key: s
         assert database.migrate() == []
         assert database.applied_migrations() == [version for version, _ in MIGRATIONS]
         rows = database.connection().execute("SELECT version, applied_at FROM schema_migrations").fetchall()
-        assert [row[0] for row in rows] == [LATEST_VERSION] and rows[0][1] > 0
+        assert [row[0] for row in rows] == ALL_VERSIONS and all(row[1] > 0 for row in rows)
     finally:
         database.close()
     again = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
@@ -211,7 +211,7 @@ def test_schema_is_created_on_first_use_and_parent_directory_made(tmp_path: Path
     try:
         assert SqliteClientRepository(database).list() == []
         assert path.exists()
-        assert database.applied_migrations() == [LATEST_VERSION]
+        assert database.applied_migrations() == ALL_VERSIONS
     finally:
         database.close()
 
@@ -245,7 +245,7 @@ def test_concurrent_migrations_on_one_file_both_succeed(sqlite_path: Path, sqlit
         database.close()
 
     assert errors == []
-    assert sorted(applied) == [[]] * (workers - 1) + [[LATEST_VERSION]]
+    assert sorted(applied) == [[]] * (workers - 1) + [ALL_VERSIONS]
 
 
 def test_connection_pragmas(sqlite_database: SqliteDatabase) -> None:  # noqa: F811

@@ -10,6 +10,7 @@ from mcp_oauth_bridge.domain.errors import InsufficientScope
 from mcp_oauth_bridge.domain.model import AccessContext, Grant
 from mcp_oauth_bridge.domain.services.tools import ToolService, UnknownTool
 from mcp_oauth_bridge.domain.tools import ToolContext, ToolResult, ToolSpec, argument_problem
+from tests.fakes import NoUpstreamTokens
 
 SCHEMA: Mapping[str, Any] = {
     "type": "object",
@@ -37,13 +38,13 @@ class RecordingToolset:
     def __init__(self, name: str, specs: Sequence[ToolSpec]) -> None:
         self.name = name
         self.specs = tuple(specs)
-        self.calls: list[tuple[str, dict[str, Any], ToolContext]] = []
+        self.calls: list[tuple[str, dict[str, Any], AccessContext]] = []
 
     def tools(self) -> Sequence[ToolSpec]:
         return self.specs
 
     def call(self, name: str, arguments: Mapping[str, Any], context: ToolContext) -> ToolResult:
-        self.calls.append((name, dict(arguments), context))
+        self.calls.append((name, dict(arguments), context.access))
         return ToolResult(text=f"{name} ran", structured={"arguments": dict(arguments)})
 
 
@@ -67,7 +68,9 @@ def notes() -> RecordingToolset:
 
 @pytest.fixture
 def service(notes: RecordingToolset) -> ToolService:
-    return ToolService(toolsets=[notes, RecordingToolset("mail", [spec("read_mail", "Mail.Read", "Notes.Read")])])
+    return ToolService(
+        toolsets=[notes, RecordingToolset("mail", [spec("read_mail", "Mail.Read", "Notes.Read")])], upstream=NoUpstreamTokens()
+    )
 
 
 # -- ToolService ---------------------------------------------------------------------------------
@@ -82,14 +85,17 @@ def test_scopes_in_declaration_order_without_duplicates(service: ToolService) ->
 
 
 def test_no_toolsets_means_no_tools_and_no_scopes() -> None:
-    service = ToolService(toolsets=[])
+    service = ToolService(toolsets=[], upstream=NoUpstreamTokens())
     assert service.list_tools() == []
     assert service.scopes() == ()
 
 
 def test_duplicate_tool_names_are_rejected() -> None:
     with pytest.raises(ValueError, match="tool 'read_note' is declared by two toolsets"):
-        ToolService(toolsets=[RecordingToolset("a", [spec("read_note")]), RecordingToolset("b", [spec("read_note")])])
+        ToolService(
+            toolsets=[RecordingToolset("a", [spec("read_note")]), RecordingToolset("b", [spec("read_note")])],
+            upstream=NoUpstreamTokens(),
+        )
 
 
 def test_unknown_tool(service: ToolService) -> None:
@@ -102,7 +108,7 @@ def test_call_reaches_the_toolset_with_the_callers_context(service: ToolService,
     caller = access("Notes.Read")
     result = service.call(caller, "read_note", {"text": "hello", "count": 3})
     assert result == ToolResult(text="read_note ran", structured={"arguments": {"text": "hello", "count": 3}})
-    assert notes.calls == [("read_note", {"text": "hello", "count": 3}, ToolContext(access=caller))]
+    assert notes.calls == [("read_note", {"text": "hello", "count": 3}, caller)]
 
 
 @pytest.mark.parametrize("granted", [(), ("Notes.Write",), ("Mail.Read",)])

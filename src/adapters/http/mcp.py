@@ -11,13 +11,13 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
-from ...domain.errors import InsufficientScope, InvalidToken, OAuthError
+from ...domain.errors import InsufficientScope, InvalidToken, OAuthError, TemporarilyUnavailable
 from ...domain.model import AccessContext
 from ...domain.policy import ServerPolicy
 from ...domain.services.bearer import BearerAuthenticator
 from .errors import json_response, oauth_error_response
 from .metadata import MCP_PATH
-from .mcp_protocol import INVALID_REQUEST, McpError, McpReply, McpServer, error_body, parse_request
+from .mcp_protocol import INTERNAL_ERROR, INVALID_REQUEST, McpError, McpReply, McpServer, error_body, parse_request
 
 log = logging.getLogger(__name__)
 bp = Blueprint("mcp", __name__)
@@ -132,6 +132,13 @@ def _answer(server: McpServer, policy: ServerPolicy, access: AccessContext, body
         return json_response(error_body(error.request_id, error.code, error.message, error.data), error.status)
     try:
         reply = server.handle(mcp_request, access)
+    except InvalidToken as error:
+        # The upstream session ended while calling a tool: the grant is revoked, sign in again.
+        return _challenge(policy, error)
+    except TemporarilyUnavailable as error:
+        response = json_response(error_body(mcp_request.id, INTERNAL_ERROR, f"Temporarily unavailable: {error.description}"), 503)
+        response.headers["Retry-After"] = "5"
+        return response
     except InsufficientScope as error:
         log.info("client %s lacks scope for %s", access.client_id, mcp_request.method)
         # MCP scope challenge: 403 naming the scopes the call needs, with what was granted.

@@ -34,6 +34,7 @@ BUSY_TIMEOUT_SECONDS = 10.0
 # Negative means KiB: 8 MiB of page cache per connection (the default is 2 MiB).
 CACHE_SIZE_KIB = 8192
 MMAP_SIZE_BYTES = int(os.environ.get("MOB_MMAP", 1 << 30))
+PAGE_SIZE = int(os.environ.get("MOB_PAGE", 4096))
 # Revoked grants stay a day so a late replay still meets "revoked", not "unknown".
 REVOKED_GRANT_RETENTION = 24 * 3600
 # A grant with no code or token left is kept this long (default: ServerPolicy.refresh_token_ttl).
@@ -135,6 +136,15 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             ) WITHOUT ROWID""",
             "CREATE INDEX refresh_tokens_grant_id ON refresh_tokens (grant_id)",
             "CREATE INDEX refresh_tokens_expires_at ON refresh_tokens (expires_at)",
+        ),
+    ),
+    (
+        2,
+        (
+            # The per-grant lease for upstream refreshes: a row-level compare-and-set, so it
+            # holds across threads, gunicorn workers and instances sharing the database.
+            "ALTER TABLE grant_upstream_tokens ADD COLUMN refresh_holder TEXT",
+            "ALTER TABLE grant_upstream_tokens ADD COLUMN refresh_until INTEGER",
         ),
     ),
 )
@@ -261,6 +271,7 @@ class SqliteDatabase:
                 # the -wal and -shm files the same mode).
                 os.chmod(self.path, 0o600)
             connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             self._enable_wal(connection)
             connection.execute("PRAGMA foreign_keys = ON")
             # Safe with WAL: a power loss may lose the last commits, never corrupt the file.
@@ -804,6 +815,14 @@ _REVOKE_GRANT = "UPDATE grants SET revoked_at = ? WHERE grant_id = ? AND revoked
 _REVOKE_GRANT_ACCESS_TOKENS = "UPDATE access_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
 _REVOKE_GRANT_REFRESH_TOKENS = "UPDATE refresh_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
 _SELECT_UPSTREAM = "SELECT tokens_enc FROM grant_upstream_tokens WHERE grant_id = ?"
+_ACQUIRE_REFRESH_LOCK = """
+    UPDATE grant_upstream_tokens SET refresh_holder = ?, refresh_until = ?
+    WHERE grant_id = ? AND (refresh_until IS NULL OR refresh_until <= ?)
+"""
+_RELEASE_REFRESH_LOCK = """
+    UPDATE grant_upstream_tokens SET refresh_holder = NULL, refresh_until = NULL
+    WHERE grant_id = ? AND refresh_holder = ?
+"""
 # Insert or replace, but only for a grant that exists (an unknown grant is ignored, as before).
 _UPDATE_UPSTREAM = """
     INSERT INTO grant_upstream_tokens (grant_id, tokens_enc, expires_at)
@@ -921,6 +940,15 @@ class SqliteGrantStore:
         self._db.connection().execute(
             _UPDATE_UPSTREAM, (_seal_upstream(tokens, self._db.box), tokens.expires_at, grant_id)
         )
+
+    @_storage_errors
+    def acquire_upstream_refresh_lock(self, grant_id: str, holder: str, now: int, until: int) -> bool:
+        cursor = self._db.connection().execute(_ACQUIRE_REFRESH_LOCK, (holder, until, grant_id, now))
+        return cursor.rowcount == 1
+
+    @_storage_errors
+    def release_upstream_refresh_lock(self, grant_id: str, holder: str) -> None:
+        self._db.connection().execute(_RELEASE_REFRESH_LOCK, (grant_id, holder))
 
     @_storage_errors
     def add_access_token(self, token: AccessToken) -> None:

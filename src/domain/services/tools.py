@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from ..errors import InsufficientScope
 from ..model import AccessContext
@@ -14,8 +14,24 @@ class UnknownTool(LookupError):
     """No enabled toolset has a tool of this name."""
 
 
+class UpstreamTokenSource(Protocol):
+    """Where tools' upstream tokens come from (UpstreamTokenService)."""
+
+    def access_token(self, grant_id: str, *, rejected: str | None = None) -> str: ...
+
+
+class _GrantUpstreamAccess:
+    def __init__(self, service: UpstreamTokenSource, grant_id: str) -> None:
+        self._service = service
+        self._grant_id = grant_id
+
+    def access_token(self, *, rejected: str | None = None) -> str:
+        return self._service.access_token(self._grant_id, rejected=rejected)
+
+
 class ToolService:
-    def __init__(self, *, toolsets: Sequence[Toolset]) -> None:
+    def __init__(self, *, toolsets: Sequence[Toolset], upstream: UpstreamTokenSource) -> None:
+        self._upstream = upstream
         self._tools: dict[str, tuple[Toolset, ToolSpec]] = {}
         for toolset in toolsets:
             for spec in toolset.tools():
@@ -46,4 +62,5 @@ class ToolService:
         if problem is not None:
             # MCP: argument errors are tool errors the model can read and correct.
             return ToolResult.error(f"Invalid arguments for {name}: {problem}")
-        return toolset.call(name, arguments, ToolContext(access=access))
+        context = ToolContext(access=access, upstream=_GrantUpstreamAccess(self._upstream, access.grant.grant_id))
+        return toolset.call(name, arguments, context)
