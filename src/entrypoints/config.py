@@ -30,7 +30,8 @@ GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 DEFAULT_OIDC_SCOPES = "openid profile email offline_access"
 STORAGE_SCHEMES = ("sqlite",)
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
-TOOLSETS = ("identity",)
+TOOLSETS = ("identity", "mail")
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_TOOLSETS = "identity"
 GENERATED_SECRETS_FILE = "secrets.json"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -75,6 +76,7 @@ class Settings:
     # Scopes beyond those the enabled tools need.
     extra_scopes: tuple[str, ...]
     toolsets: tuple[str, ...] = ("identity",)
+    graph_base_url: str = DEFAULT_GRAPH_BASE_URL
     # Browser origins allowed to call /mcp (CORS and the Origin check).
     mcp_allowed_origins: tuple[str, ...] = ()
     access_token_ttl: int = 3600
@@ -305,6 +307,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
     unknown = [name for name in toolsets if name not in TOOLSETS]
     if unknown or not toolsets:
         raise ConfigError(f"TOOLSETS must be a comma-separated list of {', '.join(TOOLSETS)}, got {env.get('TOOLSETS')!r}")
+    if "mail" in toolsets and idp_provider != "azure":
+        raise ConfigError("TOOLSETS=mail needs IDP_PROVIDER=azure: Microsoft Graph accepts only Entra ID tokens")
+    graph_base_url = _checked(
+        "GRAPH_BASE_URL",
+        lambda: require_secure_url((env.get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).strip().rstrip("/"), what="the Graph base URL"),
+    )
     log_level = (env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
@@ -318,6 +326,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         token_hash_key=_token_hash_key(raw_hash_key),
         extra_scopes=extra_scopes,
         toolsets=toolsets,
+        graph_base_url=graph_base_url,
         mcp_allowed_origins=_origins(env.get("MCP_ALLOWED_ORIGINS", "")),
         access_token_ttl=_positive_int(env, "ACCESS_TOKEN_TTL", 3600),
         refresh_token_ttl=_positive_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600),

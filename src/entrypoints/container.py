@@ -19,6 +19,7 @@ from ..adapters.storage.sqlite import (
     SqliteGrantStore,
 )
 from ..adapters.system import SecretsTokenGenerator, SystemClock
+from ..adapters.tools.graph_mail import GraphMailToolset
 from ..adapters.tools.identity import IdentityToolset
 from ..domain.policy import ServerPolicy
 from ..domain.security import TokenHasher
@@ -35,9 +36,21 @@ SERVER_NAME = "mcp-oauth-bridge"
 INSTRUCTIONS = "Tools of your organisation, used on behalf of the signed-in person."
 
 
-def build_toolsets(names: tuple[str, ...]) -> list[Toolset]:
-    factories = {"identity": IdentityToolset}
-    return [factories[name]() for name in names]
+def build_toolsets(settings: Settings) -> list[Toolset]:
+    toolsets: list[Toolset] = []
+    for name in settings.toolsets:
+        if name == "identity":
+            toolsets.append(IdentityToolset())
+        elif name == "mail":
+            toolsets.append(GraphMailToolset(base_url=settings.graph_base_url))
+    return toolsets
+
+
+def entra_scopes(settings: Settings) -> tuple[str, ...]:
+    """What to ask Entra ID for: AZURE_SCOPES plus what the enabled toolsets' APIs need."""
+    assert settings.entra is not None
+    needed = GraphMailToolset.upstream_scopes if "mail" in settings.toolsets else ()
+    return tuple(dict.fromkeys(settings.entra.scopes + needed))
 
 
 def server_info() -> ServerInfo:
@@ -98,7 +111,7 @@ class Container(containers.DeclarativeContainer):
             client_id=settings.provided.entra.client_id,
             client_secret=settings.provided.entra.client_secret,
             authority_host=settings.provided.entra.authority_host,
-            scopes=settings.provided.entra.scopes,
+            scopes=providers.Callable(entra_scopes, settings),
             allowed_tenants=settings.provided.entra.allowed_tenants,
             redirect_uri=settings.provided.upstream_redirect_uri,
             clock=clock,
@@ -118,7 +131,7 @@ class Container(containers.DeclarativeContainer):
         UpstreamTokenService, grants=grants, identity_provider=identity_provider, clock=clock, tokens=token_generator
     )
     # The tools decide which scopes the server offers.
-    toolsets = providers.Singleton(build_toolsets, settings.provided.toolsets)
+    toolsets = providers.Singleton(build_toolsets, settings)
     tool_service = providers.Singleton(ToolService, toolsets=toolsets, upstream=upstream_tokens)
     policy = providers.Singleton(server_policy, settings, tool_service)
 

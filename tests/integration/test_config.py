@@ -61,6 +61,7 @@ def test_public_url_is_normalised_to_the_origin_browsers_send(tmp_path: Path, ra
         ({"REFRESH_GRACE_PERIOD": "-1"}, "REFRESH_GRACE_PERIOD"),
         ({"FAKE_IDP_ALLOW_NON_LOOPBACK": "maybe"}, "FAKE_IDP_ALLOW_NON_LOOPBACK"),
         ({"TOOLSETS": "identity,telepathy"}, "TOOLSETS"),
+        ({"TOOLSETS": "identity,mail"}, "TOOLSETS=mail needs IDP_PROVIDER=azure"),
         ({"MCP_ALLOWED_ORIGINS": "localhost:6274"}, "MCP_ALLOWED_ORIGINS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
     ],

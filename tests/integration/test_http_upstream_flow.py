@@ -128,3 +128,19 @@ def test_unreachable_provider_at_consent_shows_a_page(tmp_path: Path) -> None:
         assert reply.headers["Content-Type"].startswith("text/html")
         assert "sign-in service is unavailable" in reply.text
         assert idp.CLIENT_SECRET not in reply.text
+
+
+def test_mail_toolset_asks_entra_for_graph_mail_read(tmp_path: Path) -> None:
+    key = idp.signing_key("upstream")
+    with responses.RequestsMock() as mock:
+        env, _, _ = entra_provider(mock, key)
+        mock.assert_all_requests_are_fired = False
+        settings = load_settings(environment_for(tmp_path, TOOLSETS="identity,mail", **env), dotenv_path=None)
+        app = create_app(settings)
+        oauth = OAuthClient(FlaskTransport(app.test_client()))
+        oauth.register()
+        metadata = oauth.http.get("/.well-known/oauth-protected-resource/mcp").json()
+        assert metadata["scopes_supported"] == ["User.Read", "Mail.Read"]
+        to_idp = oauth.consent(oauth.authorize(pkce_pair()[1]))
+        scope = parse_qs(urlsplit(to_idp.location).query)["scope"][0].split()
+        assert scope == ["openid", "profile", "email", "offline_access", "https://graph.microsoft.com/Mail.Read"]
