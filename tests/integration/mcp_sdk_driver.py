@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import anyio
@@ -114,6 +114,35 @@ def sign_in_with_fake_idp(
     return {key: values[0] for key, values in parse_qs(urlsplit(_location(back)).query).items()}
 
 
+def sign_in_with_redirecting_idp(
+    session: requests.Session,
+    authorization_url: str,
+    username: str,
+    *,
+    consent_pages: list[str] | None = None,
+    timeout: float = 30,
+) -> dict[str, str]:
+    """Consent page → approve → the upstream provider's authorize endpoint, where the person is
+    already signed in (it redirects straight back) → /oauth/callback; return the query of the
+    final redirect to the client's redirect URI. ``username`` is the upstream's to decide."""
+    consent_page = session.get(authorization_url, allow_redirects=False, timeout=timeout)
+    _expect(consent_page, 200, "consent page")
+    if consent_pages is not None:
+        consent_pages.append(consent_page.text)
+    form = _hidden_fields(consent_page.text)
+    if not {"pending_id", "csrf_token"} <= form.keys():
+        raise BrowserError(f"consent page without its form: {consent_page.text[:500]}")
+    to_idp = session.post(_form_action(consent_page), data={**form, "decision": "approve"}, allow_redirects=False, timeout=timeout)
+    _expect(to_idp, 303, "consent decision")
+
+    upstream = session.get(_location(to_idp), allow_redirects=False, timeout=timeout)
+    _expect(upstream, 302, "identity provider authorize endpoint")
+    back = session.get(_location(upstream), allow_redirects=False, timeout=timeout)
+    _expect(back, 302, "identity provider callback")
+    # The client's redirect URI: not fetched, only read.
+    return {key: values[0] for key, values in parse_qs(urlsplit(_location(back)).query).items()}
+
+
 @dataclass
 class HeadlessBrowser:
     """The SDK's redirect and callback handlers, played by a scripted browser."""
@@ -123,6 +152,8 @@ class HeadlessBrowser:
     authorization_urls: list[str] = field(default_factory=list)
     consent_pages: list[str] = field(default_factory=list)
     _result: dict[str, str] | None = None
+    # How the person signs in upstream (default: the fake identity provider's form).
+    sign_in: Callable[..., dict[str, str]] = sign_in_with_fake_idp
 
     @property
     def invocations(self) -> int:
@@ -132,7 +163,7 @@ class HeadlessBrowser:
         self.authorization_urls.append(authorization_url)
         # requests blocks: keep the event loop free while the "person" clicks through.
         self._result = await anyio.to_thread.run_sync(
-            lambda: sign_in_with_fake_idp(
+            lambda: self.sign_in(
                 self.session, authorization_url, self.username, consent_pages=self.consent_pages
             )
         )
