@@ -242,6 +242,9 @@ class ScriptedIdentityProvider:
             raise self.failure
         return self.login
 
+    def describe_error(self, error: str, description: str | None) -> str:
+        return f"the scripted provider answered {error}"
+
     def refresh(self, refresh_token: str) -> UpstreamTokens:
         self.refreshes.append(refresh_token)
         if self.failure is not None:

@@ -133,3 +133,13 @@ class AuthorizationRedirect(Exception):
         self.error = error
         self.redirect_uri = redirect_uri
         self.state = state
+
+
+class UpstreamSignInFailed(Exception):
+    """The upstream sign-in failed for a reason the person or the operator must act on: shown as a
+    page that says what to fix, with a link back to the client carrying ``server_error``."""
+
+    def __init__(self, explanation: str, *, return_url: str) -> None:
+        super().__init__(explanation)
+        self.explanation = explanation
+        self.return_url = return_url

@@ -177,6 +177,11 @@ class IdentityProvider(Protocol):
         """Redeem the upstream code; validate the ID token (nonce included)."""
         ...
 
+    def describe_error(self, error: str, description: str | None) -> str:
+        """A sentence for the person (and the operator) about an error the provider sent to the
+        callback; never echoes the description's free text (anyone can write the query)."""
+        ...
+
     def refresh(self, refresh_token: str) -> UpstreamTokens:
         """Use an upstream refresh token; raise ``UpstreamIdentityError(temporary=False)`` when
         the upstream session is over."""

@@ -3,11 +3,13 @@ configuration alone (IDP_PROVIDER=azure or oidc); the provider's HTTP is played 
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import responses
@@ -144,3 +146,30 @@ def test_mail_toolset_asks_entra_for_graph_mail_read(tmp_path: Path) -> None:
         to_idp = oauth.consent(oauth.authorize(pkce_pair()[1]))
         scope = parse_qs(urlsplit(to_idp.location).query)["scope"][0].split()
         assert scope == ["openid", "profile", "email", "offline_access", "https://graph.microsoft.com/Mail.Read"]
+
+
+def test_entra_error_at_the_callback_is_a_page_saying_what_to_fix(tmp_path: Path) -> None:
+    key = idp.signing_key("upstream")
+    with responses.RequestsMock() as mock:
+        env, _, _ = entra_provider(mock, key)
+        mock.assert_all_requests_are_fired = False
+        app = create_app(load_settings(environment_for(tmp_path, **env), dotenv_path=None))
+        oauth = OAuthClient(FlaskTransport(app.test_client()))
+        oauth.register()
+        to_idp = oauth.consent(oauth.authorize(pkce_pair()[1], state="s9"))
+        state = parse_qs(urlsplit(to_idp.location).query)["state"][0]
+        description = "AADSTS65001: The user or administrator has not consented. <script>alert(1)</script>"
+        page = oauth.http.get(
+            "/oauth/callback?" + urlencode({"error": "consent_required", "error_description": description, "state": state})
+        )
+        assert page.status == 502
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert "Location" not in page.headers
+        assert "admin consent" in page.text and "AADSTS65001" in page.text
+        assert "<script>" not in page.text and "has not consented" not in page.text
+        back = re.search(r'<a href="([^"]+)">Return to the application</a>', page.text)
+        assert back is not None
+        target = html.unescape(back.group(1))
+        assert target.startswith(oauth.redirect_uri + "?")
+        query = parse_qs(urlsplit(target).query)
+        assert query["error"] == ["server_error"] and query["state"] == ["s9"] and query["iss"] == [PUBLIC_URL]

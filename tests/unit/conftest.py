@@ -109,9 +109,10 @@ class World:
         return url
 
     def callback(self, idp_url: str, *, code: str | None = UPSTREAM_CODE, error: str | None = None,
-                 browser_id: str | None = BROWSER) -> str:
+                 browser_id: str | None = BROWSER, error_description: str | None = None) -> str:
         return self.authorization.complete_upstream_login(
-            state=query(idp_url)["state"], code=code, error=error, browser_id=browser_id
+            state=query(idp_url)["state"], code=code, error=error, browser_id=browser_id,
+            error_description=error_description,
         )
 
     def authorize_and_get_code(self, registered: RegisteredClient, **overrides: str | None) -> str:

@@ -16,6 +16,7 @@ from mcp_oauth_bridge.domain.errors import (
     ServerError,
     TemporarilyUnavailable,
     UnsupportedResponseType,
+    UpstreamSignInFailed,
 )
 from mcp_oauth_bridge.domain.model import UpstreamIdentity, UpstreamLogin, UpstreamTokens
 from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
@@ -525,17 +526,37 @@ def callback_redirect_error(world: World, registered: RegisteredClient, **kwargs
     return redirect
 
 
-@pytest.mark.parametrize("error", ["access_denied", "consent_required", "login_required", "interaction_required"])
-def test_upstream_denial_redirects_access_denied(world: World, public_client: RegisteredClient, error: str) -> None:
-    redirect = callback_redirect_error(world, public_client, code=None, error=error)
+def test_upstream_denial_redirects_access_denied(world: World, public_client: RegisteredClient) -> None:
+    redirect = callback_redirect_error(world, public_client, code=None, error="access_denied")
     assert type(redirect.error) is AccessDenied
     assert world.idp.exchanges == []
 
 
-@pytest.mark.parametrize("error", ["server_error", "invalid_request", "unauthorized_client", "temporarily_unavailable"])
-def test_other_upstream_error_redirects_server_error(world: World, public_client: RegisteredClient, error: str) -> None:
+@pytest.mark.parametrize("error", ["server_error", "temporarily_unavailable"])
+def test_upstream_outage_redirects_temporarily_unavailable(world: World, public_client: RegisteredClient, error: str) -> None:
     redirect = callback_redirect_error(world, public_client, code=None, error=error)
-    assert type(redirect.error) is ServerError
+    assert type(redirect.error) is TemporarilyUnavailable
+    assert world.idp.exchanges == []
+
+
+def failure_page(world: World, registered: RegisteredClient, **kwargs: str | None) -> UpstreamSignInFailed:
+    idp_url = world.approve(world.start(registered))
+    with pytest.raises(UpstreamSignInFailed) as excinfo:
+        world.callback(idp_url, **kwargs)
+    assert world.storage.codes == {}
+    assert world.storage.grants == {}
+    back = query(excinfo.value.return_url)
+    # The way back is the validated redirect URI, with server_error, state and iss.
+    assert excinfo.value.return_url.startswith(REDIRECT_URI + "?")
+    assert (back["error"], back["state"], back["iss"]) == ("server_error", "client-state-1", ISSUER)
+    return excinfo.value
+
+
+@pytest.mark.parametrize("error", ["consent_required", "invalid_request", "unauthorized_client", "login_required"])
+def test_upstream_misconfiguration_is_a_page_saying_what_to_fix(world: World, public_client: RegisteredClient, error: str) -> None:
+    page = failure_page(world, public_client, code=None, error=error, error_description="AADSTS65001: <script>")
+    # The provider's own words about the error, never the query string's free text.
+    assert page.explanation == f"the scripted provider answered {error}"
     assert world.idp.exchanges == []
 
 
@@ -556,13 +577,13 @@ def test_temporary_upstream_failure_redirects_temporarily_unavailable(world: Wor
     assert type(redirect.error) is TemporarilyUnavailable
 
 
-def test_final_upstream_failure_redirects_server_error(world: World, public_client: RegisteredClient) -> None:
-    world.idp.failure = UpstreamIdentityError("invalid_client", temporary=False, upstream_error="invalid_client")
-    redirect = callback_redirect_error(world, public_client)
-    assert type(redirect.error) is ServerError
-    # The adapter's explanation stays attached for the log, not for the client.
-    assert redirect.__cause__ is world.idp.failure
-    assert "invalid_client" not in redirect.error.description
+def test_final_upstream_failure_is_a_page_with_the_adapters_explanation(world: World, public_client: RegisteredClient) -> None:
+    world.idp.failure = UpstreamIdentityError(
+        "the client secret is wrong: check AZURE_CLIENT_SECRET", temporary=False, upstream_error="invalid_client"
+    )
+    page = failure_page(world, public_client)
+    assert page.explanation == "the client secret is wrong: check AZURE_CLIENT_SECRET"
+    assert page.__cause__ is world.idp.failure
 
 
 def test_failed_upstream_exchange_consumes_the_transaction(world: World, public_client: RegisteredClient) -> None:

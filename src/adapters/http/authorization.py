@@ -10,7 +10,7 @@ from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from ...domain.errors import AuthorizationRedirect, OAuthError
+from ...domain.errors import AuthorizationRedirect, OAuthError, UpstreamSignInFailed
 from ...domain.ports import UpstreamIdentityError
 from ...domain.policy import ServerPolicy
 from ...domain.services.authorization import AuthorizationService, ConsentPrompt
@@ -50,6 +50,12 @@ def identity_provider_unavailable(error: UpstreamIdentityError) -> BaseResponse:
         "The identity provider could not be reached or gave an unusable answer. Try again in a moment.",
         503,
     )
+
+
+@bp.errorhandler(UpstreamSignInFailed)
+def upstream_sign_in_failed(error: UpstreamSignInFailed) -> BaseResponse:
+    log.warning("sign-in failed at the identity provider: %s", error.explanation)
+    return error_page("Sign-in did not work", error.explanation, 502, return_url=error.return_url)
 
 
 @bp.errorhandler(AuthorizationRedirect)
@@ -144,6 +150,7 @@ def callback(
         state=params.get("state"),
         code=params.get("code"),
         error=params.get("error"),
+        error_description=params.get("error_description"),
         browser_id=_browser_id(policy),
     )
     return _redirect(target)

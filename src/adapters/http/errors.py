@@ -47,9 +47,10 @@ def oauth_error_response(error: OAuthError) -> Response:
     return no_store(response)
 
 
-def error_page(title: str, message: str, status: int) -> Response:
-    """An HTML error page: where redirecting to the client would be unsafe."""
-    response = Response(render_template("error.html", title=title, message=message), status=status)
+def error_page(title: str, message: str, status: int, *, return_url: str | None = None) -> Response:
+    """An HTML error page: where redirecting to the client would be unsafe, or where the person
+    must read what went wrong (``return_url``: a validated way back to the client)."""
+    response = Response(render_template("error.html", title=title, message=message, return_url=return_url), status=status)
     response.headers["Cache-Control"] = "no-store"
     return response
 

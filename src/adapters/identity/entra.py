@@ -178,6 +178,9 @@ class EntraIdentityProvider(OidcIdentityProvider):
 
     name = "azure"
 
+    def describe_error(self, error: str, description: str | None) -> str:
+        return describe_upstream_error(error, description)
+
     def __init__(
         self,
         *,

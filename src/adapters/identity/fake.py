@@ -99,6 +99,9 @@ class FakeIdentityProvider:
         identity = UpstreamIdentity(subject="fake:" + str(payload["preferred_username"]), claims=claims)
         return UpstreamLogin(identity=identity, tokens=self._token_set(claims))
 
+    def describe_error(self, error: str, description: str | None) -> str:
+        return f"The fake identity provider answered {error if error.isidentifier() else 'an error'}."
+
     def refresh(self, refresh_token: str) -> UpstreamTokens:
         payload = self._verify("rt", refresh_token)
         return self._token_set(payload["claims"])

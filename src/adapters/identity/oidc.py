@@ -303,6 +303,22 @@ def find_key(keys: list[SigningKey], *, kid: str | None, alg: str) -> SigningKey
 # -- the adapter -----------------------------------------------------------------------------------
 
 
+OAUTH_ERROR_NAME = re.compile(r"^[a-z_]{1,64}$")
+OAUTH_ERROR_HINTS = {
+    "invalid_request": "The identity provider rejected the sign-in request: check that this "
+    "server's redirect URI (PUBLIC_URL/oauth/callback) is registered for the client.",
+    "unauthorized_client": "The identity provider does not let this client sign people in with "
+    "the authorization code flow: check OIDC_CLIENT_ID and the client's settings.",
+    "invalid_scope": "The identity provider rejected the requested scopes: check OIDC_SCOPES.",
+    "unsupported_response_type": "The client is not allowed the authorization code flow at the "
+    "identity provider.",
+    "consent_required": "The identity provider needs consent for the requested scopes.",
+    "interaction_required": "The identity provider needs an interactive sign-in: start the "
+    "connection again.",
+    "login_required": "The identity provider needs you to sign in again: start the connection again.",
+}
+
+
 class OidcIdentityProvider:
     """Any OpenID Provider with discovery (Google, Okta, Auth0, Keycloak, ...) behind the
     ``IdentityProvider`` port, as a confidential client."""
@@ -403,6 +419,11 @@ class OidcIdentityProvider:
         claims = self.validate_id_token(id_token, nonce=nonce)
         tokens = self._upstream_tokens(body, id_token=id_token, previous_refresh_token=None)
         return UpstreamLogin(identity=self._identity(claims), tokens=tokens)
+
+    def describe_error(self, error: str, description: str | None) -> str:
+        """RFC 6749 §4.1.2.1 errors in words; the description's free text is not repeated."""
+        shown = error if OAUTH_ERROR_NAME.fullmatch(error) else "an unknown error"
+        return OAUTH_ERROR_HINTS.get(error, f"The identity provider refused the sign-in ({shown}).")
 
     def refresh(self, refresh_token: str) -> UpstreamTokens:
         """The refresh request (RFC 6749 §6) with the same scopes; the old refresh token is kept

@@ -17,6 +17,7 @@ from ..errors import (
     ServerError,
     TemporarilyUnavailable,
     UnsupportedResponseType,
+    UpstreamSignInFailed,
 )
 from ..model import (
     AuthorizationCode,
@@ -42,8 +43,10 @@ from .redirects import ClientRedirect, redirect_uri_matches
 MAX_STATE_LENGTH = 2048
 # Expired rows are purged opportunistically, at most this often per process.
 PURGE_INTERVAL = 3600
-# Upstream errors that mean "the person said no" rather than "something broke".
-UPSTREAM_DENIALS = frozenset({"access_denied", "consent_required", "interaction_required", "login_required"})
+# Upstream errors that are the person's (or their organisation's) answer: safe to pass on as is.
+UPSTREAM_DENIALS = frozenset({"access_denied"})
+# Upstream errors that a retry may cure.
+UPSTREAM_OUTAGES = frozenset({"temporarily_unavailable", "server_error"})
 
 
 def parse_scope(scope: str | None) -> tuple[str, ...]:
@@ -245,6 +248,7 @@ class AuthorizationService:
         code: str | None,
         error: str | None,
         browser_id: str | None,
+        error_description: str | None = None,
     ) -> str:
         """Finish the upstream login: create the grant and send the client its one-time code."""
         if not state:
@@ -261,10 +265,23 @@ class AuthorizationService:
         def redirect_error(err: OAuthError) -> AuthorizationRedirect:
             return AuthorizationRedirect(err, redirect_uri=request.redirect_uri, state=request.state)
 
+        def failure_page(explanation: str) -> UpstreamSignInFailed:
+            back = ClientRedirect.build(
+                request.redirect_uri,
+                issuer=self._policy.issuer,
+                state=request.state,
+                error=ServerError.error,
+                error_description="sign-in at the identity provider failed",
+            )
+            return UpstreamSignInFailed(explanation, return_url=back.url())
+
         if error:
             if error in UPSTREAM_DENIALS:
                 raise redirect_error(AccessDenied("sign-in at the identity provider was not completed"))
-            raise redirect_error(ServerError("the identity provider returned an error"))
+            if error in UPSTREAM_OUTAGES:
+                raise redirect_error(TemporarilyUnavailable("the identity provider is unavailable"))
+            # Misconfiguration (consent, redirect URI, client): a page that says what to fix.
+            raise failure_page(self._idp.describe_error(error, error_description))
         if not code:
             raise redirect_error(ServerError("the identity provider returned no code"))
         try:
@@ -274,8 +291,9 @@ class AuthorizationService:
         except UpstreamIdentityError as exc:
             if exc.temporary:
                 raise redirect_error(TemporarilyUnavailable("the identity provider is unavailable")) from exc
-            # A rejected code or ID token, or a misconfigured upstream app: not the person's choice.
-            raise redirect_error(ServerError("sign-in at the identity provider failed")) from exc
+            # A rejected code or ID token, or a misconfigured upstream app: the adapter's message
+            # (free of secrets) says what to fix.
+            raise failure_page(str(exc)) from exc
 
         grant = Grant(
             grant_id=self._tokens.generate("mob_gr_"),
