@@ -1,10 +1,12 @@
 """Access-token lookup cost with few and with many live tokens in the SQLite database.
 
     /work/venv/bin/python bench/bench_lookup.py [--sizes 1000 1000000] [--batches 9] [--lookups 10000]
+    /work/venv/bin/python bench/bench_lookup.py --reuse /tmp/mob-lookup   # build once, then reuse
 
-Builds one database per size in a temporary directory through the project's own code (container,
-SqliteDatabase, SqliteGrantStore.add_grant / add_access_token inside one transaction), then times,
-batch by batch and alternating between the databases:
+Builds one database per size in a temporary directory (or, with --reuse DIR, in DIR, kept and
+reused by later runs while the schema and settings match) through the project's own code
+(container, SqliteDatabase, SqliteGrantStore.add_grant / add_access_token inside one
+transaction), then times, batch by batch and alternating between the databases:
 
   sql           the adapter's own SELECT (token joined to its grant) on the adapter's connection:
                 the storage engine alone (a diagnostic, not a port call)
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
+import json
 import random
 import shutil
 import sqlite3
@@ -28,11 +32,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from benchlib import Seeder, load_average, open_container, print_header, print_table, server_environment
 
-from mcp_oauth_bridge.adapters.storage.sqlite import _SELECT_ACCESS_TOKEN, SqliteDatabase, SqliteGrantStore
+from mcp_oauth_bridge.adapters.storage import sqlite as sqlite_adapter
+from mcp_oauth_bridge.adapters.storage.sqlite import _SELECT_ACCESS_TOKEN, SqliteDatabase, SqliteGrantStore, _hash_key
 from mcp_oauth_bridge.domain.model import Grant
 from mcp_oauth_bridge.domain.services.bearer import BearerAuthenticator
 from mcp_oauth_bridge.entrypoints.container import Container
@@ -45,6 +50,18 @@ CHUNK = 10_000
 # 8 MiB cache constantly. The database is closed afterwards, so lookups run on connections the
 # adapter opens with its own settings.
 BUILD_CACHE_KIB = 2 * 1024 * 1024
+# Written next to a database built under --reuse: what is needed to use it again (its keys, the
+# sampled tokens) and what it was built with (a different schema or parameters mean a rebuild).
+MANIFEST = "bench-lookup.json"
+# Access-token lifetime of databases built for --reuse, so that their tokens are still live (and
+# authenticate) in later runs; a database within a day of its tokens' expiry is rebuilt. The
+# value is a 4-byte integer either way, as with the default hour: rows are the same size.
+REUSE_ACCESS_TOKEN_TTL = 30 * 24 * 3600
+
+
+def schema_fingerprint() -> str:
+    """Changes whenever the adapter's migrations do: a reused database must have today's schema."""
+    return hashlib.sha256(repr(sqlite_adapter.MIGRATIONS).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -52,11 +69,17 @@ class TokenDatabase:
     size: int
     path: Path
     container: Container
+    # The settings the database was built with (its keys): --reuse stores them.
+    env: dict[str, str]
     # Token values (and their hashes) of a random sample of the stored tokens.
     sample_values: list[str]
     sample_hashes: list[str]
     build_seconds: float
     file_bytes: int
+    # The sample in the order it was taken, as --reuse stores it (empty once reused).
+    unshuffled: tuple[list[str], list[str]] = ([], [])
+    # Built by an earlier --reuse run.
+    reused: bool = False
     # Operation name -> microseconds per lookup of each batch.
     timings: dict[str, list[float]] = field(default_factory=dict)
 
@@ -76,10 +99,96 @@ class TokenDatabase:
         return authenticator
 
 
-def build(size: int, root: Path, *, tokens_per_grant: int, sample_size: int, rng: random.Random) -> TokenDatabase:
-    """A database with ``size`` live access tokens over ``size / tokens_per_grant`` grants."""
+def prepare(
+    size: int,
+    root: Path,
+    *,
+    tokens_per_grant: int,
+    sample_size: int,
+    rng: random.Random,
+    reuse: bool,
+    rebuild: bool = False,
+) -> TokenDatabase:
+    """The database of ``size`` tokens under ``root``: reused if ``reuse`` and a database built
+    with the same schema and parameters is there, otherwise (re)built."""
     data_dir = root / f"db-{size}"
-    env = server_environment(data_dir, "http://127.0.0.1:8000")
+    wanted = {"schema": schema_fingerprint(), "size": size, "tokens_per_grant": tokens_per_grant, "sample": sample_size}
+    manifest_path = data_dir / MANIFEST
+    if reuse and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        fresh = manifest.get("built_at", 0) + REUSE_ACCESS_TOKEN_TTL - 24 * 3600 > time.time()
+        if not rebuild and fresh and all(manifest.get(key) == value for key, value in wanted.items()):
+            return load(size, data_dir, manifest, rng=rng)
+        print(f"  {data_dir}: rebuilding (asked to, or built with another schema or settings)", file=sys.stderr)
+        shutil.rmtree(data_dir)
+    elif data_dir.exists() and any(data_dir.iterdir()):
+        raise SystemExit(f"{data_dir} exists and is not a database this benchmark built: remove it or choose another DIR")
+    built_at = int(time.time())
+    overrides = {"ACCESS_TOKEN_TTL": str(REUSE_ACCESS_TOKEN_TTL)} if reuse else {}
+    database = build(
+        size, data_dir, tokens_per_grant=tokens_per_grant, sample_size=sample_size, rng=rng, overrides=overrides
+    )
+    if reuse:
+        manifest_path.write_text(
+            json.dumps(
+                {
+                    **wanted,
+                    "built_at": built_at,
+                    "env": database.env,
+                    "build_seconds": database.build_seconds,
+                    # In sampling order (load shuffles them the way build does).
+                    "sample_values": database.unshuffled[0],
+                    "sample_hashes": database.unshuffled[1],
+                }
+            )
+        )
+        manifest_path.chmod(0o600)
+    return database
+
+
+def load(size: int, data_dir: Path, manifest: dict[str, Any], *, rng: random.Random) -> TokenDatabase:
+    """A database an earlier --reuse run built. Its file is read through once, so it sits in the
+    operating system's page cache as it does right after a build."""
+    env: dict[str, str] = manifest["env"]
+    container = open_container(env)
+    database: SqliteDatabase = container.database()
+    path = Path(database.path)
+    with open(path, "rb") as handle:
+        while handle.read(1 << 20):
+            pass
+    count = database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0]
+    if count != size:
+        raise RuntimeError(f"{path}: expected {size} access tokens, found {count}")
+    database.close()
+    values: list[str] = manifest["sample_values"]
+    hashes: list[str] = manifest["sample_hashes"]
+    order = list(range(len(values)))
+    rng.shuffle(order)
+    print(f"  reusing {path} ({size:,} tokens)", file=sys.stderr)
+    return TokenDatabase(
+        size=size,
+        path=path,
+        container=container,
+        env=env,
+        sample_values=[values[i] for i in order],
+        sample_hashes=[hashes[i] for i in order],
+        build_seconds=float(manifest["build_seconds"]),
+        file_bytes=path.stat().st_size,
+        reused=True,
+    )
+
+
+def build(
+    size: int,
+    data_dir: Path,
+    *,
+    tokens_per_grant: int,
+    sample_size: int,
+    rng: random.Random,
+    overrides: dict[str, str] | None = None,
+) -> TokenDatabase:
+    """A database with ``size`` live access tokens over ``size / tokens_per_grant`` grants."""
+    env = server_environment(data_dir, "http://127.0.0.1:8000", **(overrides or {}))
     container = open_container(env)
     seeder = Seeder(container)
     client = seeder.register_client()
@@ -123,14 +232,16 @@ def build(size: int, root: Path, *, tokens_per_grant: int, sample_size: int, rng
         size=size,
         path=path,
         container=container,
+        env=env,
         sample_values=[values[i] for i in order],
         sample_hashes=[hashes[i] for i in order],
         build_seconds=build_seconds,
         file_bytes=path.stat().st_size,
+        unshuffled=(values, hashes),
     )
 
 
-def time_batch(call: Callable[[str], object], keys: Sequence[str]) -> float:
+def time_batch(call: Callable[[Any], object], keys: Sequence[Any]) -> float:
     """Microseconds per call over ``keys``; every call must find its token."""
     gc.collect()
     missing = 0
@@ -147,12 +258,19 @@ def time_batch(call: Callable[[str], object], keys: Sequence[str]) -> float:
 OPERATIONS = ("sql", "get_access_token", "authenticate")
 
 
-def operations(database: TokenDatabase) -> dict[str, Callable[[str], object]]:
-    """Each timed operation; ``authenticate`` takes token values, the others token hashes."""
+def sql_keys(hashes: Sequence[str]) -> list[bytes | str]:
+    """The token hashes as the adapter binds them (32-byte blobs), for the ``sql`` diagnostic:
+    converted before the timed loop, which then times the statement alone."""
+    return [_hash_key(token_hash) for token_hash in hashes]
+
+
+def operations(database: TokenDatabase) -> dict[str, Callable[[Any], object]]:
+    """Each timed operation; ``authenticate`` takes token values, ``sql`` stored keys
+    (``sql_keys``), ``get_access_token`` token hashes."""
     connection: sqlite3.Connection = database.db.connection()
 
-    def sql(token_hash: str) -> object:
-        return connection.execute(_SELECT_ACCESS_TOKEN, (token_hash,)).fetchone()
+    def sql(key: bytes | str) -> object:
+        return connection.execute(_SELECT_ACCESS_TOKEN, (key,)).fetchone()
 
     return {"sql": sql, "get_access_token": database.grants.get_access_token, "authenticate": database.bearer.authenticate}
 
@@ -172,8 +290,9 @@ def measure(databases: Sequence[TokenDatabase], *, batches: int, lookups: int, r
             picks = [rng.randrange(len(database.sample_hashes)) for _ in range(lookups)]
             hashes = [database.sample_hashes[i] for i in picks]
             values = [database.sample_values[i] for i in picks]
+            keys_of: dict[str, Sequence[object]] = {"sql": sql_keys(hashes), "authenticate": values}
             for name in OPERATIONS:
-                keys = values if name == "authenticate" else hashes
+                keys = keys_of.get(name, hashes)
                 database.timings[name].append(time_batch(calls[database.size][name], keys))
         print(f"\r  batch {batch + 1}/{batches}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
@@ -188,7 +307,7 @@ def report(databases: Sequence[TokenDatabase], batches: int, lookups: int) -> bo
                 f"{d.size:,}",
                 f"{d.db.connection().execute('SELECT COUNT(*) FROM grants').fetchone()[0]:,}",
                 f"{d.file_bytes / 2**20:,.1f} MiB",
-                f"{d.build_seconds:,.1f} s",
+                f"{d.build_seconds:,.1f} s" + (" (reused)" if d.reused else ""),
                 f"{len(d.sample_hashes):,}",
             ]
             for d in databases
@@ -229,12 +348,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=100_000, help="tokens remembered per database to look up")
     parser.add_argument("--seed", type=int, default=1, help="random seed for the choice of tokens")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory with the databases")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        metavar="DIR",
+        help="build the databases in DIR (kept) and reuse them on later runs when the schema, size, "
+        "--tokens-per-grant and --sample match; otherwise a temporary directory, removed unless --keep",
+    )
+    parser.add_argument("--rebuild", action="store_true", help="with --reuse: rebuild the databases even if they match")
     args = parser.parse_args(argv)
     sizes = sorted(set(args.sizes))
     if len(sizes) < 2 or sizes[0] < 1 or args.tokens_per_grant < 1 or args.batches < 1 or args.lookups < 1:
         parser.error("give at least two positive --sizes; --tokens-per-grant, --batches and --lookups must be positive")
 
-    root = Path(tempfile.mkdtemp(prefix="mob-bench-lookup-"))
+    if args.reuse is not None:
+        root = args.reuse.resolve()
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="mob-bench-lookup-"))
     print_header(
         "mcp-oauth-bridge token lookup benchmark",
         [
@@ -246,7 +377,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(args.seed)
     try:
         databases = [
-            build(size, root, tokens_per_grant=args.tokens_per_grant, sample_size=args.sample, rng=rng) for size in sizes
+            prepare(
+                size,
+                root,
+                tokens_per_grant=args.tokens_per_grant,
+                sample_size=args.sample,
+                rng=rng,
+                reuse=args.reuse is not None,
+                rebuild=args.rebuild,
+            )
+            for size in sizes
         ]
         measure(databases, batches=args.batches, lookups=args.lookups, rng=rng)
         report(databases, args.batches, args.lookups)
@@ -255,7 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             database.db.close()
         return 0
     finally:
-        if args.keep:
+        if args.reuse is not None:
+            print(f"databases kept for --reuse in {root}")
+        elif args.keep:
             print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)

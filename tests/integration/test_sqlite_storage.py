@@ -9,13 +9,14 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox, generate_key
 from mcp_oauth_bridge.adapters.storage.sqlite import (
     MIGRATIONS,
+    MMAP_SIZE_BYTES,
     SqliteAuthorizationStore,
     SqliteClientRepository,
     SqliteDatabase,
@@ -31,6 +32,7 @@ from .storage_contract import (
     make_client,
     make_grant,
     make_pending,
+    make_refresh_token,
     make_upstream,
     make_upstream_tokens,
 )
@@ -255,6 +257,58 @@ def test_connection_pragmas(sqlite_database: SqliteDatabase) -> None:  # noqa: F
     assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 10000
     # synchronous=NORMAL is 1.
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1
+    # Reads through a memory map (SQLite caps the size at its compile-time maximum).
+    assert 0 < connection.execute("PRAGMA mmap_size").fetchone()[0] <= MMAP_SIZE_BYTES
+
+
+# -- storage layout -----------------------------------------------------------------------------
+
+
+def test_keyed_hashes_are_stored_as_32_byte_blobs_and_other_strings_as_text(
+    sqlite_database: SqliteDatabase,  # noqa: F811
+) -> None:
+    SqliteClientRepository(sqlite_database).add(make_client())
+    grants = SqliteGrantStore(sqlite_database)
+    grants.add_grant(make_grant(), make_upstream_tokens())
+    hex_hash = "0f" * 32
+    upper_hash = hex_hash.upper()  # a different string: not packed, so not the same key
+    for token_hash in (hex_hash, upper_hash, "at-hash-1"):
+        grants.add_access_token(make_access_token(token_hash))
+    grants.add_refresh_token(make_refresh_token("ab" * 32))
+    grants.mark_refresh_rotated("ab" * 32, "cd" * 32, NOW + 1)
+
+    stored = dict(sqlite_database.connection().execute("SELECT token_hash, typeof(token_hash) FROM access_tokens"))
+    assert stored == {bytes.fromhex(hex_hash): "blob", upper_hash: "text", "at-hash-1": "text"}
+    successor = sqlite_database.connection().execute("SELECT successor_hash FROM refresh_tokens").fetchone()[0]
+    assert successor == bytes.fromhex("cd" * 32)
+    for token_hash in (hex_hash, upper_hash, "at-hash-1"):
+        found = grants.get_access_token(token_hash)
+        assert found is not None and found[0] == make_access_token(token_hash)
+    refresh = grants.get_refresh_token("ab" * 32)
+    assert refresh is not None and (refresh[0].token_hash, refresh[0].successor_hash) == ("ab" * 32, "cd" * 32)
+    assert grants.get_access_token("0F" * 31 + "0f") is None
+
+
+def test_upstream_tokens_live_apart_from_the_grant_and_go_with_it(
+    sqlite_database: SqliteDatabase,  # noqa: F811
+) -> None:
+    SqliteClientRepository(sqlite_database).add(make_client())
+    grants = SqliteGrantStore(sqlite_database)
+    grants.add_grant(make_grant(), make_upstream_tokens())
+    grants.add_grant(make_grant("grant-2"), None)
+    connection = sqlite_database.connection()
+    columns = [row[1] for row in connection.execute("PRAGMA table_info(grants)")]
+    assert not any("upstream" in column or column.endswith("_enc") for column in columns)
+    assert [row[0] for row in connection.execute("SELECT grant_id FROM grant_upstream_tokens")] == ["grant-1"]
+    # A grant whose upstream tokens cannot be stored is not stored either.
+    with pytest.raises(StorageError):
+        grants.add_grant(make_grant("grant-3"), replace(make_upstream_tokens(), expires_at=cast(int, None)))
+    assert grants.get_grant("grant-3") is None
+    # Updating the tokens of an unknown grant stores nothing.
+    grants.update_upstream_tokens("unknown", make_upstream_tokens())
+    assert connection.execute("SELECT COUNT(*) FROM grant_upstream_tokens").fetchone()[0] == 1
+    SqliteClientRepository(sqlite_database).delete("client-1")
+    assert connection.execute("SELECT COUNT(*) FROM grant_upstream_tokens").fetchone()[0] == 0
 
 
 # -- connections and transactions ---------------------------------------------------------------
