@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 import logging
 import re
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from joserfc.jws import extract_compact
 
 from ...domain.model import UpstreamIdentity, UpstreamLogin, UpstreamTokens
 from ...domain.ports import Clock, UpstreamIdentityError
+from ...domain.services.registration import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,6 @@ SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 
 
 # -- configuration checks ------------------------------------------------------------------------
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """True for localhost and loopback addresses (RFC 8252 §8.3)."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def require_secure_url(url: str, *, what: str, allow_query: bool = False) -> str:

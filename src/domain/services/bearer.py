@@ -43,7 +43,8 @@ class BearerAuthenticator:
         )
 
     @staticmethod
-    def require_scopes(context: AccessContext, required: tuple[str, ...]) -> None:
+    def require_scopes(context: AccessContext, required: tuple[str, ...], *, what: str = "this request") -> None:
+        """RFC 6750 §3.1: the token is valid but lacks a scope ``what`` needs."""
         missing = [scope for scope in required if scope not in context.scopes]
         if missing:
-            raise InsufficientScope(f"requires scope: {' '.join(required)}", required_scopes=required)
+            raise InsufficientScope(f"{what} requires scope: {' '.join(required)}", required_scopes=required)

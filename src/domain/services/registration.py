@@ -50,8 +50,11 @@ class RegisteredClient:
         return document
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
+def is_loopback_host(host: str | None) -> bool:
+    """localhost or a loopback address (RFC 8252 §8.3), bracketed IPv6 included."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Protocol, Sequence
 
-from ..errors import InsufficientScope
 from ..model import AccessContext
 from ..ports import Toolset
 from ..tools import ToolContext, ToolResult, ToolSpec, argument_problem
+from .bearer import BearerAuthenticator
 
 
 class UnknownTool(LookupError):
@@ -51,13 +51,7 @@ class ToolService:
         if found is None:
             raise UnknownTool(name)
         toolset, spec = found
-        missing = [scope for scope in spec.required_scopes if scope not in access.scopes]
-        if missing:
-            # RFC 6750 §3.1: the token is valid but lacks what this tool needs.
-            raise InsufficientScope(
-                f"the tool {name!r} requires scope: {' '.join(spec.required_scopes)}",
-                required_scopes=spec.required_scopes,
-            )
+        BearerAuthenticator.require_scopes(access, spec.required_scopes, what=f"the tool {name!r}")
         problem = argument_problem(spec.input_schema, arguments)
         if problem is not None:
             # MCP: argument errors are tool errors the model can read and correct.
