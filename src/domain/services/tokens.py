@@ -11,7 +11,6 @@ from ..errors import (
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
-    OAuthError,
     UnauthorizedClient,
 )
 from ..model import AccessToken, Client, Grant, Introspection, IssuedTokens, RefreshToken
