@@ -28,7 +28,8 @@ class TokenHasher:
         self._key = key
 
     def hash(self, value: str) -> str:
-        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        # The one-shot hmac.digest (OpenSSL's HMAC in one call) costs about half of hmac.new().
+        return hmac.digest(self._key, value.encode("utf-8"), "sha256").hex()
 
     def matches(self, value: str, expected_hash: str) -> bool:
         return hmac.compare_digest(self.hash(value), expected_hash)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import io
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+
+from mcp_oauth_bridge.adapters.http.schemas import MAX_FORM_BODY, MAX_PARAMETER_LENGTH
 
 from mcp_oauth_bridge.entrypoints.app import create_app
 from mcp_oauth_bridge.entrypoints.config import load_settings
@@ -302,6 +306,85 @@ def test_unsupported_grant_type_and_repeated_parameters(oauth: OAuthClient) -> N
     assert reply.status == 400
     assert reply.json()["error"] == "invalid_request"
     assert "repeated" in reply.json()["error_description"]
+
+
+def _introspection_body(oauth: OAuthClient, token: str) -> bytes:
+    return urlencode({"client_id": oauth.client_id, "client_secret": oauth.client_secret, "token": token}).encode()
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "Application/X-WWW-Form-Urlencoded; charset=UTF-8"]
+)
+def test_form_content_type_is_matched_without_case_or_parameters(
+    app: Any, oauth: OAuthClient, tokens: dict[str, Any], content_type: str
+) -> None:
+    reply = app.test_client().post(
+        "/oauth/introspect", data=_introspection_body(oauth, tokens["access_token"]), content_type=content_type
+    )
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert reply.get_json()["active"] is True
+
+
+def test_a_body_that_is_not_a_form_has_no_parameters(app: Any, oauth: OAuthClient, tokens: dict[str, Any]) -> None:
+    body = _introspection_body(oauth, tokens["access_token"])
+    reply = app.test_client().post("/oauth/introspect", data=body, content_type="text/plain")
+    assert reply.status_code == 400
+    assert reply.get_json()["error"] == "invalid_request"
+    assert reply.get_json()["error_description"].startswith("token:")
+
+
+def _post_form(app: Any, body: bytes, *, chunked: bool) -> Any:
+    if not chunked:
+        return app.test_client().post("/oauth/introspect", data=body, content_type="application/x-www-form-urlencoded")
+    # No Content-Length, as a server that de-chunks the body (gunicorn) presents it.
+    return app.test_client().post(
+        "/oauth/introspect",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked", "Content-Type": "application/x-www-form-urlencoded"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_form_body_over_the_limit_is_refused_not_truncated(app: Any, oauth: OAuthClient, tokens: dict[str, Any], chunked: bool) -> None:
+    # Valid parameters first, then padding past the limit: cutting the body would still work.
+    body = _introspection_body(oauth, tokens["access_token"]) + b"&pad=" + b"x" * MAX_FORM_BODY
+    reply = _post_form(app, body, chunked=chunked)
+    assert reply.status_code == 400
+    assert reply.get_json() == {
+        "error": "invalid_request",
+        "error_description": f"the request body is larger than {MAX_FORM_BODY} bytes",
+    }
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_form_body_at_the_limit_is_read_whole(app: Any, oauth: OAuthClient, tokens: dict[str, Any], chunked: bool) -> None:
+    head = _introspection_body(oauth, tokens["access_token"]) + b"&pad="
+    reply = _post_form(app, head + b"x" * (MAX_FORM_BODY - len(head)), chunked=chunked)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert reply.get_json()["active"] is True
+
+
+def test_form_body_shorter_than_its_content_length_is_refused(app: Any, oauth: OAuthClient, tokens: dict[str, Any]) -> None:
+    body = _introspection_body(oauth, tokens["access_token"])
+    reply = app.test_client().post(
+        "/oauth/introspect",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        environ_overrides={"CONTENT_LENGTH": str(len(body) + 10)},
+    )
+    assert reply.status_code == 400
+    assert reply.get_json()["error_description"] == "the request body is shorter than its Content-Length"
+
+
+def test_parameter_over_the_length_limit_is_invalid_request(oauth: OAuthClient) -> None:
+    reply = oauth.http.post(
+        "/oauth/introspect",
+        data={"client_id": oauth.client_id, "client_secret": oauth.client_secret or "", "token": "mob_at_" + "x" * MAX_PARAMETER_LENGTH},
+    )
+    assert reply.status == 400
+    assert reply.json()["error"] == "invalid_request"
+    assert reply.json()["error_description"].startswith("token:")
 
 
 def test_refresh_rotates_and_old_access_token_stays_valid(oauth: OAuthClient, tokens: dict[str, Any]) -> None:

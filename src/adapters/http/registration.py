@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request
 
 from ...domain.errors import InvalidClientMetadata
 from ...domain.services.registration import RegistrationService
-from .errors import json_response, no_store
+from .errors import json_response
 
 log = logging.getLogger(__name__)
 bp = Blueprint("registration", __name__)
@@ -46,4 +46,4 @@ def register(registration: RegistrationService = Provide["registration_service"]
         registered.client.display_name,
         ", ".join(registered.client.redirect_uris),
     )
-    return no_store(json_response(registered.response(), 201))
+    return json_response(registered.response(), 201, no_store=True)

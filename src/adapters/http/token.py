@@ -56,7 +56,7 @@ def token(
     }
     if issued.refresh_token is not None:
         body["refresh_token"] = issued.refresh_token
-    return no_store(json_response(body))
+    return json_response(body, no_store=True)
 
 
 @bp.post("/oauth/revoke")
@@ -83,4 +83,4 @@ def introspect(
     form = parse(TokenReferenceSchema, form_params())
     client = _authenticated(form, authenticator)
     result = tokens.introspect(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
-    return no_store(json_response(result.as_dict()))
+    return json_response(result.as_dict(), no_store=True)
