@@ -13,6 +13,7 @@ import weakref
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Iterator, ParamSpec, TypeVar
 
 from ...domain.model import (
@@ -502,7 +503,8 @@ def _client(row: tuple[Any, ...]) -> Client:
         issued_at=row[4],
         client_name=metadata.get("client_name"),
         scope=metadata.get("scope"),
-        extra_metadata=metadata.get("extra_metadata") or {},
+        # Read-only: the same Client may be handed out again (SqliteClientRepository.get).
+        extra_metadata=MappingProxyType(metadata.get("extra_metadata") or {}),
         secret_hash=row[1],
         kind=row[3],
         last_used_at=row[5],
@@ -664,11 +666,20 @@ _DELETE_CLIENT = "DELETE FROM clients WHERE client_id = ?"
 _TOUCH_CLIENT = "UPDATE clients SET last_used_at = ? WHERE client_id = ?"
 
 
+# How many decoded clients SqliteClientRepository keeps (per worker process); past it, it starts over.
+DECODED_CLIENTS = 1024
+
+
 class SqliteClientRepository:
     """Registered and CIMD clients (RFC 7591); deleting one deletes its grants and tokens."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
+        # The Client decoded from each stored row, keyed by the whole row: get() reads the row
+        # every time (a deleted or changed client is seen at once), but an unchanged row is not
+        # decoded again. Decoding (the JSON metadata and the dataclass) costs more than the read,
+        # on every token, revocation and introspection request.
+        self._decoded: dict[tuple[Any, ...], Client] = {}
 
     @_storage_errors
     def add(self, client: Client) -> None:
@@ -688,7 +699,15 @@ class SqliteClientRepository:
     @_storage_errors
     def get(self, client_id: str) -> Client | None:
         row = self._db.connection().execute(_SELECT_CLIENT, (client_id,)).fetchone()
-        return None if row is None else _client(row)
+        if row is None:
+            return None
+        client = self._decoded.get(row)
+        if client is None:
+            client = _client(row)
+            if len(self._decoded) >= DECODED_CLIENTS:
+                self._decoded.clear()
+            self._decoded[row] = client
+        return client
 
     @_storage_errors
     def delete(self, client_id: str) -> bool:
