@@ -434,6 +434,44 @@ class StorageContract:
         assert second is not None and second[0].revoked_at is None
         assert not first[1].is_revoked
 
+    def test_the_grant_of_an_access_token_is_the_grant_as_it_is_now(
+        self, clients_repo: ClientRepository, grant_store: GrantStore
+    ) -> None:
+        grant = self.given_grant(clients_repo, grant_store)
+        grant_store.add_access_token(make_access_token("at-alone"))
+        grant_store.add_access_token(make_access_token("at-live"))
+        grant_store.revoke_access_token("at-alone", NOW + 5)
+        alone = grant_store.get_access_token("at-alone")
+        assert alone is not None and alone[1] == grant
+
+        grant_store.revoke_grant("grant-1", NOW + 50)
+        grant_store.revoke_grant("grant-1", NOW + 60)
+        # A token issued after the revocation (the service never does it) still shows it.
+        grant_store.add_access_token(make_access_token("at-after"))
+        revoked = replace(grant, revoked_at=NOW + 50)
+        assert grant_store.get_grant("grant-1") == revoked
+        for token_hash, revoked_at in (("at-alone", NOW + 5), ("at-live", NOW + 50), ("at-after", None)):
+            found = grant_store.get_access_token(token_hash)
+            assert found is not None and found == (make_access_token(token_hash, revoked_at=revoked_at), revoked)
+
+    def test_access_tokens_whose_hashes_share_all_but_their_last_bytes_are_distinct(
+        self, clients_repo: ClientRepository, grant_store: GrantStore
+    ) -> None:
+        grant = self.given_grant(clients_repo, grant_store)
+        prefix = "9c" * 31
+        first = make_access_token(prefix + "01", expires_at=NOW + 10)
+        second = make_access_token(prefix + "02", scopes=("mcp:write",))
+        grant_store.add_access_token(first)
+        grant_store.add_access_token(second)
+        assert grant_store.get_access_token(prefix + "01") == (first, grant)
+        assert grant_store.get_access_token(prefix + "02") == (second, grant)
+        assert grant_store.get_access_token(prefix + "03") is None
+        grant_store.revoke_access_token(prefix + "02", NOW + 1)
+        assert grant_store.get_access_token(prefix + "01") == (first, grant)
+        assert grant_store.purge_expired(NOW + 10) == 1
+        assert grant_store.get_access_token(prefix + "01") is None
+        assert grant_store.get_access_token(prefix + "02") == (replace(second, revoked_at=NOW + 1), grant)
+
     # -- GrantStore: refresh tokens -------------------------------------------------------------
 
     def test_refresh_token_round_trip(self, clients_repo: ClientRepository, grant_store: GrantStore) -> None:

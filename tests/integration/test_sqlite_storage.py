@@ -3,6 +3,7 @@ key rotation and transactions."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 import sys
@@ -22,6 +23,7 @@ from mcp_oauth_bridge.adapters.storage.sqlite import (
     SqliteDatabase,
     SqliteGrantStore,
 )
+from mcp_oauth_bridge.domain.model import AccessToken, Grant
 from mcp_oauth_bridge.domain.ports import AuthorizationStore, ClientRepository, GrantStore, StorageError
 
 from .storage_contract import (
@@ -207,6 +209,127 @@ def test_migrations_are_recorded_and_idempotent(sqlite_path: Path, sqlite_key: s
         again.close()
 
 
+def _database_at_migration_2(path: Path, grants: list[Grant], tokens: list[tuple[Any, ...]]) -> None:
+    """A file as the adapter left it at schema version 2, holding ``grants`` (of client-1) and
+    access-token rows in that version's layout."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    connection = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute("BEGIN")
+        connection.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+        )
+        for version, statements in MIGRATIONS:
+            if version > 2:
+                break
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, NOW))
+        connection.execute(
+            "INSERT INTO clients (client_id, secret_hash, metadata, kind, issued_at) "
+            "VALUES ('client-1', NULL, '{}', 'registered', ?)",
+            (NOW,),
+        )
+        for grant in grants:
+            connection.execute(
+                "INSERT INTO grants (grant_id, client_id, subject, claims, scopes, resource, created_at, revoked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    grant.grant_id,
+                    grant.client_id,
+                    grant.subject,
+                    json.dumps(dict(grant.claims)),
+                    " ".join(grant.scopes),
+                    grant.resource,
+                    grant.created_at,
+                    grant.revoked_at,
+                ),
+            )
+        connection.executemany(
+            "INSERT INTO access_tokens "
+            "(token_hash, grant_id, client_id, scopes, resource, issued_at, expires_at, revoked_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            tokens,
+        )
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def _v2_token_row(token: AccessToken) -> tuple[Any, ...]:
+    # Keyed hashes (64 lower-case hex digits) as their 32 bytes, anything else as text.
+    try:
+        packed = bytes.fromhex(token.token_hash)
+    except ValueError:
+        packed = b""
+    stored: bytes | str = packed if len(packed) == 32 and packed.hex() == token.token_hash else token.token_hash
+    return (
+        stored,
+        token.grant_id,
+        token.client_id,
+        " ".join(token.scopes),
+        token.resource,
+        token.issued_at,
+        token.expires_at,
+        token.revoked_at,
+    )
+
+
+def test_migration_3_moves_existing_access_tokens_into_the_one_probe_layout(
+    sqlite_path: Path, sqlite_key: str  # noqa: F811
+) -> None:
+    live = make_grant("grant-live")
+    revoked = make_grant("grant-revoked", subject="user-2", claims={"name": "Bob"}, revoked_at=NOW + 9)
+    prefix = "e7" * 8
+    tokens = [
+        make_access_token("0a" * 32, grant_id="grant-live"),
+        make_access_token("f0" * 32, grant_id="grant-live", revoked_at=NOW + 3),  # revoked alone
+        make_access_token("1b" * 32, grant_id="grant-revoked", scopes=("mcp:write",), revoked_at=NOW + 9),
+        # Two hashes with the same first 8 bytes.
+        make_access_token(prefix + "01" * 24, grant_id="grant-live", expires_at=NOW + 10),
+        make_access_token(prefix + "02" * 24, grant_id="grant-revoked", revoked_at=NOW + 9),
+        make_access_token("at-stored-as-text", grant_id="grant-live"),
+    ]
+    _database_at_migration_2(sqlite_path, [live, revoked], [_v2_token_row(token) for token in tokens])
+
+    database = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
+    try:
+        assert database.migrate() == [3]
+        assert database.applied_migrations() == [1, 2, 3]
+        connection = database.connection()
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+        indexes = {row[1] for row in connection.execute("PRAGMA index_list(access_tokens)")}
+        assert {"access_tokens_grant_id", "access_tokens_expires_at"} <= indexes
+        assert connection.execute("SELECT name FROM sqlite_schema WHERE name LIKE '%_v3%'").fetchall() == []
+
+        grants = SqliteGrantStore(database)
+        for token in tokens:
+            grant = live if token.grant_id == "grant-live" else revoked
+            assert grants.get_access_token(token.token_hash) == (token, grant)
+        assert grants.get_access_token(prefix + "03" * 24) is None
+        # Existing tokens are where new ones would be: one probe (one of the pair is moved).
+        keys = _token_keys(database)
+        assert [keys[token.token_hash] == _signed_prefix(token.token_hash) for token in tokens[:3]] == [True] * 3
+        assert sorted(keys[token.token_hash] == _signed_prefix(prefix) for token in tokens[3:5]) == [False, True]
+
+        # The migrated rows behave as new ones: revocation, purge, cascade.
+        grants.add_access_token(make_access_token("2c" * 32, grant_id="grant-live"))
+        grants.revoke_grant("grant-live", NOW + 20)
+        found = grants.get_access_token("0a" * 32)
+        assert found is not None and found[0].revoked_at == NOW + 20 and found[1].revoked_at == NOW + 20
+        found = grants.get_access_token("f0" * 32)
+        assert found is not None and found[0].revoked_at == NOW + 3 and found[1].revoked_at == NOW + 20
+        assert grants.purge_expired(NOW + 10) == 1
+        assert grants.get_access_token(prefix + "01" * 24) is None
+        assert grants.get_access_token(prefix + "02" * 24) is not None
+        SqliteClientRepository(database).delete("client-1")
+        assert connection.execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 0
+    finally:
+        database.close()
+
+
 def test_schema_is_created_on_first_use_and_parent_directory_made(tmp_path: Path, sqlite_key: str) -> None:  # noqa: F811
     path = tmp_path / "a" / "b" / "bridge.db"
     database = SqliteDatabase(str(path), SecretBox([sqlite_key]))
@@ -289,6 +412,124 @@ def test_keyed_hashes_are_stored_as_32_byte_blobs_and_other_strings_as_text(
     assert grants.get_access_token("0F" * 31 + "0f") is None
 
 
+def _token_keys(database: SqliteDatabase) -> dict[str, int]:
+    """token_key of every access-token row, by the domain's hash string."""
+    rows = database.connection().execute("SELECT token_hash, token_key FROM access_tokens").fetchall()
+    return {(key.hex() if isinstance(key, bytes) else key): rowid for key, rowid in rows}
+
+
+def _signed_prefix(token_hash: str) -> int:
+    return int.from_bytes(bytes.fromhex(token_hash[:16]), "big", signed=True)
+
+
+def test_access_tokens_are_stored_at_the_key_their_hash_gives_with_a_copy_of_their_grant(
+    sqlite_database: SqliteDatabase,  # noqa: F811
+) -> None:
+    SqliteClientRepository(sqlite_database).add(make_client())
+    grants = SqliteGrantStore(sqlite_database)
+    grants.add_grant(make_grant(), make_upstream_tokens())
+    # Both signs and both ends of the signed 64-bit range.
+    hashes = ["0123456789abcdef" + "aa" * 24, "fedcba9876543210" + "aa" * 24, "7f" + "ff" * 31, "80" + "00" * 31]
+    for token_hash in hashes:
+        grants.add_access_token(make_access_token(token_hash))
+    grants.add_access_token(make_access_token("at-text"))
+
+    keys = _token_keys(sqlite_database)
+    assert {token_hash: keys[token_hash] for token_hash in hashes} == {
+        hashes[0]: 0x0123456789ABCDEF,
+        hashes[1]: 0xFEDCBA9876543210 - 2**64,
+        hashes[2]: 2**63 - 1,
+        hashes[3]: -(2**63),
+    }
+    # A hash stored as text has no derived key; it takes a free rowid.
+    assert keys["at-text"] not in {keys[token_hash] for token_hash in hashes}
+    row = sqlite_database.connection().execute(
+        "SELECT grant_client_id, grant_subject, grant_claims, grant_scopes, grant_resource, grant_created_at, "
+        "grant_revoked_at FROM access_tokens WHERE token_hash = ?",
+        (bytes.fromhex(hashes[0]),),
+    ).fetchone()
+    grant = make_grant()
+    claims = json.dumps(dict(grant.claims))
+    assert row == (grant.client_id, grant.subject, claims, "mcp:read mcp:write", grant.resource, NOW, None)
+    for token_hash in [*hashes, "at-text"]:
+        assert grants.get_access_token(token_hash) == (make_access_token(token_hash), grant)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["00" * 8, "c3" * 8, "7f" + "ff" * 7],
+    ids=["zero", "negative", "largest-rowid"],
+)
+def test_access_tokens_whose_hashes_share_their_first_8_bytes_are_both_kept(
+    sqlite_database: SqliteDatabase, prefix: str  # noqa: F811
+) -> None:
+    SqliteClientRepository(sqlite_database).add(make_client())
+    grants = SqliteGrantStore(sqlite_database)
+    grants.add_grant(make_grant(), make_upstream_tokens())
+    grants.add_grant(make_grant("grant-2", subject="user-2"), make_upstream_tokens())
+    first_hash, second_hash, unknown_hash = prefix + "11" * 24, prefix + "22" * 24, prefix + "33" * 24
+    first = make_access_token(first_hash, expires_at=NOW + 10)
+    second = make_access_token(second_hash, grant_id="grant-2", scopes=("mcp:write",), expires_at=NOW + 20)
+    grants.add_access_token(first)
+    grants.add_access_token(second)
+
+    # The first has the key; the second, issued all the same, has another one.
+    keys = _token_keys(sqlite_database)
+    assert keys[first_hash] == _signed_prefix(first_hash)
+    assert keys[second_hash] != keys[first_hash]
+    grant_1, grant_2 = make_grant(), make_grant("grant-2", subject="user-2")
+    assert grants.get_access_token(first_hash) == (first, grant_1)
+    assert grants.get_access_token(second_hash) == (second, grant_2)
+    assert grants.get_access_token(unknown_hash) is None
+
+    # Revoked independently.
+    grants.revoke_access_token(second_hash, NOW + 1)
+    assert grants.get_access_token(first_hash) == (first, grant_1)
+    assert grants.get_access_token(second_hash) == (replace(second, revoked_at=NOW + 1), grant_2)
+    grants.revoke_access_token(first_hash, NOW + 2)
+    assert grants.get_access_token(first_hash) == (replace(first, revoked_at=NOW + 2), grant_1)
+    assert grants.get_access_token(second_hash) == (replace(second, revoked_at=NOW + 1), grant_2)
+    # A grant's revocation reaches its own token only.
+    grants.revoke_grant("grant-2", NOW + 3)
+    found = grants.get_access_token(first_hash)
+    assert found is not None and not found[1].is_revoked
+    found = grants.get_access_token(second_hash)
+    assert found is not None and found[1].revoked_at == NOW + 3
+
+    # Purged independently: the first goes, the second stays where it is and still resolves, and a
+    # third hash with the same prefix takes the freed key.
+    assert grants.purge_expired(NOW + 10) == 1
+    assert grants.get_access_token(first_hash) is None
+    revoked_second = (replace(second, revoked_at=NOW + 1), replace(grant_2, revoked_at=NOW + 3))
+    assert grants.get_access_token(second_hash) == revoked_second
+    third = make_access_token(unknown_hash, expires_at=NOW + 30)
+    grants.add_access_token(third)
+    assert _token_keys(sqlite_database)[unknown_hash] == _signed_prefix(unknown_hash)
+    assert grants.get_access_token(unknown_hash) == (third, grant_1)
+    assert grants.get_access_token(first_hash) is None
+    assert grants.purge_expired(NOW + 20) == 1
+    assert grants.get_access_token(second_hash) is None
+    assert grants.get_access_token(unknown_hash) == (third, grant_1)
+
+    # The foreign key still cascades, whichever key a row has.
+    grants.add_access_token(replace(second, expires_at=NOW + 40))
+    assert grants.get_access_token(second_hash) is not None
+    SqliteClientRepository(sqlite_database).delete("client-1")
+    assert sqlite_database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 0
+
+
+def test_an_access_token_hash_is_stored_once(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    SqliteClientRepository(sqlite_database).add(make_client())
+    grants = SqliteGrantStore(sqlite_database)
+    grants.add_grant(make_grant(), make_upstream_tokens())
+    token_hash = "5a" * 32
+    grants.add_access_token(make_access_token(token_hash))
+    with pytest.raises(StorageError):
+        grants.add_access_token(make_access_token(token_hash, expires_at=NOW + 5))
+    assert grants.get_access_token(token_hash) == (make_access_token(token_hash), make_grant())
+    assert sqlite_database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 1
+
+
 def test_upstream_tokens_live_apart_from_the_grant_and_go_with_it(
     sqlite_database: SqliteDatabase,  # noqa: F811
 ) -> None:
@@ -354,9 +595,10 @@ def test_transactions_are_isolated_until_commit(sqlite_database: SqliteDatabase)
 
 def test_sqlite_errors_become_storage_errors(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
     grants = SqliteGrantStore(sqlite_database)
-    # Foreign keys are enforced: a token for an unknown grant is refused.
+    # A token for an unknown grant is refused (and nothing is stored).
     with pytest.raises(StorageError):
         grants.add_access_token(make_access_token(grant_id="no-such-grant"))
+    assert sqlite_database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 0
     SqliteClientRepository(sqlite_database).add(make_client())
     grants.add_grant(make_grant(), make_upstream_tokens())
     with pytest.raises(StorageError):
