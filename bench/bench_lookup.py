@@ -153,6 +153,19 @@ def prepare(
     return database
 
 
+def check_count(database: SqliteDatabase, size: int) -> None:
+    count = database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0]
+    if count != size:
+        raise RuntimeError(f"{database.path}: expected {size} access tokens, found {count}")
+
+
+def shuffled(values: list[str], hashes: list[str], rng: random.Random) -> tuple[list[str], list[str]]:
+    """The sampled token values and their hashes, in one random order."""
+    order = list(range(len(values)))
+    rng.shuffle(order)
+    return [values[i] for i in order], [hashes[i] for i in order]
+
+
 def load(size: int, data_dir: Path, manifest: dict[str, Any], *, rng: random.Random) -> TokenDatabase:
     """A database an earlier --reuse run built. Its file is read through once, so it sits in the
     operating system's page cache as it does right after a build."""
@@ -163,22 +176,17 @@ def load(size: int, data_dir: Path, manifest: dict[str, Any], *, rng: random.Ran
     with open(path, "rb") as handle:
         while handle.read(1 << 20):
             pass
-    count = database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0]
-    if count != size:
-        raise RuntimeError(f"{path}: expected {size} access tokens, found {count}")
+    check_count(database, size)
     database.close()
-    values: list[str] = manifest["sample_values"]
-    hashes: list[str] = manifest["sample_hashes"]
-    order = list(range(len(values)))
-    rng.shuffle(order)
+    sample_values, sample_hashes = shuffled(manifest["sample_values"], manifest["sample_hashes"], rng)
     print(f"  reusing {path} ({size:,} tokens)", file=sys.stderr)
     return TokenDatabase(
         size=size,
         path=path,
         container=container,
         env=env,
-        sample_values=[values[i] for i in order],
-        sample_hashes=[hashes[i] for i in order],
+        sample_values=sample_values,
+        sample_hashes=sample_hashes,
         build_seconds=float(manifest["build_seconds"]),
         file_bytes=path.stat().st_size,
         reused=True,
@@ -228,20 +236,17 @@ def build(
     # Fold the WAL into the database file, as a long-running server's checkpoints would have.
     database.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
     build_seconds = time.perf_counter() - started
-    count = database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0]
-    if count != size:
-        raise RuntimeError(f"expected {size} access tokens, found {count}")
+    check_count(database, size)
     database.close()
     path = Path(database.path)
-    order = list(range(len(values)))
-    rng.shuffle(order)
+    sample_values, sample_hashes = shuffled(values, hashes, rng)
     return TokenDatabase(
         size=size,
         path=path,
         container=container,
         env=env,
-        sample_values=[values[i] for i in order],
-        sample_hashes=[hashes[i] for i in order],
+        sample_values=sample_values,
+        sample_hashes=sample_hashes,
         build_seconds=build_seconds,
         file_bytes=path.stat().st_size,
         unshuffled=(values, hashes),

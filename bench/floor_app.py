@@ -62,4 +62,3 @@ def floor() -> Response:
         },
         no_store=True,
     )
-

@@ -36,12 +36,6 @@ def json_response(body: Any, status: int = 200, *, no_store: bool = False) -> Re
     return Response(json.dumps(body, separators=(",", ":")), status=status, headers=headers)
 
 
-def no_store(response: Response) -> Response:
-    for name, value in NO_STORE_HEADERS:
-        response.headers[name] = value
-    return response
-
-
 def oauth_error_response(error: OAuthError) -> Response:
     body = {"error": error.error}
     if error.description:

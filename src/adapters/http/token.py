@@ -11,7 +11,7 @@ from flask import Blueprint, Response, request
 from ...domain.errors import UnsupportedGrantType
 from ...domain.model import Client
 from ...domain.services.tokens import ClientAuthenticator, TokenService
-from .errors import json_response, no_store
+from .errors import NO_STORE_HEADERS, json_response
 from .schemas import TokenReferenceSchema, TokenRequestSchema, client_credentials, form_params, parse
 
 bp = Blueprint("token", __name__)
@@ -70,7 +70,7 @@ def revoke(
     client = _authenticated(form, authenticator)
     tokens.revoke(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
     # RFC 7009 §2.2: 200 whether or not the token was valid.
-    return no_store(Response(status=200))
+    return Response(status=200, headers=NO_STORE_HEADERS)
 
 
 @bp.post("/oauth/introspect")
