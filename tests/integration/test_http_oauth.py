@@ -417,6 +417,7 @@ def test_revocation_and_introspection(oauth: OAuthClient, tokens: dict[str, Any]
     assert info["sub"] == "fake:alice"
     reply = oauth.revoke(tokens["refresh_token"])
     assert reply.status == 200
+    assert (reply.headers["Cache-Control"], reply.headers["Pragma"]) == ("no-store", "no-cache")
     assert oauth.introspect(tokens["access_token"]) == {"active": False}
     # RFC 7009 §2.2: unknown tokens are answered with 200 too.
     assert oauth.revoke("mob_at_unknown").status == 200
