@@ -50,9 +50,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _purge(settings: Settings, args: argparse.Namespace) -> int:
-    container = build_container(settings)
-    removed = container.grants().purge_expired(container.clock().now())
-    print(f"purged {removed} expired rows")
+    result = build_container(settings).housekeeping().purge()
+    print(f"purged {result.expired_rows} expired rows and {result.deleted_clients} unused clients")
     return 0
 
 
@@ -67,7 +66,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "serve": ("run the server with gunicorn", _serve),
     "migrate": ("create or upgrade the database schema", _migrate),
-    "purge": ("delete expired codes, tokens and authorizations", _purge),
+    "purge": ("delete expired codes, tokens and authorizations, and unused registered clients", _purge),
     "check-config": ("validate the configuration and print the main settings", _check_config),
 }
 

@@ -13,6 +13,7 @@ from mcp_oauth_bridge.domain.policy import ServerPolicy
 from mcp_oauth_bridge.domain.security import TokenHasher
 from mcp_oauth_bridge.domain.services.authorization import AuthorizationService, ConsentPrompt
 from mcp_oauth_bridge.domain.services.bearer import BearerAuthenticator
+from mcp_oauth_bridge.domain.services.housekeeping import Housekeeping
 from mcp_oauth_bridge.domain.services.registration import RegisteredClient, RegistrationService
 from mcp_oauth_bridge.domain.services.tokens import ClientAuthenticator, TokenService
 from tests.fakes import (
@@ -57,6 +58,7 @@ class World:
     idp: ScriptedIdentityProvider
     hasher: TokenHasher
     policy: ServerPolicy
+    housekeeping: Housekeeping
     registration: RegistrationService
     authorization: AuthorizationService
     token_service: TokenService
@@ -170,11 +172,12 @@ class World:
 def build_world(policy: ServerPolicy | None = None) -> World:
     clock = FixedClock(NOW)
     tokens = SequentialTokenGenerator()
-    clients = InMemoryClientRepository()
     storage = InMemoryStorage()
+    clients = InMemoryClientRepository(storage)
     idp = ScriptedIdentityProvider()
     hasher = TokenHasher(HASH_KEY)
     policy = policy or ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES)
+    housekeeping = Housekeeping(clients=clients, grants=storage, clock=clock, policy=policy)
     return World(
         clock=clock,
         tokens=tokens,
@@ -183,7 +186,10 @@ def build_world(policy: ServerPolicy | None = None) -> World:
         idp=idp,
         hasher=hasher,
         policy=policy,
-        registration=RegistrationService(clients=clients, clock=clock, tokens=tokens, hasher=hasher, policy=policy),
+        housekeeping=housekeeping,
+        registration=RegistrationService(
+            clients=clients, clock=clock, tokens=tokens, hasher=hasher, policy=policy, housekeeping=housekeeping
+        ),
         authorization=AuthorizationService(
             clients=clients,
             authorizations=storage,
@@ -193,6 +199,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             tokens=tokens,
             hasher=hasher,
             policy=policy,
+            housekeeping=housekeeping,
         ),
         token_service=TokenService(
             clients=clients,
@@ -202,6 +209,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             tokens=tokens,
             hasher=hasher,
             policy=policy,
+            housekeeping=housekeeping,
         ),
         client_auth=ClientAuthenticator(clients=clients, hasher=hasher),
         bearer=BearerAuthenticator(grants=storage, clock=clock, hasher=hasher, policy=policy),

@@ -38,11 +38,11 @@ from ..ports import (
     UpstreamIdentityError,
 )
 from ..security import CODE_CHALLENGE_PATTERN, SUPPORTED_CODE_CHALLENGE_METHODS, TokenHasher, s256_challenge
+from ..refresh_tokens import GRANT_ID_PREFIX
+from .housekeeping import Housekeeping
 from .redirects import ClientRedirect, redirect_uri_matches
 
 MAX_STATE_LENGTH = 2048
-# Expired rows are purged opportunistically, at most this often per process.
-PURGE_INTERVAL = 3600
 # Upstream errors that are the person's (or their organisation's) answer: safe to pass on as is.
 UPSTREAM_DENIALS = frozenset({"access_denied"})
 # Upstream errors that a retry may cure.
@@ -81,6 +81,7 @@ class AuthorizationService:
         tokens: TokenGenerator,
         hasher: TokenHasher,
         policy: ServerPolicy,
+        housekeeping: Housekeeping,
     ) -> None:
         self._clients = clients
         self._authorizations = authorizations
@@ -90,7 +91,7 @@ class AuthorizationService:
         self._tokens = tokens
         self._hasher = hasher
         self._policy = policy
-        self._next_purge = 0
+        self._housekeeping = housekeeping
 
     # -- GET /authorize -------------------------------------------------------------------------
 
@@ -119,7 +120,8 @@ class AuthorizationService:
             expires_at=now + self._policy.pending_authorization_ttl,
         )
         self._authorizations.add_pending(pending)
-        self._purge_expired(now)
+        # New authorizations are what makes the tables grow, so they pay for the cleaning.
+        self._housekeeping.tick()
         return ConsentPrompt(
             pending_id=pending.pending_id,
             csrf_token=csrf_token,
@@ -127,12 +129,6 @@ class AuthorizationService:
             client=client,
             request=request,
         )
-
-    def _purge_expired(self, now: int) -> None:
-        # New authorizations are what makes the tables grow, so they pay for the cleaning.
-        if now >= self._next_purge:
-            self._next_purge = now + PURGE_INTERVAL
-            self._grants.purge_expired(now)
 
     def _client_and_redirect_uri(self, params: Mapping[str, str]) -> tuple[Client, str]:
         client_id = params.get("client_id")
@@ -296,7 +292,7 @@ class AuthorizationService:
             raise failure_page(str(exc)) from exc
 
         grant = Grant(
-            grant_id=self._tokens.generate("mob_gr_"),
+            grant_id=self._tokens.generate(GRANT_ID_PREFIX),
             client_id=request.client_id,
             subject=login.identity.subject,
             claims=dict(login.identity.claims),

@@ -13,6 +13,7 @@ from ..model import Client
 from ..policy import ServerPolicy
 from ..ports import ClientRepository, Clock, TokenGenerator
 from ..security import TokenHasher
+from .housekeeping import Housekeeping
 
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
 SUPPORTED_RESPONSE_TYPES = ("code",)
@@ -224,12 +225,14 @@ class RegistrationService:
         tokens: TokenGenerator,
         hasher: TokenHasher,
         policy: ServerPolicy,
+        housekeeping: Housekeeping,
     ) -> None:
         self._clients = clients
         self._clock = clock
         self._tokens = tokens
         self._hasher = hasher
         self._policy = policy
+        self._housekeeping = housekeeping
 
     def register(self, metadata: Mapping[str, Any]) -> RegisteredClient:
         validated = validate_client_metadata(metadata, self._policy.scopes_supported)
@@ -249,4 +252,6 @@ class RegistrationService:
             secret = self._tokens.generate("mob_cs_")
             client = replace(client, secret_hash=self._hasher.hash(secret))
         self._clients.add(client)
+        # Registrations are what a flood creates: they pay for deleting the unused ones.
+        self._housekeeping.tick()
         return RegisteredClient(client=client, client_secret=secret)
