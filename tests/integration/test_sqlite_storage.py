@@ -23,7 +23,7 @@ from mcp_oauth_bridge.adapters.storage.sqlite import (
     SqliteDatabase,
     SqliteGrantStore,
 )
-from mcp_oauth_bridge.domain.model import AccessToken, Grant
+from mcp_oauth_bridge.domain.model import AccessToken
 from mcp_oauth_bridge.domain.ports import AuthorizationStore, ClientRepository, GrantStore, StorageError
 
 from .storage_contract import (
@@ -39,7 +39,7 @@ from .storage_contract import (
     make_upstream,
     make_upstream_tokens,
 )
-from .storage_fixtures import sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
+from .storage_fixtures import database_at_version, sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
 
 ALL_VERSIONS = [version for version, _ in MIGRATIONS]
 
@@ -210,66 +210,6 @@ def test_migrations_are_recorded_and_idempotent(sqlite_path: Path, sqlite_key: s
         again.close()
 
 
-def _database_at_migration(
-    version: int,
-    path: Path,
-    grants: list[Grant],
-    tokens: list[tuple[Any, ...]],
-    refresh_tokens: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
-) -> None:
-    """A file as the adapter left it at schema ``version`` (2 or 3), holding ``grants`` (of
-    client-1) and access- and refresh-token rows in that version's layout."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    connection = sqlite3.connect(str(path), isolation_level=None)
-    try:
-        connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute("BEGIN")
-        connection.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
-        )
-        for applied, statements in MIGRATIONS:
-            if applied > version:
-                break
-            connection.create_function("access_token_key", 1, lambda key: None)
-            for statement in statements:
-                connection.execute(statement)
-            connection.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (applied, NOW))
-        connection.execute(
-            "INSERT INTO clients (client_id, secret_hash, metadata, kind, issued_at) "
-            "VALUES ('client-1', NULL, '{}', 'registered', ?)",
-            (NOW,),
-        )
-        for grant in grants:
-            connection.execute(
-                "INSERT INTO grants (grant_id, client_id, subject, claims, scopes, resource, created_at, revoked_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    grant.grant_id,
-                    grant.client_id,
-                    grant.subject,
-                    json.dumps(dict(grant.claims)),
-                    " ".join(grant.scopes),
-                    grant.resource,
-                    grant.created_at,
-                    grant.revoked_at,
-                ),
-            )
-        connection.executemany(
-            "INSERT INTO access_tokens "
-            "(token_hash, grant_id, client_id, scopes, resource, issued_at, expires_at, revoked_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            tokens,
-        )
-        connection.executemany(
-            "INSERT INTO refresh_tokens (token_hash, grant_id, client_id, scopes, resource, issued_at, expires_at, "
-            "rotated_at, successor_hash, replayed_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            refresh_tokens,
-        )
-        connection.execute("COMMIT")
-    finally:
-        connection.close()
-
-
 def _v2_token_row(token: AccessToken) -> tuple[Any, ...]:
     # Keyed hashes (64 lower-case hex digits) as their 32 bytes, anything else as text.
     try:
@@ -304,7 +244,7 @@ def test_migration_3_moves_existing_access_tokens_into_the_one_probe_layout(
         make_access_token(prefix + "02" * 24, grant_id="grant-revoked", revoked_at=NOW + 9),
         make_access_token("at-stored-as-text", grant_id="grant-live"),
     ]
-    _database_at_migration(2, sqlite_path, [live, revoked], [_v2_token_row(token) for token in tokens])
+    database_at_version(2, sqlite_path, [live, revoked], [_v2_token_row(token) for token in tokens])
 
     database = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
     try:
@@ -354,7 +294,7 @@ def test_migration_4_keeps_current_refresh_tokens_and_drops_rotated_ones(
          bytes.fromhex(current), None, None),
         (bytes.fromhex(revoked), "grant-1", "client-1", "mcp:read", RESOURCE, NOW, NOW + DAY, None, None, None, NOW + 1),
     ]
-    _database_at_migration(3, sqlite_path, [grant], [], rows)
+    database_at_version(3, sqlite_path, [grant], [], rows)
 
     database = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
     try:

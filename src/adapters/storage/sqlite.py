@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, ParamSpec, TypeVar
@@ -29,6 +30,8 @@ from ...domain.model import (
 )
 from ...domain.ports import StorageError
 from .crypto import SecretBox
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 10.0
 # Negative means KiB: 8 MiB of page cache per connection (the default is 2 MiB). This is
@@ -510,6 +513,39 @@ class SqliteDatabase:
                 raise StorageError(f"SQLite migration failed: {exc}") from exc
         self._migrated = True
         return applied_now
+
+    def pending_migrations(self) -> list[int]:
+        """The schema versions this file lacks, read without taking the write lock (a worker
+        checks this at start-up while another process may hold the lock for a long write)."""
+        connection = self._thread_connection()
+        try:
+            rows = connection.execute("SELECT version FROM schema_migrations").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise StorageError(f"SQLite storage failed: {exc}") from exc
+            rows = []
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite storage failed: {exc}") from exc
+        done = {row[0] for row in rows}
+        return [version for version, _ in MIGRATIONS if version not in done]
+
+    def ensure_schema(self, *, busy_wait: float) -> bool:
+        """True when the schema is current, migrating it first if needed, waiting at most
+        ``busy_wait`` seconds for the write lock; False (logged, never raised) while the file is
+        busy or unreadable, so that a server can start and retry instead of failing."""
+        try:
+            if self.pending_migrations():
+                connection = self._thread_connection()
+                connection.execute(f"PRAGMA busy_timeout = {int(busy_wait * 1000)}")
+                try:
+                    self.migrate()
+                finally:
+                    connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            self._migrated = True
+            return True
+        except (StorageError, sqlite3.Error) as exc:
+            log.warning("the database schema is not ready yet (retrying): %s", exc)
+            return False
 
     @_storage_errors
     def applied_migrations(self) -> list[int]:
