@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import ECKey, RSAKey, import_key
@@ -32,7 +35,11 @@ log = logging.getLogger(__name__)
 # OIDC Discovery 1.0 §4: "/.well-known/openid-configuration" appended to the issuer.
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 DEFAULT_SCOPES = ("openid", "profile", "email")
+# Seconds a whole exchange with the provider may take (connecting at most CONNECT_TIMEOUT of it).
 DEFAULT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+# Discovery documents, key sets and token responses are a few KB.
+MAX_RESPONSE_BYTES = 1024 * 1024
 DEFAULT_LEEWAY = 120
 # RFC 6749 §5.1: expires_in is only RECOMMENDED; assume an hour when a provider omits it.
 DEFAULT_EXPIRES_IN = 3600
@@ -358,6 +365,11 @@ class OidcIdentityProvider:
         return self._issuer
 
     @property
+    def timeout(self) -> float:
+        """Seconds an exchange with the provider may take (see ``_call``)."""
+        return self._timeout
+
+    @property
     def discovery_url(self) -> str:
         """OIDC Discovery 1.0 §4: "any terminating / MUST be removed before appending"."""
         return self._issuer.rstrip("/") + DISCOVERY_PATH
@@ -535,17 +547,51 @@ class OidcIdentityProvider:
 
     # -- HTTP ------------------------------------------------------------------------------------
 
+    def _call(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        """One HTTP exchange with the provider, finished within ``timeout`` seconds (plus at
+        most one read's wait): a slow or trickling answer cannot outlast the per-grant lease an
+        upstream refresh runs under (UpstreamTokenService.LEASE_SECONDS, 30 s), so no other
+        request spends the same refresh token meanwhile. Returns the status and the JSON body
+        (None if the body is not JSON)."""
+        deadline = time.monotonic() + self._timeout
+        response = self._session.request(
+            method,
+            url,
+            stream=True,
+            timeout=(min(CONNECT_TIMEOUT, self._timeout), self._timeout),
+            headers={"Accept": "application/json", **kwargs.pop("headers", {})},
+            **kwargs,
+        )
+        with response:
+            body = bytearray()
+            # read1: whatever has arrived (at least a byte), so the deadline is checked as the
+            # answer trickles in, not only once a whole buffer is full.
+            while chunk := self._read_some(response):
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise requests.ConnectionError(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise requests.Timeout(f"answer not complete within {self._timeout:g} s")
+        try:
+            return response.status_code, json.loads(bytes(body))
+        except ValueError:
+            return response.status_code, None
+
+    @staticmethod
+    def _read_some(response: requests.Response) -> bytes:
+        try:
+            return bytes(response.raw.read1(16384, decode_content=True))
+        except urllib3.exceptions.HTTPError as exc:
+            # What requests would have raised had it read the body itself.
+            raise requests.ConnectionError(str(exc)) from exc
+
     def _get_json(self, url: str, *, what: str) -> Mapping[str, Any]:
         try:
-            response = self._session.get(url, timeout=self._timeout, headers={"Accept": "application/json"})
+            status, document = self._call("GET", url)
         except requests.RequestException as exc:
             raise _unavailable(f"{what} at {url} unreachable ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise _unavailable(f"{what} at {url} answered HTTP {response.status_code}")
-        try:
-            document = response.json()
-        except ValueError:
-            document = None
+        if status != 200:
+            raise _unavailable(f"{what} at {url} answered HTTP {status}")
         if not isinstance(document, dict):
             raise _unavailable(f"{what} at {url} is not a JSON object")
         return document
@@ -559,17 +605,15 @@ class OidcIdentityProvider:
         else:
             form = {**form, "client_id": self._client_id, "client_secret": self._client_secret}
         try:
-            response = self._session.post(metadata.token_endpoint, data=form, headers=headers, timeout=self._timeout)
+            status, body = self._call("POST", metadata.token_endpoint, data=form, headers=headers)
         except requests.RequestException as exc:
+            # A timeout may come after the provider acted (rotated a refresh token): temporary,
+            # so the grant is kept and the client gets 503, never a revocation.
             raise _unavailable(f"token endpoint unreachable ({type(exc).__name__})") from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
         if not isinstance(body, dict):
             body = {}
-        if response.status_code != 200 or "error" in body:
-            raise self._token_error(response.status_code, body, sent_secrets=(self._client_secret, *sent_secrets))
+        if status != 200 or "error" in body:
+            raise self._token_error(status, body, sent_secrets=(self._client_secret, *sent_secrets))
         return body
 
     def _token_error(self, status: int, body: Mapping[str, Any], *, sent_secrets: tuple[str, ...]) -> UpstreamIdentityError:
