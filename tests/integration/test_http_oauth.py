@@ -408,6 +408,19 @@ def test_refresh_replay_within_grace_works_once_then_revokes_grant(oauth: OAuthC
         assert oauth.introspect(token) == {"active": False}
 
 
+def test_after_a_double_refresh_both_answers_work_until_one_is_used(oauth: OAuthClient, tokens: dict[str, Any]) -> None:
+    first = oauth.refresh(tokens["refresh_token"]).json()
+    second = oauth.refresh(tokens["refresh_token"]).json()
+    assert oauth.introspect(first["refresh_token"])["active"] is True
+    assert oauth.introspect(second["refresh_token"])["active"] is True
+    newest = oauth.refresh(second["refresh_token"])
+    assert newest.status == 200, newest.text
+    # The other answer is now a replay: the whole grant goes.
+    replay = oauth.refresh(first["refresh_token"])
+    assert replay.status == 400 and replay.json()["error"] == "invalid_grant"
+    assert oauth.introspect(newest.json()["access_token"]) == {"active": False}
+
+
 def test_revocation_and_introspection(oauth: OAuthClient, tokens: dict[str, Any]) -> None:
     info = oauth.introspect(tokens["access_token"])
     assert info["active"] is True
