@@ -19,6 +19,7 @@ from tests.fakes import (
     FixedClock,
     InMemoryClientRepository,
     InMemoryStorage,
+    RecordedWebUrlParser,
     ScriptedIdentityProvider,
     SequentialTokenGenerator,
 )
@@ -175,6 +176,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
     idp = ScriptedIdentityProvider()
     hasher = TokenHasher(HASH_KEY)
     policy = policy or ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES)
+    web_urls = RecordedWebUrlParser()
     return World(
         clock=clock,
         tokens=tokens,
@@ -183,7 +185,9 @@ def build_world(policy: ServerPolicy | None = None) -> World:
         idp=idp,
         hasher=hasher,
         policy=policy,
-        registration=RegistrationService(clients=clients, clock=clock, tokens=tokens, hasher=hasher, policy=policy),
+        registration=RegistrationService(
+            clients=clients, clock=clock, tokens=tokens, hasher=hasher, policy=policy, web_urls=web_urls
+        ),
         authorization=AuthorizationService(
             clients=clients,
             authorizations=storage,
@@ -193,6 +197,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             tokens=tokens,
             hasher=hasher,
             policy=policy,
+            web_urls=web_urls,
         ),
         token_service=TokenService(
             clients=clients,
