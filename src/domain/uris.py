@@ -155,15 +155,19 @@ def _only_the_host_was_converted(uri: str, url: WebUrl) -> bool:
     return uri[:start] + url.hostname + uri[start + len(host) :] == url.href
 
 
-def _parse_canonical(uri: str, parser: WebUrlParser, label: str, error: type[OAuthError]) -> WebUrl:
+def _parse(uri: str, parser: WebUrlParser, label: str, error: type[OAuthError]) -> WebUrl:
     url = parser.parse(uri)
     if url is None:
         raise error(f"{label} is not a valid URL")
     if url.username or url.password:
         raise error(f"{label} must not contain user information (user@host)")
+    return url
+
+
+def _require_canonical(uri: str, url: WebUrl, label: str, error: type[OAuthError]) -> None:
     if url.href == uri or (url.scheme in ("http", "https") and _only_the_host_was_converted(uri, url)):
-        return url
-    # A URI that a browser would rewrite can show one thing and lead to another (RFC 9700 §4.1.3):
+        return
+    # A URI that a browser rewrites can show one thing and lead to another (RFC 9700 §4.1.3):
     # only the form the browser itself produces is kept.
     raise error(f"{label} is not in canonical form; use {url.href} (its WHATWG URL serialization)")
 
@@ -191,8 +195,9 @@ def canonical_redirect_uri(uri: object, parser: WebUrlParser, *, name: str = "re
     if "#" in uri:
         raise InvalidRedirectUri(f"{label} must not contain a fragment ('#')")
     kind = _redirect_scheme_kind(_scheme(uri, label, InvalidRedirectUri), label)
-    url = _parse_canonical(uri, parser, label, InvalidRedirectUri)
+    url = _parse(uri, parser, label, InvalidRedirectUri)
     _check_host(url, kind, label, InvalidRedirectUri)
+    _require_canonical(uri, url, label, InvalidRedirectUri)
     if len(url.href) > MAX_REDIRECT_URI_LENGTH:
         raise InvalidRedirectUri(f"{name} is longer than {MAX_REDIRECT_URI_LENGTH} characters in punycode form")
     return url.href
@@ -207,8 +212,9 @@ def canonical_client_url(value: str, parser: WebUrlParser, *, name: str) -> str:
     scheme = _scheme(value, label, InvalidClientMetadata)
     if scheme not in ("https", "http"):
         raise InvalidClientMetadata(f"{name} must be an https URL")
-    url = _parse_canonical(value, parser, label, InvalidClientMetadata)
+    url = _parse(value, parser, label, InvalidClientMetadata)
     _check_host(url, scheme, label, InvalidClientMetadata)
+    _require_canonical(value, url, label, InvalidClientMetadata)
     if len(url.href) > MAX_CLIENT_URL_LENGTH:
         raise InvalidClientMetadata(f"{name} is longer than {MAX_CLIENT_URL_LENGTH} characters in punycode form")
     return url.href

@@ -19,7 +19,7 @@ from mcp_oauth_bridge.domain.errors import (
     UnsupportedResponseType,
     UpstreamSignInFailed,
 )
-from mcp_oauth_bridge.domain.model import UpstreamIdentity, UpstreamLogin, UpstreamTokens
+from mcp_oauth_bridge.domain.model import Client, UpstreamIdentity, UpstreamLogin, UpstreamTokens
 from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
 from mcp_oauth_bridge.domain.security import s256_challenge
 from mcp_oauth_bridge.domain.services.authorization import (
@@ -30,6 +30,7 @@ from mcp_oauth_bridge.domain.services.authorization import (
     MAX_STATE_LENGTH,
 )
 from mcp_oauth_bridge.domain.services.registration import RegisteredClient
+from mcp_oauth_bridge.domain.uris import RedirectDestination
 
 from .conftest import (
     BROWSER,
@@ -110,6 +111,66 @@ def test_loopback_redirect_uri_may_use_another_port(world: World) -> None:
     registered = world.register(redirect_uris=["http://127.0.0.1/callback"])
     prompt = world.start(registered, redirect_uri="http://127.0.0.1:49152/callback")
     assert prompt.request.redirect_uri == "http://127.0.0.1:49152/callback"
+    # The consent page names the port the browser will actually go to.
+    assert prompt.destination == RedirectDestination("http://127.0.0.1:49152", None, app=False)
+
+
+def test_loopback_request_in_a_form_the_browser_rewrites_is_a_page_without_a_link(world: World) -> None:
+    registered = world.register(redirect_uris=["http://127.0.0.1/cb"])
+    # Matches by port variation, but a browser would go to http://127.0.0.1/cb instead.
+    with pytest.raises(OAuthError) as excinfo:
+        world.start(registered, redirect_uri="http://127.0.0.1:80/cb")
+    assert_error_page(excinfo, InvalidRequest)
+    assert "no longer accepted" in excinfo.value.description
+
+
+def test_consent_prompt_names_the_destination_from_the_parse(world: World, public_client: RegisteredClient) -> None:
+    assert world.start(public_client).destination == RedirectDestination("client.example", None, app=False)
+
+
+def test_internationalised_host_must_be_requested_in_its_registered_punycode_form(world: World) -> None:
+    registered = world.register(redirect_uris=["https://аррӏе.com/cb"])
+    with pytest.raises(OAuthError) as excinfo:
+        world.start(registered, redirect_uri="https://аррӏе.com/cb")
+    assert_error_page(excinfo, InvalidRequest)
+    assert "punycode" in excinfo.value.description
+    prompt = world.start(registered, redirect_uri="https://xn--80ak6aa92e.com/cb")
+    assert prompt.request.redirect_uri == "https://xn--80ak6aa92e.com/cb"
+    assert prompt.destination == RedirectDestination("xn--80ak6aa92e.com", "аррӏе.com", app=False)
+
+
+@pytest.mark.parametrize(
+    "stored_uri",
+    [
+        "search-ms:query=invoice",
+        "https://evil.example\\.claude.ai/cb",
+        "https://client.example@evil.example/cb",
+        "HTTPS://EXAMPLE.com/cb",
+        "http://client.example/cb",
+        "https://client.example/cb#frag",
+    ],
+)
+def test_client_stored_under_older_rules_gets_no_way_to_its_redirect_uri(world: World, stored_uri: str) -> None:
+    # A row registered before today's rule: nothing is shown or linked for a URI it refuses,
+    # whether the request names it or leaves it implied.
+    legacy = RegisteredClient(
+        client=Client(
+            client_id="mob_client_legacy",
+            redirect_uris=(stored_uri,),
+            grant_types=("authorization_code",),
+            response_types=("code",),
+            token_endpoint_auth_method="none",
+            issued_at=NOW,
+        ),
+        client_secret=None,
+    )
+    world.clients.add(legacy.client)
+    for redirect_uri in (stored_uri, None):
+        with pytest.raises(OAuthError) as excinfo:
+            world.start(legacy, redirect_uri=redirect_uri, response_type="token")
+        assert_error_page(excinfo, InvalidRequest)
+        assert "register the client again" in excinfo.value.description
+    assert world.storage.pending == {}
 
 
 # ================================================================================================
