@@ -313,8 +313,8 @@ RECORDED_WHATWG_PARSES: dict[str, WebUrl | None] = {
 
 # A URL that no WHATWG parser rewrites: lower-case scheme (https, http or reverse-domain), a
 # lower-case host whose last label starts with a letter (or a dotted-quad address, or [::1]), a
-# non-default port, and a path, query and fragment of unreserved characters. tests/integration/test_web_url.py
-# checks that ada leaves every such URL as it is.
+# non-default port, and a path, query and fragment of unreserved characters.
+# tests/integration/test_web_url.py checks that ada leaves every such URL as it is.
 _PLAIN_URL = re.compile(
     r"(?P<scheme>https?|[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+):"
     r"(?://(?P<host>(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"

@@ -183,15 +183,21 @@ class AuthorizationService:
         elif not any(redirect_uri_matches(redirect_uri, registered) for registered in client.redirect_uris):
             hint = "" if redirect_uri.isascii() else " (send it as registered: internationalised hosts in punycode)"
             raise InvalidRequest(f"redirect_uri is not registered for this client{hint}")
-        # A client registered under older, looser rules is held to today's: a redirect URI that
-        # registration would refuse now is never a destination.
-        try:
-            acceptable = canonical_redirect_uri(redirect_uri, self._web_urls) == redirect_uri
-        except InvalidRedirectUri as exc:
-            raise InvalidRequest(f"this redirect URI is no longer accepted ({exc.description}); register the client again") from None
-        if not acceptable:
-            raise InvalidRequest("this redirect URI is no longer accepted (not canonical); register the client again")
+        self._require_acceptable(redirect_uri)
         return client, redirect_uri
+
+    def _require_acceptable(self, redirect_uri: str) -> None:
+        """A client registered under older, looser rules is held to today's: a redirect URI that
+        registration would refuse (or store differently) is never a destination."""
+        try:
+            canonical = canonical_redirect_uri(redirect_uri, self._web_urls)
+        except InvalidRedirectUri as exc:
+            reason = exc.description
+        else:
+            if canonical == redirect_uri:
+                return
+            reason = f"its canonical form is {canonical}"
+        raise InvalidRequest(f"this redirect URI is no longer accepted ({reason}); register the client again")
 
     def _validate_request(self, params: Mapping[str, str], client: Client, redirect_uri: str) -> AuthorizationRequest:
         response_type = params.get("response_type")

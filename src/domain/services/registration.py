@@ -80,7 +80,12 @@ def _require_utf8(metadata: Mapping[str, Any]) -> None:
 
 
 def _string_list(
-    metadata: Mapping[str, Any], name: str, default: tuple[str, ...], *, max_entries: int, max_length: int
+    metadata: Mapping[str, Any],
+    name: str,
+    default: tuple[str, ...],
+    *,
+    max_entries: int = MAX_LIST_ENTRIES,
+    max_length: int = MAX_KEYWORD_LENGTH,
 ) -> tuple[str, ...]:
     value = metadata.get(name)
     if value is None:
@@ -143,9 +148,7 @@ def validate_client_metadata(
     _require_utf8(metadata)
     redirect_uris = _redirect_uris(metadata, web_urls)
 
-    grant_types = _string_list(
-        metadata, "grant_types", DEFAULT_GRANT_TYPES, max_entries=MAX_LIST_ENTRIES, max_length=MAX_KEYWORD_LENGTH
-    )
+    grant_types = _string_list(metadata, "grant_types", DEFAULT_GRANT_TYPES)
     unknown = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
     if unknown:
         raise InvalidClientMetadata(
@@ -154,9 +157,7 @@ def validate_client_metadata(
     if "authorization_code" not in grant_types:
         raise InvalidClientMetadata("grant_types must include authorization_code")
 
-    response_types = _string_list(
-        metadata, "response_types", SUPPORTED_RESPONSE_TYPES, max_entries=MAX_LIST_ENTRIES, max_length=MAX_KEYWORD_LENGTH
-    )
+    response_types = _string_list(metadata, "response_types", SUPPORTED_RESPONSE_TYPES)
     unknown = [r for r in response_types if r not in SUPPORTED_RESPONSE_TYPES]
     if unknown:
         raise InvalidClientMetadata(f"unsupported response_types {unknown}; supported: ['code']")
@@ -164,9 +165,8 @@ def validate_client_metadata(
     if "code" not in response_types:
         raise InvalidClientMetadata("response_types must include code for the authorization_code grant")
 
-    auth_method = (
-        _optional_string(metadata, "token_endpoint_auth_method", MAX_KEYWORD_LENGTH) or DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD
-    )
+    auth_method = _optional_string(metadata, "token_endpoint_auth_method", MAX_KEYWORD_LENGTH)
+    auth_method = auth_method or DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD
     if auth_method not in SUPPORTED_TOKEN_ENDPOINT_AUTH_METHODS:
         raise InvalidClientMetadata(
             f"unsupported token_endpoint_auth_method '{auth_method}'; "
