@@ -26,7 +26,8 @@ from mcp_oauth_bridge.domain.policy import ServerPolicy
 from mcp_oauth_bridge.domain.ports import AuthorizationStore, GrantStore, TokenGenerator
 from mcp_oauth_bridge.domain.security import TokenHasher, s256_challenge
 from mcp_oauth_bridge.domain.services.registration import RegistrationService
-from mcp_oauth_bridge.domain.services.tokens import ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX
+from mcp_oauth_bridge.domain.refresh_tokens import refresh_token_value
+from mcp_oauth_bridge.domain.services.tokens import ACCESS_TOKEN_PREFIX
 from mcp_oauth_bridge.entrypoints.config import load_settings
 from mcp_oauth_bridge.entrypoints.container import Container, build_container
 
@@ -251,13 +252,16 @@ class Seeder:
         with self._grants.atomic():
             for _ in range(count):
                 grant = self.new_grant(client.client_id, login, now)
-                value = self._tokens.generate(REFRESH_TOKEN_PREFIX)
+                value = refresh_token_value(
+                    self._hasher, grant_id=grant.grant_id, generation=0, secret=self._tokens.generate("")
+                )
                 self._grants.add_grant(grant, login.tokens)
                 self._grants.add_refresh_token(
                     RefreshToken(
                         token_hash=self._hasher.hash(value),
                         grant_id=grant.grant_id,
                         client_id=client.client_id,
+                        generation=0,
                         scopes=grant.scopes,
                         resource=grant.resource,
                         issued_at=now,

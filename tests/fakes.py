@@ -13,7 +13,6 @@ from mcp_oauth_bridge.domain.model import (
     AccessToken,
     AuthorizationCode,
     Client,
-    CodeRedemption,
     Grant,
     PendingAuthorization,
     RefreshToken,
@@ -52,8 +51,12 @@ class SequentialTokenGenerator:
 
 
 class InMemoryClientRepository:
-    def __init__(self) -> None:
+    """Clients; with ``storage``, deleting a client deletes what was issued to it (as the SQL
+    adapters' ON DELETE CASCADE does)."""
+
+    def __init__(self, storage: "InMemoryStorage | None" = None) -> None:
         self.clients: dict[str, Client] = {}
+        self.storage = storage
 
     def add(self, client: Client) -> None:
         self.clients[client.client_id] = client
@@ -65,11 +68,30 @@ class InMemoryClientRepository:
         return list(self.clients.values())
 
     def delete(self, client_id: str) -> bool:
+        if self.storage is not None:
+            self.storage.delete_client_rows(client_id)
         return self.clients.pop(client_id, None) is not None
 
     def touch(self, client_id: str, now: int) -> None:
         if client_id in self.clients:
             self.clients[client_id] = replace(self.clients[client_id], last_used_at=now)
+
+    def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
+        doomed = [
+            client.client_id
+            for client in self.clients.values()
+            if client.kind == kind
+            and (
+                (client.last_used_at is None and client.issued_at <= never_used_before)
+                or (
+                    (client.last_used_at or client.issued_at) <= idle_before
+                    and not (self.storage is not None and self.storage.has_live_grant(client.client_id, now))
+                )
+            )
+        ]
+        for client_id in doomed:
+            self.delete(client_id)
+        return len(doomed)
 
 
 class InMemoryStorage:
@@ -119,16 +141,42 @@ class InMemoryStorage:
     def add_code(self, code: AuthorizationCode) -> None:
         self.codes[code.code_hash] = code
 
-    def redeem_code(self, code_hash: str, now: int) -> CodeRedemption | None:
+    def get_code(self, code_hash: str) -> tuple[AuthorizationCode, Grant] | None:
+        code = self.codes.get(code_hash)
+        return None if code is None else (code, self.grants[code.grant_id])
+
+    def redeem_code(self, code_hash: str, now: int) -> bool:
         with self.lock:
             code = self.codes.get(code_hash)
-            if code is None:
-                return None
-            first_use = code.redeemed_at is None
-            if first_use:
-                code = replace(code, redeemed_at=now)
-                self.codes[code_hash] = code
-            return CodeRedemption(code=code, grant=self.grants[code.grant_id], first_use=first_use)
+            if code is None or code.redeemed_at is not None:
+                return False
+            self.codes[code_hash] = replace(code, redeemed_at=now)
+            return True
+
+    # What the SQL adapters' ON DELETE CASCADE does when a client goes.
+
+    def delete_client_rows(self, client_id: str) -> None:
+        with self.lock:
+            grant_ids = {g.grant_id for g in self.grants.values() if g.client_id == client_id}
+            self.pending = {k: v for k, v in self.pending.items() if v.request.client_id != client_id}
+            self.codes = {k: v for k, v in self.codes.items() if v.grant_id not in grant_ids}
+            self.access_tokens = {k: v for k, v in self.access_tokens.items() if v.grant_id not in grant_ids}
+            self.refresh_tokens = {k: v for k, v in self.refresh_tokens.items() if v.grant_id not in grant_ids}
+            for grant_id in grant_ids:
+                del self.grants[grant_id]
+                self.upstream_tokens.pop(grant_id, None)
+                self.refresh_locks.pop(grant_id, None)
+
+    def has_live_grant(self, client_id: str, now: int) -> bool:
+        live = {
+            token.grant_id
+            for tokens in (self.access_tokens, self.refresh_tokens)
+            for token in tokens.values()
+            if token.revoked_at is None and token.expires_at > now
+        }
+        return any(
+            g.client_id == client_id and g.revoked_at is None and g.grant_id in live for g in self.grants.values()
+        )
 
     # GrantStore
 
@@ -200,13 +248,30 @@ class InMemoryStorage:
         token = self.refresh_tokens.get(token_hash)
         return None if token is None else (token, self.grants[token.grant_id])
 
-    def mark_refresh_rotated(self, token_hash: str, successor_hash: str, now: int) -> None:
-        token = self.refresh_tokens[token_hash]
-        self.refresh_tokens[token_hash] = replace(token, rotated_at=now, successor_hash=successor_hash)
+    def current_refresh_generation(self, grant_id: str) -> int | None:
+        generations = [t.generation for t in self.refresh_tokens.values() if t.grant_id == grant_id]
+        return max(generations) if generations else None
 
-    def mark_refresh_replayed(self, token_hash: str, successor_hash: str, now: int) -> None:
-        token = self.refresh_tokens[token_hash]
-        self.refresh_tokens[token_hash] = replace(token, replayed_at=now, successor_hash=successor_hash)
+    def rotate_refresh_token(self, token_hash: str, now: int) -> bool:
+        with self.lock:
+            token = self.refresh_tokens.get(token_hash)
+            if token is None or token.rotated_at is not None:
+                return False
+            self.refresh_tokens = {
+                key: other
+                for key, other in self.refresh_tokens.items()
+                if key == token_hash or other.grant_id != token.grant_id or other.generation > token.generation
+            }
+            self.refresh_tokens[token_hash] = replace(token, rotated_at=now)
+            return True
+
+    def mark_refresh_retried(self, token_hash: str, now: int) -> bool:
+        with self.lock:
+            token = self.refresh_tokens.get(token_hash)
+            if token is None or token.retried_at is not None:
+                return False
+            self.refresh_tokens[token_hash] = replace(token, retried_at=now)
+            return True
 
     def purge_expired(self, now: int) -> int:
         removed = 0

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 PUBLIC_CLIENT_AUTH_METHOD = "none"
+# Clients registered through RFC 7591 Dynamic Client Registration (the stored kind of every
+# client so far). Only these are deleted when unused; other kinds (created by an operator,
+# client ID metadata documents) are never reaped.
+DYNAMIC_CLIENT_KIND = "registered"
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Client:
     # Every other metadata field the client registered, echoed back in the registration response.
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
     secret_hash: str | None = None
-    kind: str = "registered"
+    kind: str = DYNAMIC_CLIENT_KIND
     last_used_at: int | None = None
 
     @property
@@ -155,16 +159,6 @@ class AuthorizationCode:
 
 
 @dataclass(frozen=True)
-class CodeRedemption:
-    """The outcome of redeeming a code in one atomic step."""
-
-    code: AuthorizationCode
-    grant: Grant
-    # False when the code had been redeemed before: a replay.
-    first_use: bool
-
-
-@dataclass(frozen=True)
 class AccessToken:
     token_hash: str
     grant_id: str
@@ -178,18 +172,22 @@ class AccessToken:
 
 @dataclass(frozen=True)
 class RefreshToken:
+    """A refresh token of a grant (RFC 6749 §6). Every rotation issues the next ``generation``;
+    only the grant's current generation and the token it replaced are kept, so storage per grant
+    stays constant however often it refreshes (services/refresh_tokens.py)."""
+
     token_hash: str
     grant_id: str
     client_id: str
+    generation: int
     scopes: tuple[str, ...]
     resource: str
     issued_at: int
     expires_at: int
-    # Set when this token was exchanged for its successor (rotation).
+    # Set when this token was exchanged for one of the next generation (rotation).
     rotated_at: int | None = None
-    successor_hash: str | None = None
-    # Set when the token was accepted once more inside the grace window after rotation.
-    replayed_at: int | None = None
+    # Set when, after its rotation, it was accepted once more inside the grace window.
+    retried_at: int | None = None
     revoked_at: int | None = None
 
 

@@ -17,6 +17,12 @@ class ServerPolicy:
     authorization_code_ttl: int = 60
     pending_authorization_ttl: int = 600
     refresh_grace_period: int = 60
+    # A dynamically registered client that never completed an authorization is deleted after
+    # unused_client_ttl; one without a live grant after idle_client_ttl since its last use.
+    unused_client_ttl: int = 24 * 3600
+    idle_client_ttl: int = 90 * 24 * 3600
+    # Expired rows are purged opportunistically at most this often per process.
+    purge_interval: int = 3600
 
     def __post_init__(self) -> None:
         for name in (
@@ -24,6 +30,9 @@ class ServerPolicy:
             "refresh_token_ttl",
             "authorization_code_ttl",
             "pending_authorization_ttl",
+            "unused_client_ttl",
+            "idle_client_ttl",
+            "purge_interval",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -14,7 +14,6 @@ from .model import (
     AccessToken,
     AuthorizationCode,
     Client,
-    CodeRedemption,
     Grant,
     PendingAuthorization,
     RefreshToken,
@@ -99,6 +98,13 @@ class ClientRepository(Protocol):
         """Record that the client was used (tokens issued), for reaping unused registrations."""
         ...
 
+    def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
+        """Delete clients of ``kind`` registered before ``never_used_before`` and never used, or
+        last used (or, if never, registered) before ``idle_before`` with no live grant (one not
+        revoked with an unexpired token); with them goes everything issued to them. Return how
+        many clients went."""
+        ...
+
 
 @runtime_checkable
 class AuthorizationStore(Protocol):
@@ -121,11 +127,13 @@ class AuthorizationStore(Protocol):
 
     def add_code(self, code: AuthorizationCode) -> None: ...
 
-    def redeem_code(self, code_hash: str, now: int) -> CodeRedemption | None:
-        """Atomically mark the code redeemed and return it with its grant.
+    def get_code(self, code_hash: str) -> tuple[AuthorizationCode, Grant] | None:
+        """The code and its grant, whatever their state; None if unknown."""
+        ...
 
-        ``first_use`` is False when it had been redeemed before. None if unknown.
-        """
+    def redeem_code(self, code_hash: str, now: int) -> bool:
+        """Mark the code redeemed in one conditional write; True only for the one caller that
+        did (False if it was redeemed before, or is unknown)."""
         ...
 
 
@@ -179,9 +187,19 @@ class GrantStore(Protocol):
 
     def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, Grant] | None: ...
 
-    def mark_refresh_rotated(self, token_hash: str, successor_hash: str, now: int) -> None: ...
+    def current_refresh_generation(self, grant_id: str) -> int | None:
+        """The newest generation among the grant's stored refresh tokens; None if it has none."""
+        ...
 
-    def mark_refresh_replayed(self, token_hash: str, successor_hash: str, now: int) -> None: ...
+    def rotate_refresh_token(self, token_hash: str, now: int) -> bool:
+        """Mark the token rotated and delete the rest of its grant's refresh tokens of its own
+        and older generations (the sibling of a retry, the token it replaced), in one transaction
+        with the caller's; False if it was rotated before."""
+        ...
+
+    def mark_refresh_retried(self, token_hash: str, now: int) -> bool:
+        """Record that a rotated token was accepted once more; False if it had been before."""
+        ...
 
     def purge_expired(self, now: int) -> int:
         """Delete expired codes, pending authorizations, tokens and long-revoked grants;

@@ -8,6 +8,8 @@ import hmac
 import re
 
 SUPPORTED_CODE_CHALLENGE_METHODS = ("S256",)
+MAC_DOMAIN = b"mcp-oauth-bridge mac\x00"
+MAC_BYTES = 16
 
 # RFC 7636 §4.1: code-verifier = 43*128unreserved
 CODE_VERIFIER_PATTERN = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
@@ -33,6 +35,13 @@ class TokenHasher:
 
     def matches(self, value: str, expected_hash: str) -> bool:
         return hmac.compare_digest(self.hash(value), expected_hash)
+
+    def mac(self, message: str) -> str:
+        """A 128-bit tag (base64url) authenticating ``message`` under the same key: lets a value
+        carry facts (a refresh token's grant and generation) the server can trust without a
+        lookup. The domain-separation prefix keeps tags apart from the stored hashes."""
+        digest = hmac.digest(self._key, MAC_DOMAIN + message.encode("utf-8"), "sha256")
+        return base64.urlsafe_b64encode(digest[:MAC_BYTES]).rstrip(b"=").decode("ascii")
 
 
 def s256_challenge(code_verifier: str) -> str:

@@ -9,12 +9,14 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from ..adapters.http import authorization, fake_idp, mcp, metadata, registration, security_headers, token
+from ..adapters.http import authorization, fake_idp, mcp, metadata, readiness, registration, security_headers, token
 from ..adapters.http.errors import register_error_handlers
 from .config import Settings, load_settings
 from .container import Container, build_container
 
 BLUEPRINT_MODULES = (metadata, registration, authorization, token, mcp)
+# How long a start-up or retried schema migration waits for the database's write lock.
+SCHEMA_BUSY_WAIT = 1.0
 # Endpoints a browser-based client (MCP Inspector) calls without cookies: any origin.
 PUBLIC_CORS_PATHS = r"^/(\.well-known/.*|oauth/(register|token|revoke)|register|token|revoke)$"
 
@@ -37,7 +39,12 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     # Blueprints receive services through @inject; this binds them to this app's container.
     container.wire(modules=modules)
-    container.database().migrate()
+    # Never fail to start for the database: a worker whose schema check finds the file busy
+    # (another process holding the write lock) or unreachable answers 503 and retries.
+    database = container.database()
+    storage = readiness.StorageReadiness(lambda: database.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT))
+    storage.ready()
+    readiness.install(app, storage)
     app.extensions["container"] = container
     return app
 

@@ -7,11 +7,13 @@ import logging
 import sys
 from typing import Any, Callable
 
+from ..domain.ports import StorageError
 from .config import ConfigError, Settings, load_settings
 from .container import build_container
 from . import gunicorn_conf
 
 log = logging.getLogger("mcp_oauth_bridge")
+MASTER_SCHEMA_BUSY_WAIT = 10.0
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -19,8 +21,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    # Migrate once in the master so workers start on a ready schema.
-    build_container(settings).database().migrate()
+    # Migrate once in the master so workers start on a ready schema; if the database is busy
+    # or down now, the workers answer 503 and retry rather than the server not starting.
+    build_container(settings).database().ensure_schema(busy_wait=MASTER_SCHEMA_BUSY_WAIT)
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -44,15 +47,18 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    build_container(settings).database().migrate()
-    print("schema is up to date")
+    try:
+        applied = build_container(settings).database().migrate()
+    except StorageError as exc:
+        print(f"mcp-oauth-bridge: migration failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"applied schema versions {', '.join(map(str, applied))}" if applied else "schema is up to date")
     return 0
 
 
 def _purge(settings: Settings, args: argparse.Namespace) -> int:
-    container = build_container(settings)
-    removed = container.grants().purge_expired(container.clock().now())
-    print(f"purged {removed} expired rows")
+    result = build_container(settings).housekeeping().purge()
+    print(f"purged {result.expired_rows} expired rows and {result.deleted_clients} unused clients")
     return 0
 
 
@@ -67,7 +73,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "serve": ("run the server with gunicorn", _serve),
     "migrate": ("create or upgrade the database schema", _migrate),
-    "purge": ("delete expired codes, tokens and authorizations", _purge),
+    "purge": ("delete expired codes, tokens and authorizations, and unused registered clients", _purge),
     "check-config": ("validate the configuration and print the main settings", _check_config),
 }
 

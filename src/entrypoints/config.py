@@ -83,6 +83,9 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     authorization_code_ttl: int = 60
     refresh_grace_period: int = 60
+    unused_client_ttl: int = 24 * 3600
+    idle_client_ttl: int = 90 * 24 * 3600
+    purge_interval: int = 3600
     fake_idp_allow_non_loopback: bool = False
     log_level: str = "INFO"
     entra: EntraSettings | None = None
@@ -332,6 +335,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         refresh_token_ttl=_positive_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600),
         authorization_code_ttl=_positive_int(env, "AUTHORIZATION_CODE_TTL", 60),
         refresh_grace_period=_positive_int(env, "REFRESH_GRACE_PERIOD", 60, allow_zero=True),
+        unused_client_ttl=_positive_int(env, "UNUSED_CLIENT_TTL", 24 * 3600),
+        idle_client_ttl=_positive_int(env, "IDLE_CLIENT_TTL", 90 * 24 * 3600),
+        purge_interval=_positive_int(env, "PURGE_INTERVAL", 3600),
         fake_idp_allow_non_loopback=fake_allow,
         log_level=log_level,
         entra=_entra_settings(env) if idp_provider == "azure" else None,

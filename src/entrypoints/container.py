@@ -26,6 +26,7 @@ from ..domain.policy import ServerPolicy
 from ..domain.security import TokenHasher
 from ..domain.services.authorization import AuthorizationService
 from ..domain.services.bearer import BearerAuthenticator
+from ..domain.services.housekeeping import Housekeeping
 from ..domain.services.registration import RegistrationService
 from ..domain.ports import Toolset
 from ..domain.services.tokens import ClientAuthenticator, TokenService
@@ -72,6 +73,9 @@ def server_policy(settings: Settings, tools: ToolService) -> ServerPolicy:
         refresh_token_ttl=settings.refresh_token_ttl,
         authorization_code_ttl=settings.authorization_code_ttl,
         refresh_grace_period=settings.refresh_grace_period,
+        unused_client_ttl=settings.unused_client_ttl,
+        idle_client_ttl=settings.idle_client_ttl,
+        purge_interval=settings.purge_interval,
     )
 
 
@@ -138,6 +142,7 @@ class Container(containers.DeclarativeContainer):
     tool_service = providers.Singleton(ToolService, toolsets=toolsets, upstream=upstream_tokens)
     policy = providers.Singleton(server_policy, settings, tool_service)
 
+    housekeeping = providers.Singleton(Housekeeping, clients=clients, grants=grants, clock=clock, policy=policy)
     registration_service = providers.Singleton(
         RegistrationService,
         clients=clients,
@@ -146,6 +151,7 @@ class Container(containers.DeclarativeContainer):
         hasher=hasher,
         policy=policy,
         web_urls=web_urls,
+        housekeeping=housekeeping,
     )
     authorization_service = providers.Singleton(
         AuthorizationService,
@@ -158,6 +164,7 @@ class Container(containers.DeclarativeContainer):
         hasher=hasher,
         policy=policy,
         web_urls=web_urls,
+        housekeeping=housekeeping,
     )
     client_authenticator = providers.Singleton(ClientAuthenticator, clients=clients, hasher=hasher)
     token_service = providers.Singleton(
@@ -169,6 +176,7 @@ class Container(containers.DeclarativeContainer):
         tokens=token_generator,
         hasher=hasher,
         policy=policy,
+        housekeeping=housekeeping,
     )
     bearer_authenticator = providers.Singleton(
         BearerAuthenticator, grants=grants, clock=clock, hasher=hasher, policy=policy

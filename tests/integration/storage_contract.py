@@ -134,6 +134,7 @@ def make_refresh_token(token_hash: str = "rt-hash-1", grant_id: str = "grant-1",
         token_hash=token_hash,
         grant_id=grant_id,
         client_id="client-1",
+        generation=0,
         scopes=("mcp:read", "mcp:write"),
         resource=RESOURCE,
         issued_at=NOW,
@@ -218,8 +219,48 @@ class StorageContract:
         assert grant_store.get_upstream_tokens("grant-1") is None
         assert grant_store.get_access_token("at-hash-1") is None
         assert grant_store.get_refresh_token("rt-hash-1") is None
-        assert authorization_store.redeem_code("code-hash-1", NOW) is None
+        assert authorization_store.get_code("code-hash-1") is None
         assert authorization_store.get_pending("pending-1") is None
+
+    def test_delete_unused_takes_only_unused_or_idle_clients_of_the_kind(
+        self, clients_repo: ClientRepository, authorization_store: AuthorizationStore, grant_store: GrantStore
+    ) -> None:
+        cutoff_unused, cutoff_idle, now = NOW, NOW - 90 * DAY, NOW + DAY
+        # Never used: registered at the cut-off goes, a second later stays.
+        clients_repo.add(make_client("never-used-old", issued_at=cutoff_unused))
+        authorization_store.add_pending(make_pending("pending-of-old", client_id="never-used-old"))
+        clients_repo.add(make_client("never-used-new", issued_at=cutoff_unused + 1))
+        # Used once, long ago, nothing live: goes with its dead grant.
+        clients_repo.add(make_client("idle", issued_at=cutoff_idle - DAY, last_used_at=cutoff_idle))
+        self.given_grant(clients_repo, grant_store, make_grant("grant-idle", client_id="idle"))
+        grant_store.add_refresh_token(make_refresh_token("rt-idle", grant_id="grant-idle", expires_at=now))
+        # Used long ago but its refresh token still lives: stays.
+        clients_repo.add(make_client("idle-live", issued_at=cutoff_idle - DAY, last_used_at=cutoff_idle))
+        self.given_grant(clients_repo, grant_store, make_grant("grant-live", client_id="idle-live"))
+        grant_store.add_refresh_token(make_refresh_token("rt-live", grant_id="grant-live", expires_at=now + 1))
+        # Used long ago, its only live token belongs to a revoked grant: goes.
+        clients_repo.add(make_client("idle-revoked", issued_at=cutoff_idle - DAY, last_used_at=cutoff_idle))
+        self.given_grant(clients_repo, grant_store, make_grant("grant-revoked", client_id="idle-revoked"))
+        grant_store.add_access_token(make_access_token("at-revoked", grant_id="grant-revoked", expires_at=now + 1))
+        grant_store.revoke_grant("grant-revoked", NOW - DAY)
+        # Used recently: stays.
+        clients_repo.add(make_client("recent", issued_at=cutoff_idle - DAY, last_used_at=cutoff_idle + 1))
+        # Another kind is never deleted.
+        clients_repo.add(make_client("operator", kind="operator", issued_at=cutoff_idle - DAY))
+
+        deleted = clients_repo.delete_unused(
+            "registered", never_used_before=cutoff_unused, idle_before=cutoff_idle, now=now
+        )
+
+        assert deleted == 3
+        assert sorted(c.client_id for c in clients_repo.list()) == [
+            "idle-live", "never-used-new", "operator", "recent"
+        ]
+        assert authorization_store.get_pending("pending-of-old") is None
+        assert grant_store.get_grant("grant-idle") is None
+        assert grant_store.get_refresh_token("rt-idle") is None
+        assert grant_store.get_grant("grant-revoked") is None
+        assert grant_store.get_refresh_token("rt-live") is not None
 
     # -- AuthorizationStore: pending authorizations ---------------------------------------------
 
@@ -286,36 +327,31 @@ class StorageContract:
 
     # -- AuthorizationStore: codes --------------------------------------------------------------
 
-    def test_redeem_code_first_use_then_replay(
+    def test_redeem_code_once(
         self, clients_repo: ClientRepository, authorization_store: AuthorizationStore, grant_store: GrantStore
     ) -> None:
         grant = self.given_grant(clients_repo, grant_store)
         code = make_code()
         authorization_store.add_code(code)
+        assert authorization_store.get_code("code-hash-1") == (code, grant)
 
-        first = authorization_store.redeem_code("code-hash-1", NOW + 5)
-        assert first is not None
-        assert first.first_use is True
-        assert first.code == replace(code, redeemed_at=NOW + 5)
-        assert first.grant == grant
+        assert authorization_store.redeem_code("code-hash-1", NOW + 5) is True
+        assert authorization_store.get_code("code-hash-1") == (replace(code, redeemed_at=NOW + 5), grant)
+        # Only the first redemption changes the row.
+        assert authorization_store.redeem_code("code-hash-1", NOW + 9) is False
+        assert authorization_store.get_code("code-hash-1") == (replace(code, redeemed_at=NOW + 5), grant)
 
-        replay = authorization_store.redeem_code("code-hash-1", NOW + 9)
-        assert replay is not None
-        assert replay.first_use is False
-        # The replay reports when the code was first redeemed.
-        assert replay.code.redeemed_at == NOW + 5
-        assert replay.grant == grant
+    def test_unknown_code(self, authorization_store: AuthorizationStore) -> None:
+        assert authorization_store.get_code("unknown") is None
+        assert authorization_store.redeem_code("unknown", NOW) is False
 
-    def test_redeem_unknown_code_is_none(self, authorization_store: AuthorizationStore) -> None:
-        assert authorization_store.redeem_code("unknown", NOW) is None
-
-    def test_redeem_code_returns_an_expired_code_for_the_service_to_judge(
+    def test_get_code_returns_an_expired_code_for_the_service_to_judge(
         self, clients_repo: ClientRepository, authorization_store: AuthorizationStore, grant_store: GrantStore
     ) -> None:
         self.given_grant(clients_repo, grant_store)
         authorization_store.add_code(make_code())
-        redemption = authorization_store.redeem_code("code-hash-1", NOW + 61)
-        assert redemption is not None and redemption.code.expires_at == NOW + 60
+        found = authorization_store.get_code("code-hash-1")
+        assert found is not None and found[0].expires_at == NOW + 60
 
     # -- GrantStore: grants ---------------------------------------------------------------------
 
@@ -481,24 +517,41 @@ class StorageContract:
         assert grant_store.get_refresh_token("rt-hash-1") == (token, grant)
         assert grant_store.get_refresh_token("unknown") is None
 
-    def test_refresh_rotation_and_replay_marks(self, clients_repo: ClientRepository, grant_store: GrantStore) -> None:
+    def test_rotation_keeps_the_rotated_token_and_newer_generations(
+        self, clients_repo: ClientRepository, grant_store: GrantStore
+    ) -> None:
         self.given_grant(clients_repo, grant_store)
-        grant_store.add_refresh_token(make_refresh_token("rt-1"))
-        grant_store.add_refresh_token(make_refresh_token("rt-2"))
+        self.given_grant(clients_repo, grant_store, make_grant("grant-2"))
+        assert grant_store.current_refresh_generation("grant-1") is None
+        grant_store.add_refresh_token(make_refresh_token("rt-0", generation=0, rotated_at=NOW, retried_at=NOW + 1))
+        grant_store.add_refresh_token(make_refresh_token("rt-1a", generation=1))
+        grant_store.add_refresh_token(make_refresh_token("rt-1b", generation=1))
+        grant_store.add_refresh_token(make_refresh_token("rt-other", grant_id="grant-2", generation=0))
+        assert grant_store.current_refresh_generation("grant-1") == 1
 
-        grant_store.mark_refresh_rotated("rt-1", "rt-2", NOW + 10)
-        rotated = grant_store.get_refresh_token("rt-1")
-        assert rotated is not None
-        assert (rotated[0].rotated_at, rotated[0].successor_hash, rotated[0].replayed_at) == (NOW + 10, "rt-2", None)
+        assert grant_store.rotate_refresh_token("rt-1b", NOW + 10) is True
+        grant_store.add_refresh_token(make_refresh_token("rt-2", generation=2))
+        assert grant_store.current_refresh_generation("grant-1") == 2
+        # The token rotated now stays (a retry within the grace); its sibling and the older
+        # generation go; other grants are untouched.
+        rotated = grant_store.get_refresh_token("rt-1b")
+        assert rotated is not None and rotated[0] == make_refresh_token("rt-1b", generation=1, rotated_at=NOW + 10)
+        assert grant_store.get_refresh_token("rt-1a") is None
+        assert grant_store.get_refresh_token("rt-0") is None
+        assert grant_store.get_refresh_token("rt-2") is not None
+        assert grant_store.get_refresh_token("rt-other") is not None
+        # A token is rotated once.
+        assert grant_store.rotate_refresh_token("rt-1b", NOW + 11) is False
+        assert grant_store.rotate_refresh_token("unknown", NOW + 11) is False
 
-        grant_store.mark_refresh_replayed("rt-1", "rt-3", NOW + 20)
-        replayed = grant_store.get_refresh_token("rt-1")
-        assert replayed is not None
-        assert replayed[0] == replace(
-            make_refresh_token("rt-1"), rotated_at=NOW + 10, successor_hash="rt-3", replayed_at=NOW + 20
-        )
-        successor = grant_store.get_refresh_token("rt-2")
-        assert successor is not None and successor[0] == make_refresh_token("rt-2")
+    def test_a_retry_is_recorded_once(self, clients_repo: ClientRepository, grant_store: GrantStore) -> None:
+        self.given_grant(clients_repo, grant_store)
+        grant_store.add_refresh_token(make_refresh_token("rt-0", rotated_at=NOW))
+        assert grant_store.mark_refresh_retried("rt-0", NOW + 5) is True
+        assert grant_store.mark_refresh_retried("rt-0", NOW + 6) is False
+        retried = grant_store.get_refresh_token("rt-0")
+        assert retried is not None and retried[0] == make_refresh_token("rt-0", rotated_at=NOW, retried_at=NOW + 5)
+        assert grant_store.mark_refresh_retried("unknown", NOW) is False
 
     # -- GrantStore: transactions ---------------------------------------------------------------
 
@@ -527,7 +580,7 @@ class StorageContract:
         assert grant_store.get_grant("grant-1") is None
         assert grant_store.get_upstream_tokens("grant-1") is None
         assert grant_store.get_access_token("at-hash-1") is None
-        assert authorization_store.redeem_code("code-hash-1", NOW) is None
+        assert authorization_store.get_code("code-hash-1") is None
 
     def test_atomic_nests(self, clients_repo: ClientRepository, grant_store: GrantStore) -> None:
         self.given_grant(clients_repo, grant_store)
@@ -559,8 +612,8 @@ class StorageContract:
 
         assert authorization_store.get_pending("pending-old") is None
         assert authorization_store.get_pending("pending-live") is not None
-        assert authorization_store.redeem_code("code-old", NOW) is None
-        assert authorization_store.redeem_code("code-live", NOW) is not None
+        assert authorization_store.get_code("code-old") is None
+        assert authorization_store.get_code("code-live") is not None
         assert grant_store.get_access_token("at-old") is None
         assert grant_store.get_access_token("at-live") is not None
         assert grant_store.get_refresh_token("rt-old") is None

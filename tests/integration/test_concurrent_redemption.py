@@ -22,6 +22,7 @@ from mcp_oauth_bridge.adapters.system import SecretsTokenGenerator
 from mcp_oauth_bridge.domain.errors import InvalidGrant
 from mcp_oauth_bridge.domain.policy import ServerPolicy
 from mcp_oauth_bridge.domain.security import TokenHasher, s256_challenge
+from mcp_oauth_bridge.domain.services.housekeeping import Housekeeping
 from mcp_oauth_bridge.domain.services.tokens import TokenService
 from tests.fakes import FixedClock
 
@@ -43,8 +44,7 @@ def _redeem_at_the_store(path: str, key: str, barrier: Barrier, results: Any) ->
         store = SqliteAuthorizationStore(database)
         database.connection()
         barrier.wait()
-        redemption = store.redeem_code(TokenHasher(HASH_KEY).hash(CODE), NOW + 1)
-        results.put("none" if redemption is None else ("first" if redemption.first_use else "replay"))
+        results.put("first" if store.redeem_code(TokenHasher(HASH_KEY).hash(CODE), NOW + 1) else "replay")
     except BaseException as exc:  # noqa: BLE001 - the parent asserts on it
         results.put(f"error: {exc!r}")
     finally:
@@ -55,14 +55,17 @@ def _exchange_through_the_token_service(path: str, key: str, barrier: Barrier, r
     database = SqliteDatabase(path, SecretBox([key]))
     try:
         clients = SqliteClientRepository(database)
+        grants = SqliteGrantStore(database)
+        clock = FixedClock(NOW + 1)
         service = TokenService(
             clients=clients,
             authorizations=SqliteAuthorizationStore(database),
-            grants=SqliteGrantStore(database),
-            clock=FixedClock(NOW + 1),
+            grants=grants,
+            clock=clock,
             tokens=SecretsTokenGenerator(),
             hasher=TokenHasher(HASH_KEY),
             policy=POLICY,
+            housekeeping=Housekeeping(clients=clients, grants=grants, clock=clock, policy=POLICY),
         )
         client = clients.get("client-1")
         assert client is not None

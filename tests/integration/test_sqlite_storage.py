@@ -23,12 +23,13 @@ from mcp_oauth_bridge.adapters.storage.sqlite import (
     SqliteDatabase,
     SqliteGrantStore,
 )
-from mcp_oauth_bridge.domain.model import AccessToken, Grant
+from mcp_oauth_bridge.domain.model import AccessToken
 from mcp_oauth_bridge.domain.ports import AuthorizationStore, ClientRepository, GrantStore, StorageError
 
 from .storage_contract import (
     DAY,
     NOW,
+    RESOURCE,
     StorageContract,
     make_access_token,
     make_client,
@@ -38,7 +39,7 @@ from .storage_contract import (
     make_upstream,
     make_upstream_tokens,
 )
-from .storage_fixtures import sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
+from .storage_fixtures import database_at_version, sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
 
 ALL_VERSIONS = [version for version, _ in MIGRATIONS]
 
@@ -209,54 +210,6 @@ def test_migrations_are_recorded_and_idempotent(sqlite_path: Path, sqlite_key: s
         again.close()
 
 
-def _database_at_migration_2(path: Path, grants: list[Grant], tokens: list[tuple[Any, ...]]) -> None:
-    """A file as the adapter left it at schema version 2, holding ``grants`` (of client-1) and
-    access-token rows in that version's layout."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    connection = sqlite3.connect(str(path), isolation_level=None)
-    try:
-        connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute("BEGIN")
-        connection.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
-        )
-        for version, statements in MIGRATIONS:
-            if version > 2:
-                break
-            for statement in statements:
-                connection.execute(statement)
-            connection.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, NOW))
-        connection.execute(
-            "INSERT INTO clients (client_id, secret_hash, metadata, kind, issued_at) "
-            "VALUES ('client-1', NULL, '{}', 'registered', ?)",
-            (NOW,),
-        )
-        for grant in grants:
-            connection.execute(
-                "INSERT INTO grants (grant_id, client_id, subject, claims, scopes, resource, created_at, revoked_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    grant.grant_id,
-                    grant.client_id,
-                    grant.subject,
-                    json.dumps(dict(grant.claims)),
-                    " ".join(grant.scopes),
-                    grant.resource,
-                    grant.created_at,
-                    grant.revoked_at,
-                ),
-            )
-        connection.executemany(
-            "INSERT INTO access_tokens "
-            "(token_hash, grant_id, client_id, scopes, resource, issued_at, expires_at, revoked_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            tokens,
-        )
-        connection.execute("COMMIT")
-    finally:
-        connection.close()
-
-
 def _v2_token_row(token: AccessToken) -> tuple[Any, ...]:
     # Keyed hashes (64 lower-case hex digits) as their 32 bytes, anything else as text.
     try:
@@ -291,12 +244,12 @@ def test_migration_3_moves_existing_access_tokens_into_the_one_probe_layout(
         make_access_token(prefix + "02" * 24, grant_id="grant-revoked", revoked_at=NOW + 9),
         make_access_token("at-stored-as-text", grant_id="grant-live"),
     ]
-    _database_at_migration_2(sqlite_path, [live, revoked], [_v2_token_row(token) for token in tokens])
+    database_at_version(2, sqlite_path, [live, revoked], [_v2_token_row(token) for token in tokens])
 
     database = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
     try:
-        assert database.migrate() == [3]
-        assert database.applied_migrations() == [1, 2, 3]
+        assert database.migrate() == ALL_VERSIONS[2:]
+        assert database.applied_migrations() == ALL_VERSIONS
         connection = database.connection()
         assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -326,6 +279,41 @@ def test_migration_3_moves_existing_access_tokens_into_the_one_probe_layout(
         assert grants.get_access_token(prefix + "02" * 24) is not None
         SqliteClientRepository(database).delete("client-1")
         assert connection.execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 0
+    finally:
+        database.close()
+
+
+def test_migration_4_keeps_current_refresh_tokens_and_drops_rotated_ones(
+    sqlite_path: Path, sqlite_key: str  # noqa: F811
+) -> None:
+    grant = make_grant("grant-1")
+    current, rotated, revoked = "0c" * 32, "0d" * 32, "0e" * 32
+    rows = [
+        (bytes.fromhex(current), "grant-1", "client-1", "mcp:read mcp:write", RESOURCE, NOW, NOW + DAY, None, None, None, None),
+        (bytes.fromhex(rotated), "grant-1", "client-1", "mcp:read", RESOURCE, NOW - 10, NOW + DAY, NOW,
+         bytes.fromhex(current), None, None),
+        (bytes.fromhex(revoked), "grant-1", "client-1", "mcp:read", RESOURCE, NOW, NOW + DAY, None, None, None, NOW + 1),
+    ]
+    database_at_version(3, sqlite_path, [grant], [], rows)
+
+    database = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
+    try:
+        assert database.migrate() == ALL_VERSIONS[3:]
+        grants = SqliteGrantStore(database)
+        assert grants.get_refresh_token(current) == (
+            make_refresh_token(current, scopes=("mcp:read", "mcp:write"), expires_at=NOW + DAY), grant
+        )
+        assert grants.get_refresh_token(revoked) == (
+            make_refresh_token(revoked, scopes=("mcp:read",), expires_at=NOW + DAY, revoked_at=NOW + 1), grant
+        )
+        assert grants.get_refresh_token(rotated) is None
+        assert grants.current_refresh_generation("grant-1") == 0
+        connection = database.connection()
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+        indexes = {row[1] for row in connection.execute("PRAGMA index_list(refresh_tokens)")}
+        assert {"refresh_tokens_grant_id", "refresh_tokens_expires_at"} <= indexes
+        # The carried-over token rotates like a new one.
+        assert grants.rotate_refresh_token(current, NOW + 5) is True
     finally:
         database.close()
 
@@ -398,17 +386,16 @@ def test_keyed_hashes_are_stored_as_32_byte_blobs_and_other_strings_as_text(
     for token_hash in (hex_hash, upper_hash, "at-hash-1"):
         grants.add_access_token(make_access_token(token_hash))
     grants.add_refresh_token(make_refresh_token("ab" * 32))
-    grants.mark_refresh_rotated("ab" * 32, "cd" * 32, NOW + 1)
 
     stored = dict(sqlite_database.connection().execute("SELECT token_hash, typeof(token_hash) FROM access_tokens"))
     assert stored == {bytes.fromhex(hex_hash): "blob", upper_hash: "text", "at-hash-1": "text"}
-    successor = sqlite_database.connection().execute("SELECT successor_hash FROM refresh_tokens").fetchone()[0]
-    assert successor == bytes.fromhex("cd" * 32)
+    refresh_key = sqlite_database.connection().execute("SELECT token_hash FROM refresh_tokens").fetchone()[0]
+    assert refresh_key == bytes.fromhex("ab" * 32)
     for token_hash in (hex_hash, upper_hash, "at-hash-1"):
         found = grants.get_access_token(token_hash)
         assert found is not None and found[0] == make_access_token(token_hash)
     refresh = grants.get_refresh_token("ab" * 32)
-    assert refresh is not None and (refresh[0].token_hash, refresh[0].successor_hash) == ("ab" * 32, "cd" * 32)
+    assert refresh is not None and refresh[0].token_hash == "ab" * 32
     assert grants.get_access_token("0F" * 31 + "0f") is None
 
 

@@ -13,6 +13,7 @@ from mcp_oauth_bridge.domain.policy import ServerPolicy
 from mcp_oauth_bridge.domain.security import TokenHasher
 from mcp_oauth_bridge.domain.services.authorization import AuthorizationService, ConsentPrompt
 from mcp_oauth_bridge.domain.services.bearer import BearerAuthenticator
+from mcp_oauth_bridge.domain.services.housekeeping import Housekeeping
 from mcp_oauth_bridge.domain.services.registration import RegisteredClient, RegistrationService
 from mcp_oauth_bridge.domain.services.tokens import ClientAuthenticator, TokenService
 from tests.fakes import (
@@ -58,6 +59,7 @@ class World:
     idp: ScriptedIdentityProvider
     hasher: TokenHasher
     policy: ServerPolicy
+    housekeeping: Housekeeping
     registration: RegistrationService
     authorization: AuthorizationService
     token_service: TokenService
@@ -171,12 +173,13 @@ class World:
 def build_world(policy: ServerPolicy | None = None) -> World:
     clock = FixedClock(NOW)
     tokens = SequentialTokenGenerator()
-    clients = InMemoryClientRepository()
     storage = InMemoryStorage()
+    clients = InMemoryClientRepository(storage)
     idp = ScriptedIdentityProvider()
     hasher = TokenHasher(HASH_KEY)
     policy = policy or ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES)
     web_urls = RecordedWebUrlParser()
+    housekeeping = Housekeeping(clients=clients, grants=storage, clock=clock, policy=policy)
     return World(
         clock=clock,
         tokens=tokens,
@@ -185,8 +188,15 @@ def build_world(policy: ServerPolicy | None = None) -> World:
         idp=idp,
         hasher=hasher,
         policy=policy,
+        housekeeping=housekeeping,
         registration=RegistrationService(
-            clients=clients, clock=clock, tokens=tokens, hasher=hasher, policy=policy, web_urls=web_urls
+            clients=clients,
+            clock=clock,
+            tokens=tokens,
+            hasher=hasher,
+            policy=policy,
+            housekeeping=housekeeping,
+            web_urls=web_urls,
         ),
         authorization=AuthorizationService(
             clients=clients,
@@ -198,6 +208,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             hasher=hasher,
             policy=policy,
             web_urls=web_urls,
+            housekeeping=housekeeping,
         ),
         token_service=TokenService(
             clients=clients,
@@ -207,6 +218,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             tokens=tokens,
             hasher=hasher,
             policy=policy,
+            housekeeping=housekeeping,
         ),
         client_auth=ClientAuthenticator(clients=clients, hasher=hasher),
         bearer=BearerAuthenticator(grants=storage, clock=clock, hasher=hasher, policy=policy),

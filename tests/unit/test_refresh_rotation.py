@@ -17,6 +17,8 @@ from mcp_oauth_bridge.domain.errors import (
 )
 from mcp_oauth_bridge.domain.model import IssuedTokens
 from mcp_oauth_bridge.domain.policy import ServerPolicy
+from mcp_oauth_bridge.domain.refresh_tokens import RefreshTokenName, parse_refresh_token
+from mcp_oauth_bridge.domain.security import TokenHasher
 from mcp_oauth_bridge.domain.services.registration import RegisteredClient
 
 from .conftest import ISSUER, NOW, RESOURCE, SCOPES, World, build_world
@@ -58,9 +60,10 @@ def test_refresh_issues_new_tokens_and_rotates_the_refresh_token(
     assert new.expires_in == world.policy.access_token_ttl
     old_record = world.refresh_record(rt(issued))
     assert old_record.rotated_at == NOW + 100
-    assert old_record.successor_hash == world.hasher.hash(rt(new))
     assert old_record.revoked_at is None
+    assert old_record.generation == 0
     new_record = world.refresh_record(rt(new))
+    assert new_record.generation == 1
     assert new_record.issued_at == NOW + 100
     assert new_record.expires_at == NOW + 100 + world.policy.refresh_token_ttl
     assert new_record.rotated_at is None
@@ -70,6 +73,20 @@ def test_refresh_issues_new_tokens_and_rotates_the_refresh_token(
     assert world.active(public_client, rt(new))
     stored = world.clients.get(public_client.client.client_id)
     assert stored is not None and stored.last_used_at == NOW + 100
+
+
+def test_refresh_tokens_name_their_grant_and_generation(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    grant_id = world.only_grant().grant_id
+    assert parse_refresh_token(world.hasher, rt(issued)) == RefreshTokenName(grant_id=grant_id, generation=0)
+    second = world.refresh(public_client, rt(issued))
+    assert parse_refresh_token(world.hasher, rt(second)) == RefreshTokenName(grant_id=grant_id, generation=1)
+    # The name is authenticated: under another key, or with any character changed, it is nobody's.
+    assert parse_refresh_token(TokenHasher(b"another-key-of-at-least-32-bytes!!"), rt(second)) is None
+    for index in range(len("mob_rt_"), len(rt(second))):
+        forged = rt(second)[:index] + ("A" if rt(second)[index] != "A" else "B") + rt(second)[index + 1:]
+        assert parse_refresh_token(world.hasher, forged) is None
 
 
 def test_old_access_token_stays_valid_until_its_expiry(
@@ -85,44 +102,90 @@ def test_old_access_token_stays_valid_until_its_expiry(
     assert world.bearer.authenticate(new.access_token).client_id == public_client.client.client_id
 
 
-def test_rotation_chain(world: World, public_client: RegisteredClient, issued: IssuedTokens) -> None:
+def test_rotation_keeps_only_the_current_token_and_the_one_it_replaced(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
     current = issued
     for _ in range(5):
         world.clock.advance(world.policy.refresh_grace_period + 1)
-        current = world.refresh(public_client, rt(current))
+        previous, current = current, world.refresh(public_client, rt(current))
     assert world.active(public_client, rt(current))
-    assert len(world.storage.refresh_tokens) == 6
-    assert sum(1 for t in world.storage.refresh_tokens.values() if t.rotated_at is None) == 1
+    assert set(world.storage.refresh_tokens) == {world.hasher.hash(rt(previous)), world.hasher.hash(rt(current))}
+    assert world.refresh_record(rt(current)).generation == 5
     assert not world.only_grant().is_revoked
 
 
-# -- the grace window ----------------------------------------------------------------------------
-
-
-def test_replay_within_grace_while_successor_unused_works_once(
+def test_storage_per_grant_stays_constant_over_thirty_days_of_hourly_refreshes(
     world: World, public_client: RegisteredClient, issued: IssuedTokens
 ) -> None:
+    current = issued
+    for _ in range(30 * 24):
+        world.clock.advance(3600)
+        current = world.refresh(public_client, rt(current))
+        # The rotated token, the current one; the access tokens of the last hour or two (expired
+        # ones are purged at most every purge_interval).
+        assert len(world.storage.refresh_tokens) == 2
+        assert len(world.storage.access_tokens) <= 3
+    assert world.refresh_record(rt(current)).generation == 720
+    assert world.bearer.authenticate(current.access_token).client_id == public_client.client.client_id
+
+
+def test_a_token_of_the_previous_format_is_rotated_into_the_new_one(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    # Refresh tokens issued before tokens named their grant (``mob_rt_`` + random) are stored
+    # at generation 0 by the upgrade and keep working.
+    record = world.refresh_record(rt(issued))
+    legacy = "mob_rt_" + "L" * 43
+    del world.storage.refresh_tokens[record.token_hash]
+    world.storage.refresh_tokens[world.hasher.hash(legacy)] = replace(record, token_hash=world.hasher.hash(legacy))
+    new = world.refresh(public_client, legacy)
+    assert parse_refresh_token(world.hasher, rt(new)) == RefreshTokenName(grant_id=world.only_grant().grant_id, generation=1)
+    assert world.refresh(public_client, rt(new)).access_token
+
+
+# -- the grace window: one retry, not a relay ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kept", ["first", "second"])
+def test_a_lost_response_is_retried_once_and_either_answer_works(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens, kept: str
+) -> None:
     world.clock.advance(10)
-    lost = world.refresh(public_client, rt(issued))  # the response never reached the client
+    first = world.refresh(public_client, rt(issued))  # the response never reached the client
     world.clock.advance(world.policy.refresh_grace_period)  # still inside the window (inclusive)
-    retried = world.refresh(public_client, rt(issued))
+    second = world.refresh(public_client, rt(issued))
 
-    assert rt(retried) not in (rt(issued), rt(lost))
-    assert world.bearer.authenticate(retried.access_token)
-    assert world.active(public_client, rt(retried))
-    old = world.refresh_record(rt(issued))
-    assert old.replayed_at == NOW + 10 + world.policy.refresh_grace_period
-    assert old.successor_hash == world.hasher.hash(rt(retried))
-    # The unused successor is superseded by the retry's token.
-    assert world.refresh_record(rt(lost)).rotated_at == NOW + 10 + world.policy.refresh_grace_period
-    assert not world.active(public_client, rt(lost))
-    assert not world.only_grant().is_revoked
-    # And the retry's token rotates normally.
+    assert rt(second) not in (rt(issued), rt(first))
+    assert world.refresh_record(rt(second)).generation == world.refresh_record(rt(first)).generation == 1
+    assert world.refresh_record(rt(issued)).retried_at == NOW + 10 + world.policy.refresh_grace_period
+    # Both successors stay valid until one of them is used.
+    assert world.active(public_client, rt(first)) and world.active(public_client, rt(second))
+    assert world.bearer.authenticate(first.access_token) and world.bearer.authenticate(second.access_token)
+    used, other = (first, second) if kept == "first" else (second, first)
     world.clock.advance(1)
-    assert world.refresh(public_client, rt(retried)).access_token
+    newest = world.refresh(public_client, rt(used))
+    assert not world.only_grant().is_revoked
+    # Then the other one is a replay.
+    assert not world.active(public_client, rt(other))
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(other))
+    assert_grant_fully_revoked(world, public_client, issued, first, second, newest)
 
 
-def test_second_replay_within_grace_revokes_the_whole_grant(
+def test_a_double_refresh_in_the_same_second_keeps_the_connection(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    # Claude sometimes refreshes twice at once; whichever answer it keeps goes on working.
+    answers = [world.refresh(public_client, rt(issued)), world.refresh(public_client, rt(issued))]
+    current = answers[1]
+    for _ in range(3):
+        world.clock.advance(world.policy.refresh_grace_period + 1)
+        current = world.refresh(public_client, rt(current))
+    assert not world.only_grant().is_revoked
+
+
+def test_a_third_presentation_within_grace_revokes_the_whole_grant(
     world: World, public_client: RegisteredClient, issued: IssuedTokens
 ) -> None:
     first = world.refresh(public_client, rt(issued))
@@ -132,9 +195,10 @@ def test_second_replay_within_grace_revokes_the_whole_grant(
         world.refresh(public_client, rt(issued))
     assert_grant_fully_revoked(world, public_client, issued, first, second)
     assert world.only_grant().revoked_at == NOW + 1
-    # Even the newest refresh token is dead now.
-    with pytest.raises(InvalidGrant):
-        world.refresh(public_client, rt(second))
+    # Even the newest refresh tokens are dead now.
+    for token in (first, second):
+        with pytest.raises(InvalidGrant):
+            world.refresh(public_client, rt(token))
 
 
 def test_replay_after_the_successor_was_used_revokes_the_grant(
@@ -159,6 +223,61 @@ def test_replay_after_the_grace_window_revokes_the_grant(
         world.refresh(public_client, rt(successor))
 
 
+def test_replay_of_a_token_no_longer_stored_revokes_the_grant(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    tokens = [issued]
+    for _ in range(3):
+        world.clock.advance(world.policy.refresh_grace_period + 1)
+        tokens.append(world.refresh(public_client, rt(tokens[-1])))
+    # Generation 0 was deleted two rotations ago; its tag still says it is this grant's.
+    assert world.hasher.hash(rt(issued)) not in world.storage.refresh_tokens
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(issued))
+    assert_grant_fully_revoked(world, public_client, *tokens)
+
+
+@pytest.mark.parametrize("thief_first", [False, True])
+def test_a_thief_and_the_owner_alternating_inside_the_grace_are_caught_at_the_second_round(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens, thief_first: bool
+) -> None:
+    stolen = rt(issued)
+    owner = world.refresh(public_client, rt(issued))
+    thief = world.refresh(public_client, stolen)  # accepted: it looks like a retry
+    world.clock.advance(5)
+    first, second = (thief, owner) if thief_first else (owner, thief)
+    newest = world.refresh(public_client, rt(first))
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, rt(second))
+    assert_grant_fully_revoked(world, public_client, issued, owner, thief, newest)
+
+
+def test_a_forged_token_naming_the_grant_revokes_nothing(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    world.refresh(public_client, rt(issued))
+    world.clock.advance(world.policy.refresh_grace_period + 1)
+    grant_part = rt(issued)[len("mob_rt_"):].split(".")[0]
+    forged = f"mob_rt_{grant_part}.0.{'x' * 43}.{'A' * 22}"
+    with pytest.raises(InvalidGrant):
+        world.refresh(public_client, forged)
+    assert not world.only_grant().is_revoked
+
+
+def test_an_old_token_presented_by_another_client_revokes_nothing(
+    world: World, public_client: RegisteredClient, issued: IssuedTokens
+) -> None:
+    current = issued
+    for _ in range(2):
+        world.clock.advance(world.policy.refresh_grace_period + 1)
+        current = world.refresh(public_client, rt(current))
+    other = world.register()
+    with pytest.raises(InvalidGrant):
+        world.refresh(other, rt(issued))
+    assert not world.only_grant().is_revoked
+    assert world.refresh(public_client, rt(current)).access_token
+
+
 def test_zero_grace_period_revokes_on_any_replay() -> None:
     world = build_world(ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES, refresh_grace_period=0))
     registered = world.register()
@@ -168,17 +287,6 @@ def test_zero_grace_period_revokes_on_any_replay() -> None:
     with pytest.raises(InvalidGrant):
         world.refresh(registered, rt(issued))
     assert_grant_fully_revoked(world, registered, issued, successor)
-
-
-def test_replay_of_a_superseded_successor_after_the_retry_token_was_used_revokes(
-    world: World, public_client: RegisteredClient, issued: IssuedTokens
-) -> None:
-    lost = world.refresh(public_client, rt(issued))
-    retried = world.refresh(public_client, rt(issued))
-    newest = world.refresh(public_client, rt(retried))
-    with pytest.raises(InvalidGrant):
-        world.refresh(public_client, rt(lost))
-    assert_grant_fully_revoked(world, public_client, issued, lost, retried, newest)
 
 
 # -- scope ---------------------------------------------------------------------------------------

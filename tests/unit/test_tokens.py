@@ -57,6 +57,7 @@ def test_exchange_issues_access_and_refresh_tokens(world: World, public_client: 
         token_hash=world.hasher.hash(issued.refresh_token),
         grant_id=grant.grant_id,
         client_id=public_client.client.client_id,
+        generation=0,
         scopes=("mcp:read",),
         resource=RESOURCE,
         issued_at=NOW + 10,
@@ -238,12 +239,61 @@ def test_redirect_uri_must_be_the_one_authorized_not_just_a_registered_one(world
         world.exchange(registered, code, redirect_uri=REDIRECT_URI)
 
 
-def test_code_of_another_client_is_invalid_grant(world: World, public_client: RegisteredClient) -> None:
+def test_code_of_another_client_is_invalid_grant_and_stays_usable_by_its_own(
+    world: World, public_client: RegisteredClient
+) -> None:
     other = world.register()
     code = world.authorize_and_get_code(public_client)
     with pytest.raises(InvalidGrant):
         world.exchange(other, code)
     assert world.storage.access_tokens == {}
+    assert next(iter(world.storage.codes.values())).redeemed_at is None
+    # The client the code was issued to still gets its tokens.
+    assert world.exchange(public_client, code).access_token
+    assert not world.only_grant().is_revoked
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [{"code_verifier": "b" * 43}, {"redirect_uri": "https://client.example/other"}, {"resource": "https://other.example/mcp"}],
+)
+def test_a_failed_exchange_does_not_burn_the_code(
+    world: World, public_client: RegisteredClient, wrong: dict[str, str]
+) -> None:
+    code = world.authorize_and_get_code(public_client)
+    with pytest.raises((InvalidGrant, InvalidTarget)):
+        world.exchange(public_client, code, **wrong)  # type: ignore[arg-type]
+    assert world.exchange(public_client, code).access_token
+    assert not world.only_grant().is_revoked
+
+
+def test_a_redeemed_code_presented_by_another_client_revokes_nothing(
+    world: World, public_client: RegisteredClient
+) -> None:
+    code = world.authorize_and_get_code(public_client)
+    issued = world.exchange(public_client, code)
+    with pytest.raises(InvalidGrant):
+        world.exchange(world.register(), code)
+    assert world.bearer.authenticate(issued.access_token).client_id == public_client.client.client_id
+
+
+def test_a_redemption_that_loses_the_race_is_a_replay(world: World, public_client: RegisteredClient) -> None:
+    # Another request redeemed the code between this one's checks and its conditional write.
+    code = world.authorize_and_get_code(public_client)
+    code_hash = world.hasher.hash(code)
+    read = world.storage.get_code
+
+    def read_then_lose_the_race(key: str) -> object:
+        found = read(key)
+        assert world.storage.redeem_code(key, NOW)  # the other request's redemption
+        return found
+
+    world.storage.get_code = read_then_lose_the_race  # type: ignore[method-assign,assignment]
+    with pytest.raises(InvalidGrant):
+        world.exchange(public_client, code)
+    assert world.storage.codes[code_hash].redeemed_at == NOW
+    assert world.storage.access_tokens == {}
+    assert world.only_grant().is_revoked
 
 
 def test_expired_code_is_invalid_grant(world: World, public_client: RegisteredClient) -> None:

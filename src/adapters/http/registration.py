@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlsplit
 
 from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, request
@@ -19,6 +20,7 @@ bp = Blueprint("registration", __name__)
 # informational URL stays well under; a larger body is refused before it is parsed. The
 # per-field caps (domain.services.registration) bound each field within it.
 MAX_REGISTRATION_BYTES = MAX_METADATA_DOCUMENT_BYTES
+LOGGED_TEXT = 200
 
 
 def _read_metadata() -> dict[str, object]:
@@ -43,10 +45,13 @@ def _read_metadata() -> dict[str, object]:
 @inject
 def register(registration: RegistrationService = Provide["registration_service"]) -> Response:
     registered = registration.register(_read_metadata())
+    # Bounded: a stranger chooses these values, and must not be able to flood the log.
+    client = registered.client
     log.info(
-        "registered client %s (%r) redirecting to %r",
-        registered.client.client_id,
-        registered.client.display_name,
-        ", ".join(registered.client.redirect_uris),
+        "registered client %s (%r) redirecting to %d URI(s) on %r",
+        client.client_id,
+        client.display_name[:LOGGED_TEXT],
+        len(client.redirect_uris),
+        ", ".join(sorted({urlsplit(uri).netloc or urlsplit(uri).scheme for uri in client.redirect_uris}))[:LOGGED_TEXT],
     )
     return json_response(registered.response(), 201, no_store=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, ParamSpec, TypeVar
@@ -21,7 +22,6 @@ from ...domain.model import (
     AuthorizationCode,
     AuthorizationRequest,
     Client,
-    CodeRedemption,
     Grant,
     PendingAuthorization,
     RefreshToken,
@@ -30,6 +30,8 @@ from ...domain.model import (
 )
 from ...domain.ports import StorageError
 from .crypto import SecretBox
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 10.0
 # Negative means KiB: 8 MiB of page cache per connection (the default is 2 MiB). This is
@@ -237,6 +239,40 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "ALTER TABLE access_tokens_v3 RENAME TO access_tokens",
             "CREATE INDEX access_tokens_grant_id ON access_tokens (grant_id)",
             "CREATE INDEX access_tokens_expires_at ON access_tokens (expires_at)",
+        ),
+    ),
+    (
+        4,
+        (
+            # Refresh tokens name their grant and generation (domain/refresh_tokens.py): a grant
+            # keeps only its current generation and the token that generation replaced, instead
+            # of every rotated token until its own expiry (a row per refresh, ~1.15 KB, for 30
+            # days). Current tokens carry over at generation 0; rotated ones are dropped (an
+            # old-format token presented after the upgrade is then unknown, not a replay).
+            """CREATE TABLE refresh_tokens_v4 (
+                token_hash BLOB PRIMARY KEY,
+                grant_id TEXT NOT NULL REFERENCES grants (grant_id) ON DELETE CASCADE,
+                client_id TEXT NOT NULL,
+                generation INTEGER NOT NULL,
+                scopes TEXT NOT NULL,
+                resource TEXT NOT NULL,
+                issued_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                rotated_at INTEGER,
+                retried_at INTEGER,
+                revoked_at INTEGER
+            ) WITHOUT ROWID""",
+            """INSERT INTO refresh_tokens_v4 (
+                token_hash, grant_id, client_id, generation, scopes, resource, issued_at, expires_at, revoked_at
+            )
+            SELECT token_hash, grant_id, client_id, 0, scopes, resource, issued_at, expires_at, revoked_at
+            FROM refresh_tokens WHERE rotated_at IS NULL""",
+            "DROP TABLE refresh_tokens",
+            "ALTER TABLE refresh_tokens_v4 RENAME TO refresh_tokens",
+            "CREATE INDEX refresh_tokens_grant_id ON refresh_tokens (grant_id, generation)",
+            "CREATE INDEX refresh_tokens_expires_at ON refresh_tokens (expires_at)",
+            # Finding dynamically registered clients that were never used, or are idle.
+            "CREATE INDEX clients_kind_last_use ON clients (kind, coalesce(last_used_at, issued_at))",
         ),
     ),
 )
@@ -478,6 +514,39 @@ class SqliteDatabase:
         self._migrated = True
         return applied_now
 
+    def pending_migrations(self) -> list[int]:
+        """The schema versions this file lacks, read without taking the write lock (a worker
+        checks this at start-up while another process may hold the lock for a long write)."""
+        connection = self._thread_connection()
+        try:
+            rows = connection.execute("SELECT version FROM schema_migrations").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise StorageError(f"SQLite storage failed: {exc}") from exc
+            rows = []
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite storage failed: {exc}") from exc
+        done = {row[0] for row in rows}
+        return [version for version, _ in MIGRATIONS if version not in done]
+
+    def ensure_schema(self, *, busy_wait: float) -> bool:
+        """True when the schema is current, migrating it first if needed, waiting at most
+        ``busy_wait`` seconds for the write lock; False (logged, never raised) while the file is
+        busy or unreadable, so that a server can start and retry instead of failing."""
+        try:
+            if self.pending_migrations():
+                connection = self._thread_connection()
+                connection.execute(f"PRAGMA busy_timeout = {int(busy_wait * 1000)}")
+                try:
+                    self.migrate()
+                finally:
+                    connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            self._migrated = True
+            return True
+        except (StorageError, sqlite3.Error) as exc:
+            log.warning("the database schema is not ready yet (retrying): %s", exc)
+            return False
+
     @_storage_errors
     def applied_migrations(self) -> list[int]:
         """The schema versions recorded in this file, oldest first."""
@@ -533,15 +602,6 @@ def _access_token_key(key: bytes | str) -> int | None:
     as a signed big-endian integer. None for a hash stored as text: such a row takes the next
     free rowid and is found through the hash's index."""
     return int.from_bytes(key[:8], "big", signed=True) if isinstance(key, bytes) else None
-
-
-def _optional_hash_key(value: str | None) -> bytes | str | None:
-    return None if value is None else _hash_key(value)
-
-
-def _optional_hash_text(value: bytes | str | None) -> str | None:
-    return None if value is None else _hash_text(value)
-
 
 
 def _scopes(text: str) -> tuple[str, ...]:
@@ -717,8 +777,8 @@ def _access_token(row: tuple[Any, ...]) -> AccessToken:
 
 
 _REFRESH_COLUMNS = (
-    "r.token_hash, r.grant_id, r.client_id, r.scopes, r.resource, r.issued_at, r.expires_at, r.rotated_at, "
-    "r.successor_hash, r.replayed_at, r.revoked_at"
+    "r.token_hash, r.grant_id, r.client_id, r.generation, r.scopes, r.resource, r.issued_at, r.expires_at, "
+    "r.rotated_at, r.retried_at, r.revoked_at"
 )
 _REFRESH_WIDTH = 11
 
@@ -728,13 +788,13 @@ def _refresh_token(row: tuple[Any, ...]) -> RefreshToken:
         token_hash=_hash_text(row[0]),
         grant_id=row[1],
         client_id=row[2],
-        scopes=_scopes(row[3]),
-        resource=row[4],
-        issued_at=row[5],
-        expires_at=row[6],
-        rotated_at=row[7],
-        successor_hash=_optional_hash_text(row[8]),
-        replayed_at=row[9],
+        generation=row[3],
+        scopes=_scopes(row[4]),
+        resource=row[5],
+        issued_at=row[6],
+        expires_at=row[7],
+        rotated_at=row[8],
+        retried_at=row[9],
         revoked_at=row[10],
     )
 
@@ -751,6 +811,18 @@ _SELECT_CLIENT = f"SELECT {_CLIENT_COLUMNS} FROM clients WHERE client_id = ?"
 _SELECT_CLIENTS = f"SELECT {_CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
 _DELETE_CLIENT = "DELETE FROM clients WHERE client_id = ?"
 _TOUCH_CLIENT = "UPDATE clients SET last_used_at = ? WHERE client_id = ?"
+# ON DELETE CASCADE takes the clients' pending authorizations, grants and tokens with them.
+_DELETE_UNUSED_CLIENTS = """
+    DELETE FROM clients WHERE kind = :kind AND (
+        (last_used_at IS NULL AND issued_at <= :never_used_before)
+        OR (coalesce(last_used_at, issued_at) <= :idle_before AND NOT EXISTS (
+            SELECT 1 FROM grants g WHERE g.client_id = clients.client_id AND g.revoked_at IS NULL AND (
+                EXISTS (SELECT 1 FROM refresh_tokens r
+                        WHERE r.grant_id = g.grant_id AND r.revoked_at IS NULL AND r.expires_at > :now)
+                OR EXISTS (SELECT 1 FROM access_tokens a
+                           WHERE a.grant_id = g.grant_id AND a.revoked_at IS NULL AND a.expires_at > :now))))
+    )
+"""
 
 
 # How many decoded clients SqliteClientRepository keeps (per worker process); past it, it starts over.
@@ -803,6 +875,12 @@ class SqliteClientRepository:
     @_storage_errors
     def touch(self, client_id: str, now: int) -> None:
         self._db.connection().execute(_TOUCH_CLIENT, (now, client_id))
+
+    @_storage_errors
+    def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
+        parameters = {"kind": kind, "never_used_before": never_used_before, "idle_before": idle_before, "now": now}
+        with self._db.transaction():
+            return self._db.connection().execute(_DELETE_UNUSED_CLIENTS, parameters).rowcount
 
     # Last, so that the name `list` in the annotations above still means the builtin.
     @_storage_errors
@@ -911,21 +989,14 @@ class SqliteAuthorizationStore:
         )
 
     @_storage_errors
-    def redeem_code(self, code_hash: str, now: int) -> CodeRedemption | None:
-        connection = self._db.connection()
-        key = _hash_key(code_hash)
-        # Read and mark under one write lock: exactly one concurrent caller sees first_use.
-        with self._db.transaction():
-            row = connection.execute(_SELECT_CODE_AND_GRANT, (key,)).fetchone()
-            if row is None:
-                return None
-            code = _code(row[:_CODE_WIDTH])
-            first_use = code.redeemed_at is None
-            if first_use:
-                connection.execute(_REDEEM_CODE, (now, key))
-                code = replace(code, redeemed_at=now)
-            grant = _grant(row[_CODE_WIDTH:])
-        return CodeRedemption(code=code, grant=grant, first_use=first_use)
+    def get_code(self, code_hash: str) -> tuple[AuthorizationCode, Grant] | None:
+        row = self._db.connection().execute(_SELECT_CODE_AND_GRANT, (_hash_key(code_hash),)).fetchone()
+        return None if row is None else (_code(row[:_CODE_WIDTH]), _grant(row[_CODE_WIDTH:]))
+
+    @_storage_errors
+    def redeem_code(self, code_hash: str, now: int) -> bool:
+        # One conditional statement: exactly one concurrent caller changes the row.
+        return self._db.connection().execute(_REDEEM_CODE, (now, _hash_key(code_hash))).rowcount == 1
 
 
 # -- grants and tokens --------------------------------------------------------------------------
@@ -995,8 +1066,14 @@ _SELECT_REFRESH_TOKEN = f"""
     FROM refresh_tokens r JOIN grants g ON g.grant_id = r.grant_id
     WHERE r.token_hash = ?
 """
-_MARK_REFRESH_ROTATED = "UPDATE refresh_tokens SET rotated_at = ?, successor_hash = ? WHERE token_hash = ?"
-_MARK_REFRESH_REPLAYED = "UPDATE refresh_tokens SET replayed_at = ?, successor_hash = ? WHERE token_hash = ?"
+_CURRENT_REFRESH_GENERATION = "SELECT max(generation) FROM refresh_tokens WHERE grant_id = ?"
+_ROTATE_REFRESH_TOKEN = """
+    UPDATE refresh_tokens SET rotated_at = ? WHERE token_hash = ? AND rotated_at IS NULL
+    RETURNING grant_id, generation
+"""
+# After a rotation only the rotated token and its successor (inserted next) remain.
+_FORGET_OLDER_REFRESH_TOKENS = "DELETE FROM refresh_tokens WHERE grant_id = ? AND generation <= ? AND token_hash != ?"
+_MARK_REFRESH_RETRIED = "UPDATE refresh_tokens SET retried_at = ? WHERE token_hash = ? AND retried_at IS NULL"
 
 # Purge, in order; each takes the cut-off time. Rows of grants about to go are deleted
 # explicitly rather than by ON DELETE CASCADE so that they are counted.
@@ -1148,13 +1225,13 @@ class SqliteGrantStore:
                 _hash_key(token.token_hash),
                 token.grant_id,
                 token.client_id,
+                token.generation,
                 " ".join(token.scopes),
                 token.resource,
                 token.issued_at,
                 token.expires_at,
                 token.rotated_at,
-                _optional_hash_key(token.successor_hash),
-                token.replayed_at,
+                token.retried_at,
                 token.revoked_at,
             ),
         )
@@ -1167,16 +1244,27 @@ class SqliteGrantStore:
         return _refresh_token(row[:_REFRESH_WIDTH]), _grant(row[_REFRESH_WIDTH:])
 
     @_storage_errors
-    def mark_refresh_rotated(self, token_hash: str, successor_hash: str, now: int) -> None:
-        self._db.connection().execute(
-            _MARK_REFRESH_ROTATED, (now, _hash_key(successor_hash), _hash_key(token_hash))
-        )
+    def current_refresh_generation(self, grant_id: str) -> int | None:
+        row = self._db.connection().execute(_CURRENT_REFRESH_GENERATION, (grant_id,)).fetchone()
+        return None if row is None else row[0]
 
     @_storage_errors
-    def mark_refresh_replayed(self, token_hash: str, successor_hash: str, now: int) -> None:
-        self._db.connection().execute(
-            _MARK_REFRESH_REPLAYED, (now, _hash_key(successor_hash), _hash_key(token_hash))
-        )
+    def rotate_refresh_token(self, token_hash: str, now: int) -> bool:
+        connection = self._db.connection()
+        key = _hash_key(token_hash)
+        with self._db.transaction():
+            # fetchall(): a statement with RETURNING has done its write only once fully stepped.
+            rows = connection.execute(_ROTATE_REFRESH_TOKEN, (now, key)).fetchall()
+            if not rows:
+                return False
+            grant_id, generation = rows[0]
+            connection.execute(_FORGET_OLDER_REFRESH_TOKENS, (grant_id, generation, key))
+        return True
+
+    @_storage_errors
+    def mark_refresh_retried(self, token_hash: str, now: int) -> bool:
+        cursor = self._db.connection().execute(_MARK_REFRESH_RETRIED, (now, _hash_key(token_hash)))
+        return cursor.rowcount == 1
 
     @_storage_errors
     def purge_expired(self, now: int) -> int:

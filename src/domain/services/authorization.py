@@ -41,7 +41,9 @@ from ..ports import (
     WebUrlParser,
 )
 from ..security import CODE_CHALLENGE_PATTERN, SUPPORTED_CODE_CHALLENGE_METHODS, TokenHasher, s256_challenge
+from ..refresh_tokens import GRANT_ID_PREFIX
 from ..uris import MAX_REDIRECT_URI_LENGTH, RedirectDestination, canonical_redirect_uri, redirect_destination
+from .housekeeping import Housekeeping
 from .redirects import ClientRedirect, redirect_uri_matches
 
 # Caps on the authorization request (each stored in a pending authorization, so they bound its
@@ -56,8 +58,6 @@ MAX_RESOURCE_LENGTH = 2048
 MAX_CLIENT_ID_LENGTH = 512
 # A loopback redirect URI may be requested with a port its registration lacks (RFC 8252 §7.3).
 MAX_REQUESTED_REDIRECT_URI_LENGTH = MAX_REDIRECT_URI_LENGTH + len(":65535")
-# Expired rows are purged opportunistically, at most this often per process.
-PURGE_INTERVAL = 3600
 # Upstream errors that are the person's (or their organisation's) answer: safe to pass on as is.
 UPSTREAM_DENIALS = frozenset({"access_denied"})
 # Upstream errors that a retry may cure.
@@ -99,6 +99,7 @@ class AuthorizationService:
         hasher: TokenHasher,
         policy: ServerPolicy,
         web_urls: WebUrlParser,
+        housekeeping: Housekeeping,
     ) -> None:
         self._clients = clients
         self._authorizations = authorizations
@@ -109,7 +110,7 @@ class AuthorizationService:
         self._tokens = tokens
         self._hasher = hasher
         self._policy = policy
-        self._next_purge = 0
+        self._housekeeping = housekeeping
 
     # -- GET /authorize -------------------------------------------------------------------------
 
@@ -144,7 +145,8 @@ class AuthorizationService:
             expires_at=now + self._policy.pending_authorization_ttl,
         )
         self._authorizations.add_pending(pending)
-        self._purge_expired(now)
+        # New authorizations are what makes the tables grow, so they pay for the cleaning.
+        self._housekeeping.tick()
         return ConsentPrompt(
             pending_id=pending.pending_id,
             csrf_token=csrf_token,
@@ -153,12 +155,6 @@ class AuthorizationService:
             request=request,
             destination=destination,
         )
-
-    def _purge_expired(self, now: int) -> None:
-        # New authorizations are what makes the tables grow, so they pay for the cleaning.
-        if now >= self._next_purge:
-            self._next_purge = now + PURGE_INTERVAL
-            self._grants.purge_expired(now)
 
     def _client_and_redirect_uri(self, params: Mapping[str, str]) -> tuple[Client, str]:
         client_id = params.get("client_id")
@@ -348,7 +344,7 @@ class AuthorizationService:
             raise failure_page(str(exc)) from exc
 
         grant = Grant(
-            grant_id=self._tokens.generate("mob_gr_"),
+            grant_id=self._tokens.generate(GRANT_ID_PREFIX),
             client_id=request.client_id,
             subject=login.identity.subject,
             claims=dict(login.identity.claims),

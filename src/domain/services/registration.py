@@ -12,6 +12,7 @@ from ..ports import ClientRepository, Clock, TokenGenerator, WebUrlParser
 from ..security import TokenHasher
 from ..uris import MAX_CLIENT_URL_LENGTH, canonical_client_url, canonical_redirect_uri, is_utf8_encodable
 from ..uris import is_loopback_host as is_loopback_host  # re-exported: adapters and config use it
+from .housekeeping import Housekeeping
 
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
 SUPPORTED_RESPONSE_TYPES = ("code",)
@@ -224,6 +225,7 @@ class RegistrationService:
         hasher: TokenHasher,
         policy: ServerPolicy,
         web_urls: WebUrlParser,
+        housekeeping: Housekeeping,
     ) -> None:
         self._clients = clients
         self._clock = clock
@@ -231,6 +233,7 @@ class RegistrationService:
         self._hasher = hasher
         self._policy = policy
         self._web_urls = web_urls
+        self._housekeeping = housekeeping
 
     def register(self, metadata: Mapping[str, Any]) -> RegisteredClient:
         validated = validate_client_metadata(metadata, self._policy.scopes_supported, self._web_urls)
@@ -250,4 +253,6 @@ class RegistrationService:
             secret = self._tokens.generate("mob_cs_")
             client = replace(client, secret_hash=self._hasher.hash(secret))
         self._clients.add(client)
+        # Registrations are what a flood creates: they pay for deleting the unused ones.
+        self._housekeeping.tick()
         return RegisteredClient(client=client, client_secret=secret)

@@ -16,15 +16,17 @@ from ..errors import (
 from ..model import AccessToken, Client, Grant, Introspection, IssuedTokens, RefreshToken
 from ..policy import ServerPolicy
 from ..ports import AuthorizationStore, ClientRepository, Clock, GrantStore, TokenGenerator
+from ..refresh_tokens import parse_refresh_token, refresh_token_value
 from ..security import TokenHasher, verify_pkce
 from .authorization import parse_scope, resource_matches
+from .housekeeping import Housekeeping
 
 ACCESS_TOKEN_PREFIX = "mob_at_"
-REFRESH_TOKEN_PREFIX = "mob_rt_"
 
 
-class _RefreshTokenReplay(Exception):
-    """A rotated refresh token presented outside the grace rules (raised inside the transaction)."""
+class _Replay(Exception):
+    """A code or refresh token used again outside the rules (raised inside the transaction, so
+    that nothing it wrote stays; the grant is revoked after the rollback)."""
 
     def __init__(self, grant_id: str) -> None:
         super().__init__(grant_id)
@@ -74,6 +76,7 @@ class TokenService:
         tokens: TokenGenerator,
         hasher: TokenHasher,
         policy: ServerPolicy,
+        housekeeping: Housekeeping,
     ) -> None:
         self._clients = clients
         self._authorizations = authorizations
@@ -82,6 +85,7 @@ class TokenService:
         self._tokens = tokens
         self._hasher = hasher
         self._policy = policy
+        self._housekeeping = housekeeping
 
     # -- grant_type=authorization_code ----------------------------------------------------------
 
@@ -102,17 +106,17 @@ class TokenService:
         if not code_verifier:
             raise InvalidRequest("code_verifier is required")
         now = self._clock.now()
-        # One atomic step: the code is marked redeemed and returned with its grant.
-        redemption = self._authorizations.redeem_code(self._hasher.hash(code), now)
-        if redemption is None:
+        code_hash = self._hasher.hash(code)
+        found = self._authorizations.get_code(code_hash)
+        if found is None:
             raise InvalidGrant("unknown authorization code")
-        issued, grant = redemption.code, redemption.grant
-        if not redemption.first_use:
-            # OAuth 2.1 §4.1.3: a code used twice revokes the tokens issued from it.
-            self._grants.revoke_grant(grant.grant_id, now)
-            raise InvalidGrant("authorization code was already used; tokens issued from it are revoked")
+        issued, grant = found
+        # Checked before anything is marked: a code presented by another client (or with a wrong
+        # verifier) stays usable by the client it was issued to.
         if issued.client_id != client.client_id:
             raise InvalidGrant("authorization code was issued to another client")
+        if issued.redeemed_at is not None:
+            raise self._code_replay(grant, now)
         if issued.expires_at <= now:
             raise InvalidGrant("authorization code expired")
         if grant.is_revoked:
@@ -125,10 +129,22 @@ class TokenService:
         if resource is not None and not resource_matches(resource, issued.resource):
             raise InvalidTarget("resource does not match the authorization request")
 
-        with self._grants.atomic():
-            response = self._issue(client, grant, issued.scopes, issued.scopes)
+        try:
+            with self._grants.atomic():
+                # One conditional write decides which of several concurrent redemptions wins.
+                if not self._authorizations.redeem_code(code_hash, now):
+                    raise _Replay(grant.grant_id)
+                response = self._issue(client, grant, issued.scopes, issued.scopes, generation=0)
+        except _Replay:
+            raise self._code_replay(grant, now) from None
         self._clients.touch(client.client_id, now)
+        self._housekeeping.tick()
         return response
+
+    def _code_replay(self, grant: Grant, now: int) -> InvalidGrant:
+        # OAuth 2.1 §4.1.3: a code used twice revokes the tokens issued from it.
+        self._grants.revoke_grant(grant.grant_id, now)
+        return InvalidGrant("authorization code was already used; tokens issued from it are revoked")
 
     # -- grant_type=refresh_token ---------------------------------------------------------------
 
@@ -140,6 +156,14 @@ class TokenService:
         scope: str | None,
         resource: str | None,
     ) -> IssuedTokens:
+        """Rotation (OAuth 2.1 §4.3.1) with a grace for one retry:
+        - the current token is exchanged for one of the next generation;
+        - the token it replaced, presented again within ``refresh_grace_period`` while no token
+          of the next generation has been used, is accepted once and gets a second successor;
+          both successors are valid until one is used, which makes the other a replay;
+        - any other presentation of an older token (a third one, after the grace, after a
+          successor was used) is a replay and revokes the whole grant.
+        """
         if "refresh_token" not in client.grant_types:
             raise UnauthorizedClient("the client may not use the refresh_token grant")
         if not refresh_token:
@@ -149,11 +173,12 @@ class TokenService:
             # Read-then-write in one transaction, so two refreshes cannot both rotate one token.
             with self._grants.atomic():
                 response = self._refresh_locked(client, refresh_token, parse_scope(scope), resource, now)
-        except _RefreshTokenReplay as replay:
+        except _Replay as replay:
             # Revoked outside the rolled-back transaction; tokens issued meanwhile die with the grant.
             self._grants.revoke_grant(replay.grant_id, now)
             raise InvalidGrant("refresh token was already used; the authorization is revoked") from None
         self._clients.touch(client.client_id, now)
+        self._housekeeping.tick()
         return response
 
     def _refresh_locked(
@@ -161,6 +186,7 @@ class TokenService:
     ) -> IssuedTokens:
         found = self._grants.get_refresh_token(self._hasher.hash(refresh_token))
         if found is None:
+            self._check_forgotten_generation(client, refresh_token)
             raise InvalidGrant("unknown refresh token")
         token, grant = found
         if token.client_id != client.client_id:
@@ -169,45 +195,55 @@ class TokenService:
             raise InvalidGrant("refresh token was revoked")
         if token.expires_at <= now:
             raise InvalidGrant("refresh token expired")
-        successor = None
-        if token.rotated_at is not None:
+        retry = token.rotated_at is not None
+        if retry and not self._may_retry(token, now):
             # Replay detection comes first: whatever else the replaying request asks for, reuse of
             # a rotated token outside the grace rules revokes the whole grant.
-            successor = self._grace_successor(token, now)
-            if successor is None:
-                raise _RefreshTokenReplay(grant.grant_id)
+            raise _Replay(grant.grant_id)
         if resource is not None and not resource_matches(resource, grant.resource):
             raise InvalidTarget("resource does not match the authorization")
         # RFC 6749 §6: the new scope must not include any scope not originally granted.
         if requested and not set(requested) <= set(token.scopes):
             raise InvalidScope("scope exceeds what was granted")
 
-        response = self._issue(client, grant, token.scopes, requested or token.scopes)
-        assert response.refresh_token is not None
-        new_hash = self._hasher.hash(response.refresh_token)
-        if successor is None:
-            self._grants.mark_refresh_rotated(token.token_hash, new_hash, now)
-        else:
-            # A retry of a refresh whose answer was lost (or two refreshes racing) is accepted
-            # once; the unused successor is superseded by the new token, under the same rules.
-            self._grants.mark_refresh_replayed(token.token_hash, new_hash, now)
-            self._grants.mark_refresh_rotated(successor.token_hash, new_hash, now)
-        return response
+        marked = (
+            self._grants.mark_refresh_retried(token.token_hash, now)
+            if retry
+            else self._grants.rotate_refresh_token(token.token_hash, now)
+        )
+        if not marked:
+            raise _Replay(grant.grant_id)
+        return self._issue(client, grant, token.scopes, requested or token.scopes, generation=token.generation + 1)
 
-    def _grace_successor(self, token: RefreshToken, now: int) -> RefreshToken | None:
-        """The unused successor a rotated ``token`` may still be exchanged for once inside the
-        grace window; None when presenting ``token`` is a replay."""
-        if token.replayed_at is not None or token.successor_hash is None or token.rotated_at is None:
-            return None
-        if now - token.rotated_at > self._policy.refresh_grace_period:
-            return None
-        found = self._grants.get_refresh_token(token.successor_hash)
-        if found is None or found[0].rotated_at is not None or found[0].revoked_at is not None:
-            return None
-        return found[0]
+    def _may_retry(self, token: RefreshToken, now: int) -> bool:
+        """A rotated token may be exchanged once more inside the grace window, while its grant's
+        newest generation is still the one it was rotated to (no successor used yet)."""
+        assert token.rotated_at is not None
+        if token.retried_at is not None or now - token.rotated_at > self._policy.refresh_grace_period:
+            return False
+        return self._grants.current_refresh_generation(token.grant_id) == token.generation + 1
+
+    def _check_forgotten_generation(self, client: Client, refresh_token: str) -> None:
+        """A genuine token of an older generation is no longer stored: recognise it by its tag
+        and treat it as the replay it is."""
+        name = parse_refresh_token(self._hasher, refresh_token)
+        if name is None:
+            return
+        grant = self._grants.get_grant(name.grant_id)
+        if grant is None or grant.is_revoked or grant.client_id != client.client_id:
+            return
+        current = self._grants.current_refresh_generation(grant.grant_id)
+        if current is not None and name.generation < current:
+            raise _Replay(grant.grant_id)
 
     def _issue(
-        self, client: Client, grant: Grant, refresh_scopes: tuple[str, ...], access_scopes: tuple[str, ...]
+        self,
+        client: Client,
+        grant: Grant,
+        refresh_scopes: tuple[str, ...],
+        access_scopes: tuple[str, ...],
+        *,
+        generation: int,
     ) -> IssuedTokens:
         now = self._clock.now()
         access_value = self._tokens.generate(ACCESS_TOKEN_PREFIX)
@@ -226,12 +262,15 @@ class TokenService:
         )
         refresh_value = None
         if "refresh_token" in client.grant_types:
-            refresh_value = self._tokens.generate(REFRESH_TOKEN_PREFIX)
+            refresh_value = refresh_token_value(
+                self._hasher, grant_id=grant.grant_id, generation=generation, secret=self._tokens.generate("")
+            )
             self._grants.add_refresh_token(
                 RefreshToken(
                     token_hash=self._hasher.hash(refresh_value),
                     grant_id=grant.grant_id,
                     client_id=client.client_id,
+                    generation=generation,
                     scopes=refresh_scopes,
                     resource=grant.resource,
                     issued_at=now,

@@ -1,0 +1,71 @@
+"""Serving while storage is not ready: until the schema check succeeds, every request but the
+liveness probe gets 503 with Retry-After (RFC 9110 §15.6.4), and the check is retried, so that a
+busy or unreachable database at start-up never stops the server."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from flask import Flask, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from ...domain.errors import TemporarilyUnavailable
+from .errors import error_page, oauth_error_response
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 2
+# Paths a person's browser opens: they get a page, everything else an OAuth JSON error.
+BROWSER_PATH_PREFIXES = ("/oauth/authorize", "/authorize", "/oauth/consent", "/oauth/callback", "/oauth/azure_callback", "/fake-idp/")
+LIVENESS_PATH = "/healthz"
+
+
+class StorageReadiness:
+    """Remembers whether the schema check succeeded; retries it at most every ``retry_every``
+    seconds, in one thread at a time (the others answer 503 meanwhile)."""
+
+    def __init__(self, check: Callable[[], bool], *, retry_every: float = RETRY_AFTER_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._check = check
+        self._retry_every = retry_every
+        self._monotonic = monotonic
+        self._ready = False
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+
+    def ready(self) -> bool:
+        if self._ready:
+            return True
+        if self._monotonic() < self._next_check or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if not self._ready:
+                self._ready = self._check()
+                self._next_check = self._monotonic() + self._retry_every
+                if self._ready:
+                    log.info("storage is ready")
+            return self._ready
+        finally:
+            self._lock.release()
+
+
+def storage_unavailable() -> BaseResponse:
+    if request.path.startswith(BROWSER_PATH_PREFIXES):
+        response = error_page(
+            "The service is starting", "Its database is not available yet. Try again in a moment.", 503
+        )
+    else:
+        response = oauth_error_response(TemporarilyUnavailable("storage is not available yet; retry shortly"))
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def install(app: Flask, readiness: StorageReadiness) -> None:
+    @app.before_request
+    def require_storage() -> BaseResponse | None:
+        if request.path == LIVENESS_PATH or readiness.ready():
+            return None
+        return storage_unavailable()
