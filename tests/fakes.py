@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,7 +21,7 @@ from mcp_oauth_bridge.domain.model import (
     UpstreamTokens,
     UpstreamTransaction,
 )
-from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
+from mcp_oauth_bridge.domain.ports import UpstreamIdentityError, WebUrl
 
 
 class FixedClock:
@@ -322,3 +323,99 @@ class NoUpstreamTokens:
 
     def access_token(self, grant_id: str, *, rejected: str | None = None) -> str:
         raise AssertionError("this test's tools do not use upstream tokens")
+
+
+# -- WHATWG URL parsing -----------------------------------------------------------------------------
+
+
+def _url(href: str, scheme: str, hostname: str, *, port: str = "", username: str = "", password: str = "",
+         unicode_hostname: str | None = None) -> WebUrl:
+    return WebUrl(href=href, scheme=scheme, username=username, password=password, hostname=hostname, port=port,
+                  unicode_hostname=hostname if unicode_hostname is None else unicode_hostname)
+
+
+# What ada (the real adapter) answers for URLs that a browser rewrites or reads in a surprising way.
+# tests/integration/test_web_url.py checks every entry against the real parser.
+RECORDED_WHATWG_PARSES: dict[str, WebUrl | None] = {
+    'HTTPS://EXAMPLE.com/cb': _url('https://example.com/cb', 'https', 'example.com'),
+    'HTTP://client.example/cb': _url('http://client.example/cb', 'http', 'client.example'),
+    'Com.Example.App:/cb': _url('com.example.app:/cb', 'com.example.app', ''),
+    'https://example.com:443/cb': _url('https://example.com/cb', 'https', 'example.com'),
+    'http://127.0.0.1:80/cb': _url('http://127.0.0.1/cb', 'http', '127.0.0.1'),
+    'https://example.com/a/../b': _url('https://example.com/b', 'https', 'example.com'),
+    'https://example.com/./cb': _url('https://example.com/cb', 'https', 'example.com'),
+    'https://example.com/%2e%2e/': _url('https://example.com/', 'https', 'example.com'),
+    'https://ex%61mple.com/': _url('https://example.com/', 'https', 'example.com'),
+    'https://%2e.example.com/': _url('https://..example.com/', 'https', '..example.com'),
+    'https://аррӏе.com/cb': _url('https://xn--80ak6aa92e.com/cb', 'https', 'xn--80ak6aa92e.com', unicode_hostname='аррӏе.com'),
+    'https://xn--80ak6aa92e.com/cb': _url('https://xn--80ak6aa92e.com/cb', 'https', 'xn--80ak6aa92e.com', unicode_hostname='аррӏе.com'),
+    'https://bücher.example:8443/cb': _url('https://xn--bcher-kva.example:8443/cb', 'https', 'xn--bcher-kva.example', port='8443', unicode_hostname='bücher.example'),
+    'https://xn--bcher-kva.example:8443/cb': _url('https://xn--bcher-kva.example:8443/cb', 'https', 'xn--bcher-kva.example', port='8443', unicode_hostname='bücher.example'),
+    'https://0x7f.1/': _url('https://127.0.0.1/', 'https', '127.0.0.1'),
+    'http://0x7f.1/cb': _url('http://127.0.0.1/cb', 'http', '127.0.0.1'),
+    'http://127.1/cb': _url('http://127.0.0.1/cb', 'http', '127.0.0.1'),
+    'http://2130706433/cb': _url('http://127.0.0.1/cb', 'http', '127.0.0.1'),
+    'https://example.com./cb': _url('https://example.com./cb', 'https', 'example.com.'),
+    'https://user@client.example/cb': _url('https://user@client.example/cb', 'https', 'client.example', username='user'),
+    'https://user:password@client.example/cb': _url('https://user:password@client.example/cb', 'https', 'client.example', username='user', password='password'),
+    'https://client.example@evil.example/cb': _url('https://client.example@evil.example/cb', 'https', 'evil.example', username='client.example'),
+    'http://user@127.0.0.1:8080/cb': _url('http://user@127.0.0.1:8080/cb', 'http', '127.0.0.1', port='8080', username='user'),
+    'https://@client.example/cb': _url('https://client.example/cb', 'https', 'client.example'),
+    'https://example.com': _url('https://example.com/', 'https', 'example.com'),
+    'https:example.com/cb': _url('https://example.com/cb', 'https', 'example.com'),
+    'https:///no-host': _url('https://no-host/', 'https', 'no-host'),
+    'com.example.app://Ex%41/cb': _url('com.example.app://Ex%41/cb', 'com.example.app', 'Ex%41'),
+    'com.example.app://callback': _url('com.example.app://callback', 'com.example.app', 'callback'),
+    'https://exämple.com/päth': _url('https://xn--exmple-cua.com/p%C3%A4th', 'https', 'xn--exmple-cua.com', unicode_hostname='exämple.com'),
+    'https://a!b.example/cb': _url('https://a!b.example/cb', 'https', 'a!b.example'),
+    'https://..example.com/cb': _url('https://..example.com/cb', 'https', '..example.com'),
+    'http://[0:0:0:0:0:0:0:1]/cb': _url('http://[::1]/cb', 'http', '[::1]'),
+    'http://LOCALHOST:8080/cb': _url('http://localhost:8080/cb', 'http', 'localhost', port='8080'),
+    'https://example.com/cb?a=b%20c': _url('https://example.com/cb?a=b%20c', 'https', 'example.com'),
+    'https://example.com/ü': _url('https://example.com/%C3%BC', 'https', 'example.com'),
+    'http://[::1': None,
+}
+
+# A URL that no WHATWG parser rewrites: lower-case scheme (https, http or reverse-domain), a
+# lower-case host whose last label starts with a letter (or a dotted-quad address, or [::1]), a
+# non-default port, and a path, query and fragment of unreserved characters.
+# tests/integration/test_web_url.py checks that ada leaves every such URL as it is.
+_PLAIN_URL = re.compile(
+    r"(?P<scheme>https?|[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+):"
+    r"(?://(?P<host>(?:[a-z0-9-]+\.)*[a-z][a-z0-9-]*|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|\[::1\])(?::(?P<port>[1-9][0-9]{0,4}))?)?"
+    r"(?P<path>/[A-Za-z0-9._~/-]*)(?:\?[A-Za-z0-9._~=&-]*)?(?:#[A-Za-z0-9._~=&-]*)?"
+)
+DEFAULT_PORTS = {"https": "443", "http": "80"}
+
+
+def plain_url(url: str) -> WebUrl | None:
+    """The parse of a URL in the plain shape above, or None when it is not in that shape."""
+    match = _PLAIN_URL.fullmatch(url)
+    if match is None:
+        return None
+    scheme, host, port, path = match.group("scheme", "host", "port", "path")
+    host, port = host or "", port or ""
+    if scheme in DEFAULT_PORTS and (not host or port == DEFAULT_PORTS[scheme]):
+        return None
+    if port and int(port) > 65535:
+        return None
+    if not host and path.startswith("//"):
+        return None
+    if any(segment in (".", "..") for segment in path.split("/")) or "xn--" in host:
+        return None
+    return _url(url, scheme, host, port=port)
+
+
+class RecordedWebUrlParser:
+    """The WebUrlParser port without a WHATWG parser: plain URLs parse to themselves, the others
+    come from RECORDED_WHATWG_PARSES; any other URL fails the test that used it, asking for its
+    recording (from AdaWebUrlParser), so the fake never guesses."""
+
+    def parse(self, url: str) -> WebUrl | None:
+        if url in RECORDED_WHATWG_PARSES:
+            return RECORDED_WHATWG_PARSES[url]
+        parsed = plain_url(url)
+        if parsed is None:
+            raise AssertionError(f"record AdaWebUrlParser().parse({url!r}) in tests.fakes.RECORDED_WHATWG_PARSES")
+        return parsed

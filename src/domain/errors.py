@@ -6,6 +6,11 @@ to status codes, JSON bodies and redirects in one place.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .uris import RedirectDestination
+
 
 class OAuthError(Exception):
     """Base of every error the protocol lets us tell a client about."""
@@ -122,10 +127,11 @@ class ServerError(OAuthError):
 
 
 class AuthorizationRedirect(Exception):
-    """An authorization error that is safe to send back to the client's redirect URI.
+    """An authorization error sent back to the client's redirect URI after the person acted
+    (denied, or signed in upstream and it failed).
 
-    RFC 6749 §4.1.2.1: once the client and redirect URI are validated, errors go to the
-    redirect URI with ``error`` and ``state``; before that they must not (DESIGN: error page).
+    RFC 6749 §4.1.2.1: errors go to the validated redirect URI with ``error`` and ``state``.
+    Before the person has seen the consent page see ``RefusedAuthorizationRequest``.
     """
 
     def __init__(self, error: OAuthError, *, redirect_uri: str, state: str | None) -> None:
@@ -133,6 +139,22 @@ class AuthorizationRedirect(Exception):
         self.error = error
         self.redirect_uri = redirect_uri
         self.state = state
+
+
+class RefusedAuthorizationRequest(Exception):
+    """An authorization request with a valid client and redirect URI but an error in the rest,
+    refused before anyone saw the consent page: shown as a page with a link back to the client
+    carrying ``error``, ``state`` and ``iss``, never as an automatic redirect (RFC 9700 §4.11.2:
+    a redirect nobody chose would make the server an open redirector for self-registered
+    clients). ``state`` is None when it was absent or is itself the invalid parameter."""
+
+    def __init__(self, error: OAuthError, *, redirect_uri: str, state: str | None, destination: RedirectDestination) -> None:
+        super().__init__(error.error)
+        self.error = error
+        self.redirect_uri = redirect_uri
+        self.state = state
+        # Where the link leads, as a browser parses it.
+        self.destination = destination
 
 
 class UpstreamSignInFailed(Exception):

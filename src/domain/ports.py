@@ -7,6 +7,7 @@ Adapters implement these; their failures surface as ``StorageError`` or
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from .model import (
@@ -55,6 +56,31 @@ class Clock(Protocol):
 class TokenGenerator(Protocol):
     def generate(self, prefix: str) -> str:
         """A new unguessable value (at least 256 bits of randomness) starting with ``prefix``."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebUrl:
+    """A URL as a WHATWG-conformant parser (the URL Standard, what browsers implement) reads it."""
+
+    # The URL's serialization ("href"): what a browser navigates to.
+    href: str
+    # Lower case, without the ":".
+    scheme: str
+    username: str
+    password: str
+    # The host's ASCII serialization: punycode labels, canonical IPv4, bracketed IPv6; "" if none.
+    hostname: str
+    # "" when absent or the scheme's default port.
+    port: str
+    # The host with its punycode labels decoded (UTS #46 ToUnicode), for display only.
+    unicode_hostname: str
+
+
+@runtime_checkable
+class WebUrlParser(Protocol):
+    def parse(self, url: str) -> WebUrl | None:
+        """The URL as the WHATWG URL Standard parses it, or None when it is not a valid URL."""
         ...
 
 

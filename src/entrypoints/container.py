@@ -21,6 +21,7 @@ from ..adapters.storage.sqlite import (
 from ..adapters.system import SecretsTokenGenerator, SystemClock
 from ..adapters.tools.graph_mail import GraphMailToolset
 from ..adapters.tools.identity import IdentityToolset
+from ..adapters.web_url import AdaWebUrlParser
 from ..domain.policy import ServerPolicy
 from ..domain.security import TokenHasher
 from ..domain.services.authorization import AuthorizationService
@@ -84,6 +85,8 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     token_generator = providers.Singleton(SecretsTokenGenerator)
+    # The WHATWG parse browsers make, for redirect URIs and what the consent page shows.
+    web_urls = providers.Singleton(AdaWebUrlParser)
     hasher = providers.Singleton(TokenHasher, key=settings.provided.token_hash_key)
     secret_box = providers.Singleton(SecretBox, settings.provided.encryption_keys)
 
@@ -147,6 +150,7 @@ class Container(containers.DeclarativeContainer):
         tokens=token_generator,
         hasher=hasher,
         policy=policy,
+        web_urls=web_urls,
         housekeeping=housekeeping,
     )
     authorization_service = providers.Singleton(
@@ -159,6 +163,7 @@ class Container(containers.DeclarativeContainer):
         tokens=token_generator,
         hasher=hasher,
         policy=policy,
+        web_urls=web_urls,
         housekeeping=housekeeping,
     )
     client_authenticator = providers.Singleton(ClientAuthenticator, clients=clients, hasher=hasher)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
@@ -160,29 +162,48 @@ def test_invalid_client_or_redirect_uri_gets_an_error_page_not_a_redirect(oauth:
     assert "Location" not in page.headers
     assert page.headers["Content-Type"].startswith("text/html")
     assert page.headers["X-Frame-Options"] == "DENY"
+    # Never a way on to an unvalidated address.
+    assert return_link(page.text) is None
+
+
+def return_link(page_html: str) -> str | None:
+    """The error page's link back to the client, unescaped."""
+    match = re.search(r'<a href="([^"]*)">Return to the application</a>', page_html)
+    return html.unescape(match.group(1)) if match else None
 
 
 @pytest.mark.parametrize(
-    "params, description",
+    "params, error, description",
     [
-        ({"code_challenge_method": "plain"}, "S256"),
-        ({"code_challenge_method": None}, "S256"),
-        ({"code_challenge": None}, "code_challenge is required"),
-        ({"response_type": "token"}, "response_type"),
+        ({"code_challenge_method": "plain"}, "invalid_request", "S256"),
+        ({"code_challenge_method": None}, "invalid_request", "S256"),
+        ({"code_challenge": None}, "invalid_request", "code_challenge is required"),
+        ({"response_type": "token"}, "unsupported_response_type", "response_type"),
+        ({"scope": "User.Read admin"}, "invalid_scope", "admin"),
+        ({"resource": "https://other.example/mcp"}, "invalid_target", "resource"),
     ],
 )
-def test_authorization_errors_after_redirect_uri_is_known_redirect_back(oauth: OAuthClient, params: dict[str, Any], description: str) -> None:
+def test_authorization_errors_before_consent_are_a_page_with_a_link_back(
+    oauth: OAuthClient, params: dict[str, Any], error: str, description: str
+) -> None:
+    # RFC 9700 §4.11.2: nobody has seen a page yet, so no automatic redirect to the client.
     _, challenge = pkce_pair()
     if "code_challenge" in params:
         challenge = params.pop("code_challenge")
     reply = oauth.authorize(challenge, state="s1", **params)
-    assert reply.status == 302
-    assert reply.location.startswith(REDIRECT_URI + "?")
-    query = reply.query()
-    assert query["error"] in ("invalid_request", "unsupported_response_type")
+    assert reply.status == 400
+    assert "Location" not in reply.headers
+    assert reply.headers["Content-Type"].startswith("text/html")
+    assert reply.headers["Cache-Control"] == "no-store"
+    link = return_link(reply.text)
+    assert link is not None and link.startswith(REDIRECT_URI + "?")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    assert query["error"] == error
     assert description in query["error_description"]
     assert query["state"] == "s1"
     assert query["iss"] == PUBLIC_URL
+    # The page names where the link leads, as the browser parses it.
+    assert 'at <span class="host">http://127.0.0.1:9999</span>' in reply.text
 
 
 def test_consent_without_csrf_token_is_refused(oauth: OAuthClient) -> None:
@@ -206,7 +227,9 @@ def test_consent_from_another_browser_is_refused(oauth: OAuthClient, app: Any) -
 
 def test_denied_consent_redirects_with_access_denied(oauth: OAuthClient) -> None:
     reply = oauth.consent(oauth.authorize(pkce_pair()[1], state="s2"), decision="deny")
+    # After the person acted, the error goes back to the client as a redirect (RFC 6749 §4.1.2.1).
     assert reply.status == 303
+    assert reply.location.startswith(REDIRECT_URI + "?")
     query = reply.query()
     assert query["error"] == "access_denied"
     assert query["state"] == "s2"

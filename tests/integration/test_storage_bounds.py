@@ -22,7 +22,8 @@ from flask import Flask
 from mcp_oauth_bridge.adapters.http.registration import MAX_REGISTRATION_BYTES
 from mcp_oauth_bridge.adapters.storage.sqlite import SqliteDatabase
 from mcp_oauth_bridge.domain.services.authorization import MAX_STATE_LENGTH
-from mcp_oauth_bridge.domain.services.registration import MAX_REDIRECT_URIS, MAX_URI_LENGTH
+from mcp_oauth_bridge.domain.services.registration import MAX_REDIRECT_URIS
+from mcp_oauth_bridge.domain.uris import MAX_REDIRECT_URI_LENGTH
 from mcp_oauth_bridge.entrypoints.app import create_app
 from mcp_oauth_bridge.entrypoints.config import load_settings
 from mcp_oauth_bridge.entrypoints.container import build_container
@@ -117,7 +118,7 @@ def _largest_registration() -> dict[str, Any]:
     base = "https://flood.example/"
     while len(body["redirect_uris"]) < MAX_REDIRECT_URIS:
         room = MAX_REGISTRATION_BYTES - len(json.dumps(body).encode()) - 4
-        length = min(MAX_URI_LENGTH, room)
+        length = min(MAX_REDIRECT_URI_LENGTH, room)
         if length <= len(base) + 10:
             break
         body["redirect_uris"].append(base + f"{len(body['redirect_uris']):02d}" + "a" * (length - len(base) - 2))

@@ -20,6 +20,7 @@ from tests.fakes import (
     FixedClock,
     InMemoryClientRepository,
     InMemoryStorage,
+    RecordedWebUrlParser,
     ScriptedIdentityProvider,
     SequentialTokenGenerator,
 )
@@ -177,6 +178,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
     idp = ScriptedIdentityProvider()
     hasher = TokenHasher(HASH_KEY)
     policy = policy or ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES)
+    web_urls = RecordedWebUrlParser()
     housekeeping = Housekeeping(clients=clients, grants=storage, clock=clock, policy=policy)
     return World(
         clock=clock,
@@ -188,7 +190,13 @@ def build_world(policy: ServerPolicy | None = None) -> World:
         policy=policy,
         housekeeping=housekeeping,
         registration=RegistrationService(
-            clients=clients, clock=clock, tokens=tokens, hasher=hasher, policy=policy, housekeeping=housekeeping
+            clients=clients,
+            clock=clock,
+            tokens=tokens,
+            hasher=hasher,
+            policy=policy,
+            housekeeping=housekeeping,
+            web_urls=web_urls,
         ),
         authorization=AuthorizationService(
             clients=clients,
@@ -199,6 +207,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             tokens=tokens,
             hasher=hasher,
             policy=policy,
+            web_urls=web_urls,
             housekeeping=housekeeping,
         ),
         token_service=TokenService(

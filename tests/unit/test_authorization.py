@@ -13,15 +13,24 @@ from mcp_oauth_bridge.domain.errors import (
     InvalidScope,
     InvalidTarget,
     OAuthError,
+    RefusedAuthorizationRequest,
     ServerError,
     TemporarilyUnavailable,
     UnsupportedResponseType,
     UpstreamSignInFailed,
 )
-from mcp_oauth_bridge.domain.model import UpstreamIdentity, UpstreamLogin, UpstreamTokens
+from mcp_oauth_bridge.domain.model import Client, UpstreamIdentity, UpstreamLogin, UpstreamTokens
 from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
 from mcp_oauth_bridge.domain.security import s256_challenge
+from mcp_oauth_bridge.domain.services.authorization import (
+    MAX_CLIENT_ID_LENGTH,
+    MAX_REQUESTED_REDIRECT_URI_LENGTH,
+    MAX_RESOURCE_LENGTH,
+    MAX_SCOPE_LENGTH,
+    MAX_STATE_LENGTH,
+)
 from mcp_oauth_bridge.domain.services.registration import RegisteredClient
+from mcp_oauth_bridge.domain.uris import RedirectDestination
 
 from .conftest import (
     BROWSER,
@@ -102,58 +111,120 @@ def test_loopback_redirect_uri_may_use_another_port(world: World) -> None:
     registered = world.register(redirect_uris=["http://127.0.0.1/callback"])
     prompt = world.start(registered, redirect_uri="http://127.0.0.1:49152/callback")
     assert prompt.request.redirect_uri == "http://127.0.0.1:49152/callback"
+    # The consent page names the port the browser will actually go to.
+    assert prompt.destination == RedirectDestination("http://127.0.0.1:49152", None, app=False)
 
 
-# ================================================================================================
-# GET /authorize — errors redirected to the client
-# ================================================================================================
+def test_loopback_request_in_a_form_the_browser_rewrites_is_a_page_without_a_link(world: World) -> None:
+    registered = world.register(redirect_uris=["http://127.0.0.1/cb"])
+    # Matches by port variation, but a browser would go to http://127.0.0.1/cb instead.
+    with pytest.raises(OAuthError) as excinfo:
+        world.start(registered, redirect_uri="http://127.0.0.1:80/cb")
+    assert_error_page(excinfo, InvalidRequest)
+    assert "no longer accepted" in excinfo.value.description
 
 
-def start_redirect_error(world: World, registered: RegisteredClient, **overrides: str | None) -> AuthorizationRedirect:
-    with pytest.raises(AuthorizationRedirect) as excinfo:
-        world.start(registered, **overrides)
-    redirect = excinfo.value
-    assert redirect.redirect_uri == REDIRECT_URI
-    assert redirect.state == overrides.get("state", "client-state-1")
+def test_consent_prompt_names_the_destination_from_the_parse(world: World, public_client: RegisteredClient) -> None:
+    assert world.start(public_client).destination == RedirectDestination("client.example", None, app=False)
+
+
+def test_internationalised_host_must_be_requested_in_its_registered_punycode_form(world: World) -> None:
+    registered = world.register(redirect_uris=["https://аррӏе.com/cb"])
+    with pytest.raises(OAuthError) as excinfo:
+        world.start(registered, redirect_uri="https://аррӏе.com/cb")
+    assert_error_page(excinfo, InvalidRequest)
+    assert "punycode" in excinfo.value.description
+    prompt = world.start(registered, redirect_uri="https://xn--80ak6aa92e.com/cb")
+    assert prompt.request.redirect_uri == "https://xn--80ak6aa92e.com/cb"
+    assert prompt.destination == RedirectDestination("xn--80ak6aa92e.com", "аррӏе.com", app=False)
+
+
+@pytest.mark.parametrize(
+    "stored_uri",
+    [
+        "search-ms:query=invoice",
+        "https://evil.example\\.claude.ai/cb",
+        "https://client.example@evil.example/cb",
+        "HTTPS://EXAMPLE.com/cb",
+        "http://client.example/cb",
+        "https://client.example/cb#frag",
+    ],
+)
+def test_client_stored_under_older_rules_gets_no_way_to_its_redirect_uri(world: World, stored_uri: str) -> None:
+    # A row registered before today's rule: nothing is shown or linked for a URI it refuses,
+    # whether the request names it or leaves it implied.
+    legacy = RegisteredClient(
+        client=Client(
+            client_id="mob_client_legacy",
+            redirect_uris=(stored_uri,),
+            grant_types=("authorization_code",),
+            response_types=("code",),
+            token_endpoint_auth_method="none",
+            issued_at=NOW,
+        ),
+        client_secret=None,
+    )
+    world.clients.add(legacy.client)
+    for redirect_uri in (stored_uri, None):
+        with pytest.raises(OAuthError) as excinfo:
+            world.start(legacy, redirect_uri=redirect_uri, response_type="token")
+        assert_error_page(excinfo, InvalidRequest)
+        assert "register the client again" in excinfo.value.description
     assert world.storage.pending == {}
-    return redirect
 
 
-def test_missing_response_type_redirects_invalid_request(world: World, public_client: RegisteredClient) -> None:
-    redirect = start_redirect_error(world, public_client, response_type=None)
-    assert type(redirect.error) is InvalidRequest
+# ================================================================================================
+# GET /authorize — errors after the client and redirect URI are known: a page with a link back,
+# never an automatic redirect (RFC 9700 §4.11.2)
+# ================================================================================================
+
+
+def start_refused(world: World, registered: RegisteredClient, **overrides: str | None) -> RefusedAuthorizationRequest:
+    with pytest.raises(RefusedAuthorizationRequest) as excinfo:
+        world.start(registered, **overrides)
+    refused = excinfo.value
+    assert refused.redirect_uri == REDIRECT_URI
+    assert refused.state == overrides.get("state", "client-state-1")
+    assert refused.destination.site == "client.example"
+    assert world.storage.pending == {}
+    return refused
+
+
+def test_missing_response_type_is_refused_with_invalid_request(world: World, public_client: RegisteredClient) -> None:
+    refused = start_refused(world, public_client, response_type=None)
+    assert type(refused.error) is InvalidRequest
 
 
 @pytest.mark.parametrize("response_type", ["token", "code id_token", "id_token", "CODE"])
-def test_other_response_type_redirects_unsupported_response_type(
+def test_other_response_type_is_refused_with_unsupported_response_type(
     world: World, public_client: RegisteredClient, response_type: str
 ) -> None:
-    redirect = start_redirect_error(world, public_client, response_type=response_type)
-    assert type(redirect.error) is UnsupportedResponseType
+    refused = start_refused(world, public_client, response_type=response_type)
+    assert type(refused.error) is UnsupportedResponseType
 
 
-def test_missing_code_challenge_redirects_invalid_request(world: World, public_client: RegisteredClient) -> None:
-    redirect = start_redirect_error(world, public_client, code_challenge=None, code_challenge_method=None)
-    assert type(redirect.error) is InvalidRequest
+def test_missing_code_challenge_is_refused_with_invalid_request(world: World, public_client: RegisteredClient) -> None:
+    refused = start_refused(world, public_client, code_challenge=None, code_challenge_method=None)
+    assert type(refused.error) is InvalidRequest
 
 
 @pytest.mark.parametrize("challenge", [None, ""])
-def test_missing_code_challenge_with_s256_method_redirects_invalid_request(
+def test_missing_code_challenge_with_s256_method_is_refused_with_invalid_request(
     world: World, public_client: RegisteredClient, challenge: str | None
 ) -> None:
-    redirect = start_redirect_error(world, public_client, code_challenge=challenge)
-    assert type(redirect.error) is InvalidRequest
+    refused = start_refused(world, public_client, code_challenge=challenge)
+    assert type(refused.error) is InvalidRequest
 
 
 def test_missing_method_defaults_to_plain_and_is_rejected(world: World, public_client: RegisteredClient) -> None:
-    redirect = start_redirect_error(world, public_client, code_challenge_method=None)
-    assert type(redirect.error) is InvalidRequest
+    refused = start_refused(world, public_client, code_challenge_method=None)
+    assert type(refused.error) is InvalidRequest
 
 
 @pytest.mark.parametrize("method", ["plain", "s256", "S512", ""])
 def test_method_other_than_s256_is_rejected(world: World, public_client: RegisteredClient, method: str) -> None:
-    redirect = start_redirect_error(world, public_client, code_challenge_method=method)
-    assert type(redirect.error) is InvalidRequest
+    refused = start_refused(world, public_client, code_challenge_method=method)
+    assert type(refused.error) is InvalidRequest
 
 
 @pytest.mark.parametrize(
@@ -167,19 +238,19 @@ def test_method_other_than_s256_is_rejected(world: World, public_client: Registe
     ],
 )
 def test_malformed_code_challenge_is_rejected(world: World, public_client: RegisteredClient, challenge: str) -> None:
-    redirect = start_redirect_error(world, public_client, code_challenge=challenge)
-    assert type(redirect.error) is InvalidRequest
+    refused = start_refused(world, public_client, code_challenge=challenge)
+    assert type(refused.error) is InvalidRequest
 
 
-def test_scope_outside_supported_redirects_invalid_scope(world: World, public_client: RegisteredClient) -> None:
-    redirect = start_redirect_error(world, public_client, scope="mcp:read admin")
-    assert type(redirect.error) is InvalidScope
+def test_scope_outside_supported_is_refused_with_invalid_scope(world: World, public_client: RegisteredClient) -> None:
+    refused = start_refused(world, public_client, scope="mcp:read admin")
+    assert type(refused.error) is InvalidScope
 
 
-def test_scope_outside_clients_registered_scope_redirects_invalid_scope(world: World) -> None:
+def test_scope_outside_clients_registered_scope_is_refused_with_invalid_scope(world: World) -> None:
     registered = world.register(scope="mcp:read")
-    redirect = start_redirect_error(world, registered, scope="mcp:write")
-    assert type(redirect.error) is InvalidScope
+    refused = start_refused(world, registered, scope="mcp:write")
+    assert type(refused.error) is InvalidScope
 
 
 @pytest.mark.parametrize(
@@ -192,25 +263,77 @@ def test_scope_outside_clients_registered_scope_redirects_invalid_scope(world: W
         "",
     ],
 )
-def test_resource_mismatch_redirects_invalid_target(world: World, public_client: RegisteredClient, resource: str) -> None:
-    redirect = start_redirect_error(world, public_client, resource=resource)
-    assert type(redirect.error) is InvalidTarget
+def test_resource_mismatch_is_refused_with_invalid_target(world: World, public_client: RegisteredClient, resource: str) -> None:
+    refused = start_refused(world, public_client, resource=resource)
+    assert type(refused.error) is InvalidTarget
 
 
-def test_too_long_state_redirects_invalid_request(world: World, public_client: RegisteredClient) -> None:
-    redirect = start_redirect_error(world, public_client, state="s" * 2049)
-    assert type(redirect.error) is InvalidRequest
+def test_too_long_state_is_refused_without_returning_it(world: World, public_client: RegisteredClient) -> None:
+    with pytest.raises(RefusedAuthorizationRequest) as excinfo:
+        world.start(public_client, state="s" * (MAX_STATE_LENGTH + 1))
+    assert type(excinfo.value.error) is InvalidRequest
+    assert f"longer than {MAX_STATE_LENGTH}" in excinfo.value.error.description
+    # The overlong state is the parameter in error: the link back does not carry it.
+    assert excinfo.value.state is None
+    assert world.storage.pending == {}
 
 
 def test_state_of_maximum_length_is_accepted(world: World, public_client: RegisteredClient) -> None:
-    assert world.start(public_client, state="s" * 2048).request.state == "s" * 2048
+    state = "s" * MAX_STATE_LENGTH
+    assert world.start(public_client, state=state).request.state == state
 
 
-def test_redirect_error_without_state_carries_none(world: World, public_client: RegisteredClient) -> None:
-    with pytest.raises(AuthorizationRedirect) as excinfo:
+@pytest.mark.parametrize(
+    ("parameter", "limit"),
+    [("scope", MAX_SCOPE_LENGTH), ("resource", MAX_RESOURCE_LENGTH)],
+)
+def test_overlong_scope_and_resource_are_refused_as_invalid_request(
+    world: World, public_client: RegisteredClient, parameter: str, limit: int
+) -> None:
+    refused = start_refused(world, public_client, **{parameter: "x" * (limit + 1)})
+    assert type(refused.error) is InvalidRequest
+    assert f"{parameter} is longer than {limit}" in refused.error.description
+
+
+def test_refused_request_without_state_carries_none(world: World, public_client: RegisteredClient) -> None:
+    with pytest.raises(RefusedAuthorizationRequest) as excinfo:
         world.start(public_client, state=None, response_type="token")
     assert excinfo.value.state is None
     assert excinfo.value.redirect_uri == REDIRECT_URI
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"response_type": "token"},
+        {"code_challenge": None},
+        {"code_challenge_method": "plain"},
+        {"scope": "admin"},
+        {"resource": "https://other.example/mcp"},
+    ],
+)
+def test_no_error_before_consent_is_an_automatic_redirect(
+    world: World, public_client: RegisteredClient, overrides: dict[str, str | None]
+) -> None:
+    # RFC 9700 §4.11.2: a self-registered client must not turn /authorize into an open redirector.
+    with pytest.raises(RefusedAuthorizationRequest) as excinfo:
+        world.start(public_client, **overrides)
+    assert not isinstance(excinfo.value, AuthorizationRedirect)
+
+
+def test_overlong_client_id_is_a_page_without_a_link(world: World, public_client: RegisteredClient) -> None:
+    with pytest.raises(OAuthError) as excinfo:
+        world.start(public_client, client_id="mob_client_" + "x" * MAX_CLIENT_ID_LENGTH)
+    assert_error_page(excinfo, InvalidRequest)
+    assert f"longer than {MAX_CLIENT_ID_LENGTH}" in excinfo.value.description
+
+
+def test_overlong_redirect_uri_is_a_page_without_a_link(world: World, public_client: RegisteredClient) -> None:
+    long_uri = REDIRECT_URI + "?" + "x" * MAX_REQUESTED_REDIRECT_URI_LENGTH
+    with pytest.raises(OAuthError) as excinfo:
+        world.start(public_client, redirect_uri=long_uri)
+    assert_error_page(excinfo, InvalidRequest)
+    assert f"longer than {MAX_REQUESTED_REDIRECT_URI_LENGTH}" in excinfo.value.description
 
 
 # ================================================================================================

@@ -8,9 +8,26 @@ import pytest
 
 from mcp_oauth_bridge.domain.errors import InvalidClientMetadata, InvalidRedirectUri
 from mcp_oauth_bridge.domain.security import TokenHasher
-from mcp_oauth_bridge.domain.services.registration import RegisteredClient
+from mcp_oauth_bridge.domain.services.registration import (
+    MAX_CONTACT_LENGTH,
+    MAX_CONTACTS,
+    MAX_KEYWORD_LENGTH,
+    MAX_LIST_ENTRIES,
+    MAX_NAME_LENGTH,
+    MAX_SCOPE_LENGTH,
+    RegisteredClient,
+)
+from mcp_oauth_bridge.domain.uris import MAX_CLIENT_URL_LENGTH, MAX_REDIRECT_URI_LENGTH
 
 from .conftest import NOW, REDIRECT_URI, World
+
+
+# RFC 7591 §3.2.1: the registered metadata plus what the server issues.
+KNOWN_RESPONSE_FIELDS = {
+    "client_id", "client_id_issued_at", "client_secret", "client_secret_expires_at", "redirect_uris",
+    "grant_types", "response_types", "token_endpoint_auth_method", "client_name", "scope", "client_uri",
+    "logo_uri", "tos_uri", "policy_uri", "software_id", "software_version", "application_type", "contacts",
+}
 
 
 def register_raw(world: World, **metadata: Any) -> RegisteredClient:
@@ -314,3 +331,145 @@ def test_registered_client_is_stored(world: World) -> None:
 def test_client_name_too_long_is_rejected(world: World) -> None:
     with pytest.raises(InvalidClientMetadata):
         world.register(client_name="x" * 201)
+
+
+# -- redirect URIs are stored in the browser's form ----------------------------------------------
+
+
+def test_internationalised_redirect_uri_is_stored_and_answered_in_punycode(world: World) -> None:
+    registered = world.register(redirect_uris=["https://аррӏе.com/cb"])
+    assert registered.client.redirect_uris == ("https://xn--80ak6aa92e.com/cb",)
+    assert registered.response()["redirect_uris"] == ["https://xn--80ak6aa92e.com/cb"]
+    stored = world.clients.get(registered.client.client_id)
+    assert stored is not None and stored.redirect_uris == ("https://xn--80ak6aa92e.com/cb",)
+
+
+def test_unicode_and_punycode_spellings_of_one_uri_are_kept_once(world: World) -> None:
+    registered = world.register(redirect_uris=["https://аррӏе.com/cb", "https://xn--80ak6aa92e.com/cb"])
+    assert registered.client.redirect_uris == ("https://xn--80ak6aa92e.com/cb",)
+
+
+def test_refused_redirect_uri_is_named_by_its_position(world: World) -> None:
+    with pytest.raises(InvalidRedirectUri) as excinfo:
+        world.register(redirect_uris=[REDIRECT_URI, "search-ms:query=x"])
+    assert excinfo.value.description.startswith("redirect_uris[1] search-ms:query=x")
+    assert world.clients.list() == []
+
+
+# -- caps ----------------------------------------------------------------------------------------
+
+
+# (field, cap, a valid start, the character that pads it to a length)
+STRING_CAPS = [
+    ("client_name", MAX_NAME_LENGTH, "Claude", "x"),
+    ("software_id", MAX_NAME_LENGTH, "claude", "x"),
+    ("software_version", MAX_NAME_LENGTH, "1", "0"),
+    ("scope", MAX_SCOPE_LENGTH, "mcp:read", " "),
+    ("client_uri", MAX_CLIENT_URL_LENGTH, "https://client.example/", "a"),
+    ("logo_uri", MAX_CLIENT_URL_LENGTH, "https://client.example/", "a"),
+    ("tos_uri", MAX_CLIENT_URL_LENGTH, "https://client.example/", "a"),
+    ("policy_uri", MAX_CLIENT_URL_LENGTH, "https://client.example/", "a"),
+]
+
+
+@pytest.mark.parametrize(("name", "limit", "start", "pad"), STRING_CAPS)
+def test_every_string_field_is_capped(world: World, name: str, limit: int, start: str, pad: str) -> None:
+    assert name in world.register(**{name: start + pad * (limit - len(start))}).response()
+    with pytest.raises(InvalidClientMetadata) as excinfo:
+        world.register(**{name: start + pad * (limit + 1 - len(start))})
+    assert f"{name} is longer than {limit}" in excinfo.value.description
+    # Only the registration at the cap was stored.
+    assert len(world.clients.list()) == 1
+
+
+def test_each_contact_is_capped(world: World) -> None:
+    longest = "a" * (MAX_CONTACT_LENGTH - len("@client.example")) + "@client.example"
+    assert world.register(contacts=[longest]).response()["contacts"] == [longest]
+    with pytest.raises(InvalidClientMetadata) as excinfo:
+        world.register(contacts=["ops@client.example", "a" + longest])
+    assert "contacts" in excinfo.value.description
+
+
+def test_each_redirect_uri_is_capped(world: World) -> None:
+    longest = REDIRECT_URI + "/" + "a" * (MAX_REDIRECT_URI_LENGTH - len(REDIRECT_URI) - 1)
+    assert world.register(redirect_uris=[longest]).client.redirect_uris == (longest,)
+    with pytest.raises(InvalidRedirectUri) as excinfo:
+        world.register(redirect_uris=[longest + "a"])
+    assert f"longer than {MAX_REDIRECT_URI_LENGTH}" in excinfo.value.description
+
+
+@pytest.mark.parametrize("name", ["token_endpoint_auth_method", "application_type"])
+def test_keyword_fields_are_capped(world: World, name: str) -> None:
+    with pytest.raises(InvalidClientMetadata) as excinfo:
+        world.register(**{name: "n" * (MAX_KEYWORD_LENGTH + 1)})
+    assert f"longer than {MAX_KEYWORD_LENGTH}" in excinfo.value.description
+
+
+def test_number_of_contacts_is_capped(world: World) -> None:
+    contacts = [f"ops{i}@client.example" for i in range(MAX_CONTACTS)]
+    assert world.register(contacts=contacts).response()["contacts"] == contacts
+    with pytest.raises(InvalidClientMetadata):
+        world.register(contacts=contacts + ["one-more@client.example"])
+
+
+@pytest.mark.parametrize(("name", "value"), [("grant_types", "authorization_code"), ("response_types", "code")])
+def test_number_of_grant_and_response_type_entries_is_capped(world: World, name: str, value: str) -> None:
+    assert world.register(**{name: [value] * MAX_LIST_ENTRIES}).response()[name] == [value]
+    with pytest.raises(InvalidClientMetadata) as excinfo:
+        world.register(**{name: [value] * (MAX_LIST_ENTRIES + 1)})
+    assert f"more than {MAX_LIST_ENTRIES} entries" in excinfo.value.description
+
+
+@pytest.mark.parametrize(("name", "value"), [("grant_types", "x" * 65), ("response_types", "x" * 65)])
+def test_grant_and_response_type_entries_are_capped_in_length(world: World, name: str, value: str) -> None:
+    with pytest.raises(InvalidClientMetadata) as excinfo:
+        world.register(**{name: ["authorization_code", "code", value]})
+    assert f"at most {MAX_KEYWORD_LENGTH} characters" in excinfo.value.description
+
+
+def test_only_known_fields_are_stored(world: World) -> None:
+    registered = world.register(
+        jwks={"keys": []}, post_logout_redirect_uris=["https://client.example/bye"], x_custom="kept?", software_id="s"
+    )
+    assert set(registered.client.extra_metadata) == {"software_id"}
+    assert set(registered.response()) <= KNOWN_RESPONSE_FIELDS
+
+
+# -- text UTF-8 cannot encode (a lone surrogate) -----------------------------------------------------
+
+SURROGATE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "where"),
+    [
+        ({"client_name": "Claude" + SURROGATE}, "client_name"),
+        ({"client_uri": "https://client.example/" + SURROGATE}, "client_uri"),
+        ({"logo_uri": "https://client.example/" + SURROGATE}, "logo_uri"),
+        ({"tos_uri": "https://client.example/" + SURROGATE}, "tos_uri"),
+        ({"policy_uri": "https://client.example/" + SURROGATE}, "policy_uri"),
+        ({"software_id": SURROGATE}, "software_id"),
+        ({"software_version": SURROGATE}, "software_version"),
+        ({"scope": "mcp:read " + SURROGATE}, "scope"),
+        ({"contacts": ["ops@client.example", SURROGATE]}, "contacts[1]"),
+        ({"redirect_uris": [REDIRECT_URI, "https://client.example/" + SURROGATE]}, "redirect_uris[1]"),
+        ({"grant_types": ["authorization_code", SURROGATE]}, "grant_types[1]"),
+        ({"response_types": [SURROGATE]}, "response_types[0]"),
+        ({"token_endpoint_auth_method": SURROGATE}, "token_endpoint_auth_method"),
+        ({"application_type": SURROGATE}, "application_type"),
+        ({"x_unknown": SURROGATE}, "x_unknown"),
+        ({"x_unknown": {"deep": [1, {"deeper": SURROGATE}]}}, "x_unknown.deep[1].deeper"),
+        ({"x" + SURROGATE: "value"}, "a field name"),
+    ],
+)
+def test_text_that_utf8_cannot_encode_is_refused_anywhere(world: World, metadata: dict[str, Any], where: str) -> None:
+    with pytest.raises(InvalidClientMetadata) as excinfo:
+        world.register(**metadata)
+    assert excinfo.value.description.startswith(where)
+    assert "UTF-8" in excinfo.value.description
+    assert world.clients.list() == []
+
+
+def test_text_outside_the_basic_plane_is_accepted(world: World) -> None:
+    # A properly paired character (here an emoji) encodes as UTF-8: only lone surrogates are refused.
+    assert world.register(client_name="Claude \U0001F916").client.client_name == "Claude \U0001F916"

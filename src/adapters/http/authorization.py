@@ -4,18 +4,17 @@ upstream identity provider's callback (RFC 6749 §4.1.2 with RFC 9207 ``iss``)."
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
 from dependency_injector.wiring import Provide, inject
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from ...domain.errors import AuthorizationRedirect, OAuthError, UpstreamSignInFailed
+from ...domain.errors import AuthorizationRedirect, OAuthError, RefusedAuthorizationRequest, UpstreamSignInFailed
 from ...domain.ports import UpstreamIdentityError
 from ...domain.policy import ServerPolicy
 from ...domain.services.authorization import AuthorizationService, ConsentPrompt
 from ...domain.services.redirects import ClientRedirect
-from .errors import error_page
+from .errors import error_page, render_page
 from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,26 @@ def _browser_id(policy: ServerPolicy) -> str | None:
 def authorization_error_page(error: OAuthError) -> BaseResponse:
     # Before the client and redirect URI are established an error must not redirect anywhere.
     return error_page("This sign-in request cannot be completed", error.description or error.error, 400)
+
+
+@bp.errorhandler(RefusedAuthorizationRequest)
+@inject
+def refused_authorization_request(
+    exc: RefusedAuthorizationRequest, policy: ServerPolicy = Provide["policy"]
+) -> BaseResponse:
+    # RFC 9700 §4.11.2: nobody has seen the consent page, so the person chooses whether to go
+    # back to the client; the link carries what an error redirect would (RFC 6749 §4.1.2.1).
+    params = {"error": exc.error.error}
+    if exc.error.description:
+        params["error_description"] = exc.error.description
+    back = ClientRedirect.build(exc.redirect_uri, issuer=policy.issuer, state=exc.state, **params)
+    return error_page(
+        "This sign-in request cannot be completed",
+        exc.error.description or exc.error.error,
+        400,
+        return_url=back.url(),
+        destination=exc.destination,
+    )
 
 
 @bp.errorhandler(UpstreamIdentityError)
@@ -86,7 +105,7 @@ def authorize(
 ) -> BaseResponse:
     params = parse(AuthorizationRequestSchema, request.args)
     prompt = service.start(params, browser_id=_browser_id(policy))
-    response = Response(_render_consent(prompt))
+    response = Response(_render_consent(prompt), content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
         _cookie_name(policy),
@@ -102,14 +121,14 @@ def authorize(
     return response
 
 
-def _render_consent(prompt: ConsentPrompt) -> str:
+def _render_consent(prompt: ConsentPrompt) -> bytes:
     client = prompt.client
-    return render_template(
+    return render_page(
         "consent.html",
         client_name=client.display_name,
         client_uri=client.extra_metadata.get("client_uri"),
-        redirect_host=urlsplit(prompt.request.redirect_uri).netloc or prompt.request.redirect_uri,
-        redirect_uri=prompt.request.redirect_uri,
+        # What the browser will go to: the domain's WHATWG parse, never the raw string.
+        destination=prompt.destination,
         scopes=prompt.request.scopes,
         pending_id=prompt.pending_id,
         csrf_token=prompt.csrf_token,

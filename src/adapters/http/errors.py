@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Flask, Response, render_template
@@ -46,10 +47,25 @@ def oauth_error_response(error: OAuthError) -> Response:
     return response
 
 
-def error_page(title: str, message: str, status: int, *, return_url: str | None = None) -> Response:
+# A lone UTF-16 surrogate: valid in a Python str (JSON's "\ud800"), not encodable as UTF-8.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def render_page(template: str, **context: Any) -> bytes:
+    """A page as UTF-8 bytes. Registration refuses text that UTF-8 cannot encode; should any
+    still reach a page (a row stored before that rule), it shows as U+FFFD instead of failing
+    the response."""
+    return LONE_SURROGATE.sub("\ufffd", render_template(template, **context)).encode("utf-8")
+
+
+def error_page(
+    title: str, message: str, status: int, *, return_url: str | None = None, destination: Any = None
+) -> Response:
     """An HTML error page: where redirecting to the client would be unsafe, or where the person
-    must read what went wrong (``return_url``: a validated way back to the client)."""
-    response = Response(render_template("error.html", title=title, message=message, return_url=return_url), status=status)
+    must read what went wrong (``return_url``: a validated way back to the client, leading to
+    ``destination``, a ``RedirectDestination``)."""
+    page = render_page("error.html", title=title, message=message, return_url=return_url, destination=destination)
+    response = Response(page, status=status, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -10,13 +10,16 @@ from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, request
 
 from ...domain.errors import InvalidClientMetadata
-from ...domain.services.registration import RegistrationService
+from ...domain.services.registration import MAX_METADATA_DOCUMENT_BYTES, RegistrationService
 from .errors import json_response
 
 log = logging.getLogger(__name__)
 bp = Blueprint("registration", __name__)
 
-MAX_REGISTRATION_BYTES = 16 * 1024
+# 8 KiB: Claude's registration is under 1 KiB, and one with ten ordinary redirect URIs and every
+# informational URL stays well under; a larger body is refused before it is parsed. The
+# per-field caps (domain.services.registration) bound each field within it.
+MAX_REGISTRATION_BYTES = MAX_METADATA_DOCUMENT_BYTES
 LOGGED_TEXT = 200
 
 

@@ -10,10 +10,12 @@ from ..errors import (
     AccessDenied,
     AuthorizationRedirect,
     InvalidClient,
+    InvalidRedirectUri,
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
     OAuthError,
+    RefusedAuthorizationRequest,
     ServerError,
     TemporarilyUnavailable,
     UnsupportedResponseType,
@@ -36,13 +38,26 @@ from ..ports import (
     IdentityProvider,
     TokenGenerator,
     UpstreamIdentityError,
+    WebUrlParser,
 )
 from ..security import CODE_CHALLENGE_PATTERN, SUPPORTED_CODE_CHALLENGE_METHODS, TokenHasher, s256_challenge
 from ..refresh_tokens import GRANT_ID_PREFIX
+from ..uris import MAX_REDIRECT_URI_LENGTH, RedirectDestination, canonical_redirect_uri, redirect_destination
 from .housekeeping import Housekeeping
 from .redirects import ClientRedirect, redirect_uri_matches
 
-MAX_STATE_LENGTH = 2048
+# Caps on the authorization request (each stored in a pending authorization, so they bound its
+# row). Claude's state is under 100 characters and generated ones are usually 32 to 64; 1024
+# leaves room for clients that pack a return path into state.
+MAX_STATE_LENGTH = 1024
+# The scopes offered are a handful of short names.
+MAX_SCOPE_LENGTH = 1024
+# The resource must be this server's MCP URL anyway.
+MAX_RESOURCE_LENGTH = 2048
+# Our client ids are 54 characters; a URL client id (client ID metadata document) is bounded too.
+MAX_CLIENT_ID_LENGTH = 512
+# A loopback redirect URI may be requested with a port its registration lacks (RFC 8252 §7.3).
+MAX_REQUESTED_REDIRECT_URI_LENGTH = MAX_REDIRECT_URI_LENGTH + len(":65535")
 # Upstream errors that are the person's (or their organisation's) answer: safe to pass on as is.
 UPSTREAM_DENIALS = frozenset({"access_denied"})
 # Upstream errors that a retry may cure.
@@ -67,6 +82,8 @@ class ConsentPrompt:
     browser_id: str
     client: Client
     request: AuthorizationRequest
+    # Where the browser will be sent back to, from the parse a browser makes of the redirect URI.
+    destination: RedirectDestination
 
 
 class AuthorizationService:
@@ -81,10 +98,12 @@ class AuthorizationService:
         tokens: TokenGenerator,
         hasher: TokenHasher,
         policy: ServerPolicy,
+        web_urls: WebUrlParser,
         housekeeping: Housekeeping,
     ) -> None:
         self._clients = clients
         self._authorizations = authorizations
+        self._web_urls = web_urls
         self._grants = grants
         self._idp = identity_provider
         self._clock = clock
@@ -98,15 +117,21 @@ class AuthorizationService:
     def start(self, params: Mapping[str, str], *, browser_id: str | None) -> ConsentPrompt:
         """Validate an authorization request and remember it until the person decides.
 
-        Raises ``OAuthError`` (show an error page) while the client or redirect URI is not
-        established, and ``AuthorizationRedirect`` after that.
+        Raises ``OAuthError`` (an error page with no way on) while the client or redirect URI is
+        not established, and ``RefusedAuthorizationRequest`` (an error page with a link back to
+        the client) after that: nobody has chosen to go anywhere yet (RFC 9700 §4.11.2).
         """
         client, redirect_uri = self._client_and_redirect_uri(params)
+        destination = redirect_destination(redirect_uri, self._web_urls)
         state = params.get("state")
         try:
             request = self._validate_request(params, client, redirect_uri)
         except OAuthError as error:
-            raise AuthorizationRedirect(error, redirect_uri=redirect_uri, state=state) from None
+            # An overlong state is not sent back: it is the parameter in error.
+            returned_state = state if state is not None and len(state) <= MAX_STATE_LENGTH else None
+            raise RefusedAuthorizationRequest(
+                error, redirect_uri=redirect_uri, state=returned_state, destination=destination
+            ) from None
 
         now = self._clock.now()
         browser_id = browser_id or self._tokens.generate("mob_br_")
@@ -128,12 +153,15 @@ class AuthorizationService:
             browser_id=browser_id,
             client=client,
             request=request,
+            destination=destination,
         )
 
     def _client_and_redirect_uri(self, params: Mapping[str, str]) -> tuple[Client, str]:
         client_id = params.get("client_id")
         if not client_id:
             raise InvalidRequest("client_id is required")
+        if len(client_id) > MAX_CLIENT_ID_LENGTH:
+            raise InvalidRequest(f"client_id is longer than {MAX_CLIENT_ID_LENGTH} characters")
         client = self._clients.get(client_id)
         if client is None:
             raise InvalidClient("unknown client_id")
@@ -142,11 +170,30 @@ class AuthorizationService:
             # RFC 6749 §3.1.2.3: may be omitted only if exactly one redirect URI is registered.
             if len(client.redirect_uris) != 1:
                 raise InvalidRequest("redirect_uri is required")
-            return client, client.redirect_uris[0]
-        # RFC 6749 §3.1.2.3 / OAuth 2.1 §4.1.1: compare with the registered URIs exactly.
-        if not any(redirect_uri_matches(redirect_uri, registered) for registered in client.redirect_uris):
-            raise InvalidRequest("redirect_uri is not registered for this client")
+            redirect_uri = client.redirect_uris[0]
+        elif len(redirect_uri) > MAX_REQUESTED_REDIRECT_URI_LENGTH:
+            raise InvalidRequest(f"redirect_uri is longer than {MAX_REQUESTED_REDIRECT_URI_LENGTH} characters")
+        # RFC 6749 §3.1.2.3 / OAuth 2.1 §4.1.1: compare with the registered URIs exactly. An
+        # internationalised host is registered in punycode and must be sent that way too: the
+        # token endpoint compares redirect_uri as an exact string (RFC 6749 §4.1.3).
+        elif not any(redirect_uri_matches(redirect_uri, registered) for registered in client.redirect_uris):
+            hint = "" if redirect_uri.isascii() else " (send it as registered: internationalised hosts in punycode)"
+            raise InvalidRequest(f"redirect_uri is not registered for this client{hint}")
+        self._require_acceptable(redirect_uri)
         return client, redirect_uri
+
+    def _require_acceptable(self, redirect_uri: str) -> None:
+        """A client registered under older, looser rules is held to today's: a redirect URI that
+        registration would refuse (or store differently) is never a destination."""
+        try:
+            canonical = canonical_redirect_uri(redirect_uri, self._web_urls)
+        except InvalidRedirectUri as exc:
+            reason = exc.description
+        else:
+            if canonical == redirect_uri:
+                return
+            reason = f"its canonical form is {canonical}"
+        raise InvalidRequest(f"this redirect URI is no longer accepted ({reason}); register the client again")
 
     def _validate_request(self, params: Mapping[str, str], client: Client, redirect_uri: str) -> AuthorizationRequest:
         response_type = params.get("response_type")
@@ -157,7 +204,7 @@ class AuthorizationService:
 
         state = params.get("state")
         if state is not None and len(state) > MAX_STATE_LENGTH:
-            raise InvalidRequest("state is too long")
+            raise InvalidRequest(f"state is longer than {MAX_STATE_LENGTH} characters")
 
         code_challenge = params.get("code_challenge")
         # OAuth 2.1 §4.1.1: PKCE is required; RFC 7636 §4.3: a missing method means "plain".
@@ -169,9 +216,14 @@ class AuthorizationService:
         if not CODE_CHALLENGE_PATTERN.fullmatch(code_challenge):
             raise InvalidRequest("code_challenge is not a valid S256 challenge")
 
-        scopes = self._requested_scopes(params.get("scope"), client)
+        scope = params.get("scope")
+        if scope is not None and len(scope) > MAX_SCOPE_LENGTH:
+            raise InvalidRequest(f"scope is longer than {MAX_SCOPE_LENGTH} characters")
+        scopes = self._requested_scopes(scope, client)
 
         resource = params.get("resource")
+        if resource is not None and len(resource) > MAX_RESOURCE_LENGTH:
+            raise InvalidRequest(f"resource is longer than {MAX_RESOURCE_LENGTH} characters")
         if resource is None:
             resource = self._policy.resource
         elif not resource_matches(resource, self._policy.resource):

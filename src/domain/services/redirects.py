@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlencode, urlsplit, urlunsplit
 
-from .registration import is_loopback_host
+from ..uris import is_loopback_host
 
 
 def _has_valid_port(parts: SplitResult) -> bool:

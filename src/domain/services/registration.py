@@ -1,18 +1,17 @@
-"""Dynamic Client Registration (RFC 7591 §2, §3) and the redirect URI rules (RFC 8252 §7, OAuth 2.1 §2.3.1)."""
+"""Dynamic Client Registration (RFC 7591 §2, §3); the redirect URI rules are in ``domain.uris``."""
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
-from urllib.parse import urlsplit
+from typing import Any, Iterator, Mapping
 
 from ..errors import InvalidClientMetadata, InvalidRedirectUri
 from ..model import Client
 from ..policy import ServerPolicy
-from ..ports import ClientRepository, Clock, TokenGenerator
+from ..ports import ClientRepository, Clock, TokenGenerator, WebUrlParser
 from ..security import TokenHasher
+from ..uris import MAX_CLIENT_URL_LENGTH, canonical_client_url, canonical_redirect_uri, is_utf8_encodable
+from ..uris import is_loopback_host as is_loopback_host  # re-exported: adapters and config use it
 from .housekeeping import Housekeeping
 
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
@@ -23,13 +22,19 @@ SUPPORTED_APPLICATION_TYPES = ("web", "native")
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
 DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD = "client_secret_basic"
 
+# Caps (RFC 7591 leaves sizes to the server). Claude registers one redirect URI and a body under
+# 1 KiB; these bound every stored client whatever a stranger sends.
+MAX_METADATA_DOCUMENT_BYTES = 8 * 1024
 MAX_REDIRECT_URIS = 10
-MAX_URI_LENGTH = 2000
-MAX_NAME_LENGTH = 200
 MAX_CONTACTS = 10
-# Schemes a browser would execute or read locally instead of navigating to a client.
-FORBIDDEN_REDIRECT_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "about", "blob", "filesystem"})
-URI_SCHEME_PATTERN = re.compile(r"^[a-z][a-z0-9+.\-]*$")
+MAX_CONTACT_LENGTH = 254  # the longest e-mail address (RFC 5321 §4.5.3.1)
+# client_name, software_id, software_version.
+MAX_NAME_LENGTH = 200
+MAX_SCOPE_LENGTH = 1024
+# Entries of grant_types / response_types before duplicates are dropped.
+MAX_LIST_ENTRIES = 8
+# token_endpoint_auth_method, application_type: enumerated values, all short.
+MAX_KEYWORD_LENGTH = 64
 # Optional human-readable URL fields (RFC 7591 §2) that we echo back.
 URL_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 STRING_FIELDS = ("software_id", "software_version")
@@ -51,57 +56,51 @@ class RegisteredClient:
         return document
 
 
-def is_loopback_host(host: str | None) -> bool:
-    """localhost or a loopback address (RFC 8252 §8.3), bracketed IPv6 included."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string in a JSON value (object keys included) with where it is, without recursion
+    (a document's nesting is bounded only by its size)."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            yield where, item
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                yield where, str(key)
+                stack.append((child, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
 
 
-def validate_redirect_uri(uri: Any) -> str:
-    """Return the URI if it may be registered; raise ``InvalidRedirectUri`` saying why not."""
-    if not isinstance(uri, str) or not uri:
-        raise InvalidRedirectUri("each redirect URI must be a non-empty string")
-    if len(uri) > MAX_URI_LENGTH:
-        raise InvalidRedirectUri(f"redirect URI longer than {MAX_URI_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in uri):
-        raise InvalidRedirectUri(f"redirect URI contains whitespace or control characters: {uri!r}")
-    # RFC 6749 §3.1.2: "The endpoint URI MUST NOT include a fragment component."
-    if "#" in uri:
-        raise InvalidRedirectUri(f"redirect URI must not contain a fragment: {uri}")
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if not scheme or not URI_SCHEME_PATTERN.fullmatch(scheme):
-        raise InvalidRedirectUri(f"redirect URI must be an absolute URI: {uri}")
-    if scheme in FORBIDDEN_REDIRECT_SCHEMES:
-        raise InvalidRedirectUri(f"redirect URI scheme '{scheme}' is not allowed: {uri}")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidRedirectUri(f"redirect URI must not contain user information: {uri}")
-    if scheme in ("http", "https"):
-        host = parts.hostname or ""
-        if not host:
-            raise InvalidRedirectUri(f"redirect URI has no host: {uri}")
-        # OAuth 2.1 §2.3.1 / RFC 8252 §7.3: plain http only for loopback redirects.
-        if scheme == "http" and not is_loopback_host(host):
-            raise InvalidRedirectUri(f"http redirect URIs are allowed only for loopback hosts (use https): {uri}")
-    return uri
+def _require_utf8(metadata: Mapping[str, Any]) -> None:
+    # A lone surrogate ("\ud800" in JSON) cannot be encoded as UTF-8: stored, it would break
+    # every page that shows it. Any field, known or not, inside lists and objects too.
+    for where, text in _strings(metadata, ""):
+        if not is_utf8_encodable(text):
+            raise InvalidClientMetadata(f"{where or 'a field name'} contains text that cannot be encoded as UTF-8")
 
 
-def _string_list(metadata: Mapping[str, Any], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+def _string_list(
+    metadata: Mapping[str, Any],
+    name: str,
+    default: tuple[str, ...],
+    *,
+    max_entries: int = MAX_LIST_ENTRIES,
+    max_length: int = MAX_KEYWORD_LENGTH,
+) -> tuple[str, ...]:
     value = metadata.get(name)
     if value is None:
         return default
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise InvalidClientMetadata(f"{name} must be an array of strings")
+    if len(value) > max_entries:
+        raise InvalidClientMetadata(f"{name} has more than {max_entries} entries")
+    if any(len(item) > max_length for item in value):
+        raise InvalidClientMetadata(f"each entry of {name} must be at most {max_length} characters")
     return tuple(dict.fromkeys(value))
 
 
-def _optional_string(metadata: Mapping[str, Any], name: str, max_length: int = MAX_URI_LENGTH) -> str | None:
+def _optional_string(metadata: Mapping[str, Any], name: str, max_length: int) -> str | None:
     value = metadata.get(name)
     if value is None:
         return None
@@ -112,31 +111,7 @@ def _optional_string(metadata: Mapping[str, Any], name: str, max_length: int = M
     return value
 
 
-def _web_url(metadata: Mapping[str, Any], name: str) -> str | None:
-    value = _optional_string(metadata, name)
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme == "https" and parts.hostname:
-        return value
-    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
-        return value
-    raise InvalidClientMetadata(f"{name} must be an https URL")
-
-
-@dataclass(frozen=True)
-class ValidatedMetadata:
-    redirect_uris: tuple[str, ...]
-    grant_types: tuple[str, ...]
-    response_types: tuple[str, ...]
-    token_endpoint_auth_method: str
-    client_name: str | None
-    scope: str | None
-    extra: Mapping[str, Any]
-
-
-def validate_client_metadata(metadata: Mapping[str, Any], scopes_supported: tuple[str, ...]) -> ValidatedMetadata:
-    """Apply RFC 7591 §2 to a metadata document (DCR body or client ID metadata document)."""
+def _redirect_uris(metadata: Mapping[str, Any], web_urls: WebUrlParser) -> tuple[str, ...]:
     raw_uris = metadata.get("redirect_uris")
     # RFC 7591 §2: redirect_uris is required for redirect-based flows, which are all we serve.
     if raw_uris is None:
@@ -147,7 +122,32 @@ def validate_client_metadata(metadata: Mapping[str, Any], scopes_supported: tupl
         raise InvalidRedirectUri("redirect_uris must contain at least one URI")
     if len(raw_uris) > MAX_REDIRECT_URIS:
         raise InvalidRedirectUri(f"at most {MAX_REDIRECT_URIS} redirect URIs may be registered")
-    redirect_uris = tuple(dict.fromkeys(validate_redirect_uri(uri) for uri in raw_uris))
+    # Stored in the form a browser uses (punycode hosts); the same URI twice is kept once.
+    return tuple(
+        dict.fromkeys(
+            canonical_redirect_uri(uri, web_urls, name=f"redirect_uris[{index}]") for index, uri in enumerate(raw_uris)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ValidatedMetadata:
+    redirect_uris: tuple[str, ...]
+    grant_types: tuple[str, ...]
+    response_types: tuple[str, ...]
+    token_endpoint_auth_method: str
+    client_name: str | None
+    scope: str | None
+    # Only known fields (RFC 7591 §2), validated: an unknown field is never stored or echoed.
+    extra: Mapping[str, Any]
+
+
+def validate_client_metadata(
+    metadata: Mapping[str, Any], scopes_supported: tuple[str, ...], web_urls: WebUrlParser
+) -> ValidatedMetadata:
+    """Apply RFC 7591 §2 to a metadata document (DCR body or client ID metadata document)."""
+    _require_utf8(metadata)
+    redirect_uris = _redirect_uris(metadata, web_urls)
 
     grant_types = _string_list(metadata, "grant_types", DEFAULT_GRANT_TYPES)
     unknown = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
@@ -166,7 +166,8 @@ def validate_client_metadata(metadata: Mapping[str, Any], scopes_supported: tupl
     if "code" not in response_types:
         raise InvalidClientMetadata("response_types must include code for the authorization_code grant")
 
-    auth_method = _optional_string(metadata, "token_endpoint_auth_method") or DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD
+    auth_method = _optional_string(metadata, "token_endpoint_auth_method", MAX_KEYWORD_LENGTH)
+    auth_method = auth_method or DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD
     if auth_method not in SUPPORTED_TOKEN_ENDPOINT_AUTH_METHODS:
         raise InvalidClientMetadata(
             f"unsupported token_endpoint_auth_method '{auth_method}'; "
@@ -177,7 +178,7 @@ def validate_client_metadata(metadata: Mapping[str, Any], scopes_supported: tupl
     if client_name is not None:
         client_name = client_name.strip() or None
 
-    scope = _optional_string(metadata, "scope")
+    scope = _optional_string(metadata, "scope", MAX_SCOPE_LENGTH)
     if scope is not None:
         # RFC 7591 §2: the server may narrow the scope; unknown scopes are dropped.
         kept = [s for s in dict.fromkeys(scope.split()) if s in scopes_supported]
@@ -185,21 +186,19 @@ def validate_client_metadata(metadata: Mapping[str, Any], scopes_supported: tupl
 
     extra: dict[str, Any] = {}
     for name in URL_FIELDS:
-        url = _web_url(metadata, name)
+        url = _optional_string(metadata, name, MAX_CLIENT_URL_LENGTH)
         if url is not None:
-            extra[name] = url
+            extra[name] = canonical_client_url(url, web_urls, name=name)
     for name in STRING_FIELDS:
         text = _optional_string(metadata, name, MAX_NAME_LENGTH)
         if text is not None:
             extra[name] = text
-    application_type = _optional_string(metadata, "application_type")
+    application_type = _optional_string(metadata, "application_type", MAX_KEYWORD_LENGTH)
     if application_type is not None:
         if application_type not in SUPPORTED_APPLICATION_TYPES:
             raise InvalidClientMetadata("application_type must be 'web' or 'native'")
         extra["application_type"] = application_type
-    contacts = _string_list(metadata, "contacts", ())
-    if len(contacts) > MAX_CONTACTS:
-        raise InvalidClientMetadata(f"at most {MAX_CONTACTS} contacts")
+    contacts = _string_list(metadata, "contacts", (), max_entries=MAX_CONTACTS, max_length=MAX_CONTACT_LENGTH)
     if contacts:
         extra["contacts"] = list(contacts)
 
@@ -225,6 +224,7 @@ class RegistrationService:
         tokens: TokenGenerator,
         hasher: TokenHasher,
         policy: ServerPolicy,
+        web_urls: WebUrlParser,
         housekeeping: Housekeeping,
     ) -> None:
         self._clients = clients
@@ -232,10 +232,11 @@ class RegistrationService:
         self._tokens = tokens
         self._hasher = hasher
         self._policy = policy
+        self._web_urls = web_urls
         self._housekeeping = housekeeping
 
     def register(self, metadata: Mapping[str, Any]) -> RegisteredClient:
-        validated = validate_client_metadata(metadata, self._policy.scopes_supported)
+        validated = validate_client_metadata(metadata, self._policy.scopes_supported, self._web_urls)
         client = Client(
             client_id=self._tokens.generate("mob_client_"),
             redirect_uris=validated.redirect_uris,
