@@ -95,6 +95,15 @@ def form_params() -> "MultiDict[str, str]":
     return MultiDict(parse_qsl(_form_body().decode("utf-8", "replace"), keep_blank_values=True))
 
 
+def query_params() -> "MultiDict[str, str]":
+    """The query parameters (RFC 6749 §3.1), decoded as leniently as ``form_params``.
+
+    werkzeug's ``request.args`` decodes the raw query string strictly, so one byte that is not
+    UTF-8 (``?client_id=%ff`` is fine, a raw 0xff is not) raises UnicodeDecodeError: a 500.
+    """
+    return MultiDict(parse_qsl(request.query_string.decode("utf-8", "replace"), keep_blank_values=True))
+
+
 def _form_body() -> bytes:
     """The whole body, at most ``MAX_FORM_BODY`` bytes: by its Content-Length, or up to the end
     of a chunked body (the server marks such a stream ``wsgi.input_terminated``)."""
@@ -172,16 +181,19 @@ def _load(schema: type[Schema], data: dict[str, str]) -> dict[str, Any]:
 
 
 def parse(schema: type[Schema], params: "MultiDict[str, str]") -> dict[str, Any]:
-    """Load single-valued parameters; a repeated or malformed parameter is ``invalid_request``."""
+    """Load single-valued parameters; a repeated, malformed or missing required parameter is
+    ``invalid_request`` (an empty value counts as missing)."""
     repeated = sorted(key for key, values in params.lists() if len(values) > 1)
     if repeated:
         # RFC 6749 §3.1: "Request and response parameters MUST NOT be included more than once."
         raise InvalidRequest(f"parameter repeated: {', '.join(repeated)}")
+    # RFC 6749 §3.1: "Parameters sent without a value MUST be treated as if they were omitted
+    # from the request." Dropped before loading, so an empty required parameter is missing.
+    present = {key: value for key, value in params.items() if value}
     try:
-        loaded = _load(schema, params.to_dict())
+        return _load(schema, present)
     except ValidationError as exc:
         raise InvalidRequest(_describe(exc.messages)) from None
-    return {key: value for key, value in loaded.items() if value != ""}
 
 
 def _describe(messages: Any) -> str:
