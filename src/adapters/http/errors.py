@@ -7,10 +7,13 @@ import logging
 import re
 from typing import Any
 
-from flask import Flask, Response, render_template
+from flask import Flask, Response, current_app, render_template, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.wrappers import Response as BaseResponse
 
 from ...domain.errors import OAuthError, TemporarilyUnavailable
 from ...domain.ports import StorageError, UpstreamIdentityError
+from .mcp_protocol import INVALID_REQUEST, error_body
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,10 @@ STATUS_BY_ERROR = {
     "server_error": 500,
 }
 CLIENT_AUTH_CHALLENGE = 'Basic realm="mcp-oauth-bridge"'
+# Blueprints whose clients read JSON: an HTTP-level error there (a method the path does not
+# take, a body cut short) is an OAuth error object (RFC 6749 §5.2), or JSON-RPC on /mcp.
+OAUTH_JSON_BLUEPRINTS = frozenset({"token", "registration", "metadata"})
+JSONRPC_BLUEPRINT = "mcp"
 
 
 # RFC 6749 §5.1: responses with tokens or credentials must not be cached.
@@ -70,8 +77,42 @@ def error_page(
     return response
 
 
+def _endpoint_of(error: HTTPException) -> str | None:
+    """The endpoint of the request's path, also when routing failed on the method alone."""
+    if request.url_rule is not None:
+        return str(request.url_rule.endpoint)
+    if not isinstance(error, MethodNotAllowed):
+        return None
+    adapter = current_app.url_map.bind("localhost")
+    for method in error.valid_methods or ():
+        try:
+            endpoint, _ = adapter.match(request.path, method=method)
+        except HTTPException:
+            continue
+        return str(endpoint)
+    return None
+
+
+def http_error_response(error: HTTPException) -> BaseResponse:
+    """werkzeug's HTML error page, except on the JSON endpoints, which answer in their own shape."""
+    endpoint = _endpoint_of(error)
+    blueprint = endpoint.partition(".")[0] if endpoint else None
+    status = error.code or 400
+    description = f"{error.name}: {error.description}" if error.description else error.name
+    if blueprint == JSONRPC_BLUEPRINT:
+        response = json_response(error_body(None, INVALID_REQUEST, description), status)
+    elif blueprint in OAUTH_JSON_BLUEPRINTS:
+        response = json_response({"error": "invalid_request", "error_description": description}, status, no_store=True)
+    else:
+        return error.get_response()
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(OAuthError, oauth_error_response)
+    app.register_error_handler(HTTPException, http_error_response)
 
     @app.errorhandler(StorageError)
     def storage_failed(exc: StorageError) -> Response:

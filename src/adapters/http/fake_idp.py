@@ -5,12 +5,14 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from dependency_injector.wiring import Provide, inject
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 from marshmallow import fields, validate
 
+from ...domain.errors import OAuthError
 from ..identity.fake import SIGN_IN_PATH, FakeIdentityProvider
-from .schemas import _FormSchema, _text, form_params, parse
+from .errors import error_page
+from .schemas import _FormSchema, _text, form_params, parse, query_params
 
 bp = Blueprint("fake_idp", __name__)
 
@@ -30,6 +32,12 @@ class SignInSchema(SignInRequestSchema):
     name = fields.String(validate=validate.Length(max=MAX_FIELD))
 
 
+@bp.errorhandler(OAuthError)
+def sign_in_error_page(error: OAuthError) -> BaseResponse:
+    # A page in a browser: a malformed sign-in request is shown, not answered with JSON.
+    return error_page("This sign-in request cannot be completed", error.description or error.error, 400)
+
+
 def _back_to_callback(idp: FakeIdentityProvider, **params: str) -> BaseResponse:
     response = redirect(f"{idp.callback_url}?{urlencode(params)}", code=303)
     response.headers["Cache-Control"] = "no-store"
@@ -44,7 +52,7 @@ def _page(params: dict[str, str], error: str | None = None, status: int = 200) -
 
 @bp.get(SIGN_IN_PATH)
 def sign_in_page() -> BaseResponse:
-    return _page(parse(SignInRequestSchema, request.args))
+    return _page(parse(SignInRequestSchema, query_params()))
 
 
 @bp.post(SIGN_IN_PATH)

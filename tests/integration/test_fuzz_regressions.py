@@ -1,0 +1,99 @@
+"""What the fuzz found, pinned down: HTTP-level errors at the JSON endpoints answer in the
+endpoint's own shape (RFC 6749 §5.2 error object, JSON-RPC 2.0 on /mcp), a query string that is
+not UTF-8 is read leniently, and the fake IdP's sign-in errors are pages."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pytest
+from flask import Flask, Request
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from .fuzzing import FuzzRequest
+from .oauth_flow import OAuthClient, pkce_pair
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client(use_cookies=False)
+
+
+def send(client: FlaskClient, request: FuzzRequest) -> TestResponse:
+    return client.open(Request(request.environ()), buffered=True)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/oauth/token", "POST"),
+        ("GET", "/token", "POST"),
+        ("DELETE", "/oauth/register", "POST"),
+        ("PUT", "/oauth/revoke", "POST"),
+        ("GET", "/oauth/introspect", "POST"),
+        ("POST", "/.well-known/oauth-authorization-server", "GET"),
+        ("PATCH", "/.well-known/oauth-protected-resource/mcp", "GET"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+def test_a_wrong_method_at_a_json_endpoint_is_an_oauth_error(client: FlaskClient, method: str, path: str, allowed: str) -> None:
+    response = send(client, FuzzRequest(method, path))
+    assert response.status_code == 405
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error"] == "invalid_request"
+    assert "Method Not Allowed" in body["error_description"]
+    assert allowed in response.headers["Allow"].split(", ")
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_method_mcp_does_not_know_is_a_jsonrpc_error(client: FlaskClient) -> None:
+    response = send(client, FuzzRequest("PROPFIND", "/mcp"))
+    assert response.status_code == 405
+    body = response.get_json()
+    assert body["jsonrpc"] == "2.0" and body["id"] is None
+    assert body["error"]["code"] == -32600
+    assert "POST" in response.headers["Allow"].split(", ")
+
+
+def test_a_wrong_method_at_a_browser_endpoint_stays_a_page(client: FlaskClient) -> None:
+    response = send(client, FuzzRequest("POST", "/oauth/authorize"))
+    assert response.status_code == 405
+    assert response.mimetype == "text/html"
+
+
+def test_an_mcp_body_shorter_than_its_content_length_is_a_jsonrpc_error(client: FlaskClient, tokens: dict[str, Any]) -> None:
+    # werkzeug raises ClientDisconnected (a 400) when the stream ends before Content-Length.
+    request = FuzzRequest(
+        "POST", "/mcp", body=b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
+        headers=[("Authorization", f"Bearer {tokens['access_token']}"), ("Content-Type", "application/json")],
+        content_length="100",
+    )
+    response = send(client, request)
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["jsonrpc"] == "2.0" and body["error"]["code"] == -32600
+
+
+def sign_in_query(oauth: OAuthClient) -> bytes:
+    to_idp = oauth.consent(oauth.authorize(pkce_pair()[1]))
+    assert to_idp.status == 303, to_idp.text
+    return to_idp.location.split("?", 1)[1].encode()
+
+
+def test_a_raw_byte_that_is_not_utf8_in_the_sign_in_query_is_replaced(client: FlaskClient, oauth: OAuthClient) -> None:
+    # request.args would raise UnicodeDecodeError here: a 500.
+    response = send(client, FuzzRequest("GET", "/fake-idp/authorize", query=sign_in_query(oauth) + b"&username=\xff"))
+    assert response.status_code == 200
+    response = send(client, FuzzRequest("GET", "/fake-idp/authorize", query=b"state=\xff\xfe&nonce=n&code_challenge=c"))
+    assert response.status_code == 200
+    assert 'value="\ufffd\ufffd"' in response.get_data(as_text=True)
+
+
+def test_a_malformed_sign_in_is_a_page(client: FlaskClient) -> None:
+    response = send(client, FuzzRequest("POST", "/fake-idp/authorize", body=b"state=s&nonce=n", headers=[("Content-Type", "application/x-www-form-urlencoded")]))
+    assert response.status_code == 400
+    assert response.mimetype == "text/html"
+    assert "code_challenge: Missing data for required field." in html.unescape(response.get_data(as_text=True))
