@@ -5,12 +5,16 @@ not UTF-8 is read leniently, and the fake IdP's sign-in errors are pages."""
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 import pytest
 from flask import Flask, Request
 from flask.testing import FlaskClient
+from werkzeug.exceptions import InternalServerError
 from werkzeug.test import TestResponse
+
+from mcp_oauth_bridge.adapters.http.errors import http_error_response
 
 from .fuzzing import FuzzRequest
 from .oauth_flow import OAuthClient, pkce_pair
@@ -75,6 +79,45 @@ def test_an_mcp_body_shorter_than_its_content_length_is_a_jsonrpc_error(client: 
     assert response.status_code == 400
     body = response.get_json()
     assert body["jsonrpc"] == "2.0" and body["error"]["code"] == -32600
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [("/oauth/token", "application/x-www-form-urlencoded"), ("/oauth/revoke", "application/x-www-form-urlencoded"), ("/oauth/register", "application/json")],
+)
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_body_the_server_cannot_deliver_is_invalid_request(client: FlaskClient, path: str, content_type: str, chunked: bool) -> None:
+    # gunicorn raises its own exceptions from wsgi.input on broken chunked framing.
+    request = FuzzRequest("POST", path, body=b"grant_type=refresh_token&token=x", headers=[("Content-Type", content_type)], chunked=chunked, broken_input=True)
+    response = send(client, request)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert "could not be read" in response.get_json()["error_description"]
+
+
+def test_an_mcp_body_the_server_cannot_deliver_is_a_jsonrpc_error(client: FlaskClient, tokens: dict[str, Any]) -> None:
+    request = FuzzRequest(
+        "POST", "/mcp", body=b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
+        headers=[("Authorization", f"Bearer {tokens['access_token']}"), ("Content-Type", "application/json")], chunked=True, broken_input=True,
+    )
+    response = send(client, request)
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["error"]["code"] == -32600 and "could not be read" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(("path", "shape"), [("/oauth/token", "oauth"), ("/mcp", "jsonrpc"), ("/oauth/authorize", "page")])
+def test_an_unhandled_exception_at_a_json_endpoint_is_a_server_error(app: Flask, path: str, shape: str) -> None:
+    # What Flask hands the HTTPException handler when a view raised something unexpected.
+    with app.test_request_context(path, method="GET" if shape == "page" else "POST"):
+        response = http_error_response(InternalServerError())
+    assert response.status_code == 500
+    if shape == "oauth":
+        assert json.loads(response.get_data())["error"] == "server_error"
+    elif shape == "jsonrpc":
+        assert json.loads(response.get_data())["error"]["code"] == -32603
+    else:
+        assert response.mimetype == "text/html"
 
 
 def sign_in_query(oauth: OAuthClient) -> bytes:

@@ -13,7 +13,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from ...domain.errors import OAuthError, TemporarilyUnavailable
 from ...domain.ports import StorageError, UpstreamIdentityError
-from .mcp_protocol import INVALID_REQUEST, error_body
+from .mcp_protocol import INTERNAL_ERROR, INVALID_REQUEST, error_body
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,13 @@ def http_error_response(error: HTTPException) -> BaseResponse:
     blueprint = endpoint.partition(".")[0] if endpoint else None
     status = error.code or 400
     description = f"{error.name}: {error.description}" if error.description else error.name
+    # An unhandled exception reaches here too, as InternalServerError: a fault of ours.
+    ours = status >= 500
     if blueprint == JSONRPC_BLUEPRINT:
-        response = json_response(error_body(None, INVALID_REQUEST, description), status)
+        response = json_response(error_body(None, INTERNAL_ERROR if ours else INVALID_REQUEST, description), status)
     elif blueprint in OAUTH_JSON_BLUEPRINTS:
-        response = json_response({"error": "invalid_request", "error_description": description}, status, no_store=True)
+        code = "server_error" if ours else "invalid_request"
+        response = json_response({"error": code, "error_description": description}, status, no_store=True)
     else:
         return error.get_response()
     if isinstance(error, MethodNotAllowed) and error.valid_methods:

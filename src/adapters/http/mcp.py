@@ -11,12 +11,13 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
-from ...domain.errors import InsufficientScope, InvalidToken, OAuthError, TemporarilyUnavailable
+from ...domain.errors import InsufficientScope, InvalidRequest, InvalidToken, OAuthError, TemporarilyUnavailable
 from ...domain.model import AccessContext
 from ...domain.policy import ServerPolicy
 from ...domain.services.bearer import BearerAuthenticator
 from .errors import json_response, oauth_error_response
 from .metadata import MCP_PATH
+from .schemas import read_body
 from .mcp_protocol import INTERNAL_ERROR, INVALID_REQUEST, McpError, McpReply, McpServer, error_body, parse_request
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,10 @@ def mcp_endpoint(
         # No token: a bare challenge (RFC 6750 §3.1); a bad one says invalid_token.
         return _challenge(policy, error, named=token is not None)
 
-    body = _read_body()
+    try:
+        body = _read_body()
+    except InvalidRequest as error:
+        return _jsonrpc_error(400, INVALID_REQUEST, f"Invalid Request: {error.description}")
     if body is None:
         return _jsonrpc_error(413, INVALID_REQUEST, f"Invalid Request: body larger than {MAX_MCP_BODY} bytes")
     return _answer(server, policy, access, body)
@@ -119,7 +123,7 @@ def _read_body() -> bytes | None:
     one byte more than allowed: getting it means the body was too large.
     """
     try:
-        body = get_input_stream(request.environ, max_content_length=MAX_MCP_BODY + 1).read()
+        body = read_body(get_input_stream(request.environ, max_content_length=MAX_MCP_BODY + 1))
     except RequestEntityTooLarge:
         return None
     return body if len(body) <= MAX_MCP_BODY else None

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, request
 from ...domain.errors import InvalidClientMetadata
 from ...domain.services.registration import MAX_METADATA_DOCUMENT_BYTES, RegistrationService
 from .errors import json_response
+from .schemas import read_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("registration", __name__)
@@ -28,7 +29,7 @@ def _read_metadata() -> dict[str, object]:
     # here the body only has to be one small JSON object.
     if (request.content_length or 0) > MAX_REGISTRATION_BYTES:
         raise InvalidClientMetadata(f"registration body larger than {MAX_REGISTRATION_BYTES} bytes")
-    body = request.stream.read(MAX_REGISTRATION_BYTES + 1)
+    body = read_body(request.stream, MAX_REGISTRATION_BYTES + 1)
     if len(body) > MAX_REGISTRATION_BYTES:
         raise InvalidClientMetadata(f"registration body larger than {MAX_REGISTRATION_BYTES} bytes")
     try:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 from urllib.parse import parse_qsl, unquote_plus
 
 from flask import request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing, validate
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
 
 from ...domain.errors import InvalidClient, InvalidRequest
 from ...domain.services.tokens import ClientCredentials
@@ -104,6 +105,22 @@ def query_params() -> "MultiDict[str, str]":
     return MultiDict(parse_qsl(request.query_string.decode("utf-8", "replace"), keep_blank_values=True))
 
 
+def read_body(stream: IO[bytes], size: int = -1) -> bytes:
+    """``stream.read(size)``, where a body the server cannot deliver is ``invalid_request``.
+
+    PEP 3333 leaves read errors to the server, and none of them is a fault of ours: gunicorn
+    raises its own ParseException subclasses for broken chunked framing (a bad chunk size, a
+    missing CRLF, a body cut short), others OSError or ValueError.
+    """
+    try:
+        return stream.read(size)
+    except HTTPException:
+        # werkzeug's own answers (413 past the size limit, 400 when the client went away).
+        raise
+    except Exception:  # noqa: BLE001 - any other failure to read the input is the request's
+        raise InvalidRequest("the request body could not be read: its framing is malformed or it was cut short") from None
+
+
 def _form_body() -> bytes:
     """The whole body, at most ``MAX_FORM_BODY`` bytes: by its Content-Length, or up to the end
     of a chunked body (the server marks such a stream ``wsgi.input_terminated``)."""
@@ -113,13 +130,13 @@ def _form_body() -> bytes:
     if length is not None:
         if length > MAX_FORM_BODY:
             raise InvalidRequest(f"the request body is larger than {MAX_FORM_BODY} bytes")
-        body: bytes = stream.read(length) if length else b""
+        body = read_body(stream, length) if length else b""
         if len(body) != length:
             raise InvalidRequest("the request body is shorter than its Content-Length")
         return body
     if environ.get("wsgi.input_terminated"):
         # Read one byte more than allowed: getting it means the body was too large.
-        body = stream.read(MAX_FORM_BODY + 1)
+        body = read_body(stream, MAX_FORM_BODY + 1)
         if len(body) > MAX_FORM_BODY:
             raise InvalidRequest(f"the request body is larger than {MAX_FORM_BODY} bytes")
         return body
