@@ -200,13 +200,19 @@ def _load(schema: type[Schema], data: dict[str, str]) -> dict[str, Any]:
 def parse(schema: type[Schema], params: "MultiDict[str, str]") -> dict[str, Any]:
     """Load single-valued parameters; a repeated, malformed or missing required parameter is
     ``invalid_request`` (an empty value counts as missing)."""
-    repeated = sorted(key for key, values in params.lists() if len(values) > 1)
+    # One pass: the parameters sent with a value, and the names sent more than once.
+    present: dict[str, str] = {}
+    repeated: list[str] = []
+    for key, values in params.lists():
+        if len(values) > 1:
+            repeated.append(key)
+        elif values[0]:
+            # RFC 6749 §3.1: "Parameters sent without a value MUST be treated as if they were
+            # omitted from the request." So an empty required parameter is a missing one.
+            present[key] = values[0]
     if repeated:
         # RFC 6749 §3.1: "Request and response parameters MUST NOT be included more than once."
-        raise InvalidRequest(f"parameter repeated: {', '.join(repeated)}")
-    # RFC 6749 §3.1: "Parameters sent without a value MUST be treated as if they were omitted
-    # from the request." Dropped before loading, so an empty required parameter is missing.
-    present = {key: value for key, value in params.items() if value}
+        raise InvalidRequest(f"parameter repeated: {', '.join(sorted(repeated))}")
     try:
         return _load(schema, present)
     except ValidationError as exc:
