@@ -204,12 +204,26 @@ WORDS = (
     b"fake_code.e30.x", b"fake_code..", b"a.b.c.d", b"mob_tx_", b"mob_csrf_", b"mob_st_",
 )
 
+# URIs that parsers disagree on or choke on (urlsplit raises ValueError on some).
+URIS = (
+    b"http://[::1", b"http://[zz]/callback", b"http://[::1]:x/callback", b"http://127.0.0.1:99999/callback",
+    b"http://127.0.0.1:x/callback", b"http://127.0.0.1:0/callback", b"http://127.0.0.1:9999/callback#f",
+    b"HTTP://127.0.0.1:9999/callback", b"http://127.0.0.1:9999/callback/", b"http://127.0.0.1:9999/callback?x=1",
+    b"http://localhost:9999/callback", b"http://[::1]:9999/callback", b"http://user:pw@127.0.0.1:9999/callback",
+    b"http://127.0.0.1:9999/%2e%2e/callback", b"http://127.0.0.1:9999\\@evil.example/callback", b"//evil.example/cb",
+    b"http:evil", b"https://xn--80ak6aa92e.example/cb", b"https://\xd0\xb0pple.example/cb", b"https://ex%41mple.com/",
+    b"https://evil.example%2e/cb", b"com.example.app:/cb", b"search-ms:query=x", b"ms-msdt:/id", b"data:text/html,x",
+    b"file:///etc/passwd", b"http://127.0.0.1:8000/mcp/", b"https://[", b"http://]", b"http://a:b:c/",
+)
+
 
 def junk_bytes(rng: random.Random) -> bytes:
     """A parameter value: empty, long, broken encodings, controls, unicode, or a plausible word."""
-    kind = rng.randrange(12)
+    kind = rng.randrange(13)
     if kind == 0:
         return b""
+    if kind == 12:
+        return rng.choice(URIS)
     if kind == 1:
         return bytes([rng.choice(b"aZ9-._~")]) * rng.choice((4095, 4096, 4097, 20000))
     if kind == 2:
@@ -360,7 +374,11 @@ DISPLAYED_FIELDS = ("client_name", "client_uri", "logo_uri", "tos_uri", "policy_
 def displayed_metadata(rng: random.Random) -> dict[str, Any]:
     """Client metadata that may well be accepted, with junk in what pages and logs show."""
     document: dict[str, Any] = {
-        "redirect_uris": [rng.choice((REDIRECT_URI, "https://client.example/cb", "com.example.app:/cb", "http://localhost/cb"))],
+        "redirect_uris": [
+            rng.choice((REDIRECT_URI, "https://client.example/cb", "com.example.app:/cb", "http://localhost/cb"))
+            if rng.random() < 0.8
+            else rng.choice(URIS).decode("utf-8", "surrogateescape")
+        ],
         "token_endpoint_auth_method": rng.choice(("none", "client_secret_post", "client_secret_basic")),
     }
     for name in rng.sample(DISPLAYED_FIELDS, rng.randint(1, 3)):

@@ -31,6 +31,7 @@ from .conftest import environment_for
 from .fuzzing import (
     CONTENT_TYPES,
     REDIRECT_URI,
+    URIS,
     FuzzRequest,
     Fuzzer,
     attach_error_log,
@@ -341,7 +342,7 @@ class Flow:
         rng = self.rng
         pairs = [(k.encode(), v.encode()) for k, v in params.items()]
         for _ in range(rng.randint(1, 3)):
-            op = rng.randrange(8)
+            op = rng.randrange(9)
             index = rng.randrange(len(pairs)) if pairs else None
             if op == 0 and index is not None:
                 del pairs[index]
@@ -353,6 +354,9 @@ class Flow:
                 pairs[index] = (pairs[index][0], self.real_value().encode())
             elif op == 4 and index is not None:
                 pairs.append((pairs[index][0], rng.choice((pairs[index][1], b"", junk_bytes(rng)))))
+            elif op == 6 and index is not None and b"://" in pairs[index][1]:
+                # A URI the parsers disagree on, where a URI belongs.
+                pairs[index] = (pairs[index][0], rng.choice(URIS))
             elif op == 5 and index is not None:
                 name, value = pairs[index]
                 pairs[index] = (name, rng.choice((value + b"x", value[:-1], value.upper(), b" " + value, value + b"\x00")))
@@ -378,7 +382,13 @@ class Flow:
 def authorize_scenario(flow: Flow) -> None:
     client = flow.client()
     verifier, challenge = pkce_pair()
-    pairs = flow.mutate(flow.authorization_params(client, challenge), parameter_names("authorization.authorize"))
+    params = flow.authorization_params(client, challenge)
+    if flow.rng.random() < 0.25:
+        # Only the URI is wrong, so the request reaches the redirect URI and resource checks.
+        params[flow.rng.choice(("redirect_uri", "resource"))] = flow.rng.choice(URIS).decode("utf-8", "surrogateescape")
+        pairs = [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in params.items()]
+    else:
+        pairs = flow.mutate(params, parameter_names("authorization.authorize"))
     headers = flow.cookie_header("mob_browser=" + flow.rng.choice(flow.pool.get("cookie", ["x"])))
     flow.send(FuzzRequest("GET", flow.rng.choice(("/oauth/authorize", "/authorize")), query=flow.encoded(pairs), headers=headers))
 
