@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from flask import Flask, Request
 from flask.testing import FlaskClient
-from werkzeug.exceptions import InternalServerError
+from werkzeug.exceptions import InternalServerError, TooManyRequests
 from werkzeug.test import TestResponse
 
 from mcp_oauth_bridge.adapters.http.errors import http_error_response
@@ -118,6 +118,15 @@ def test_an_unhandled_exception_at_a_json_endpoint_is_a_server_error(app: Flask,
         assert json.loads(response.get_data())["error"]["code"] == -32603
     else:
         assert response.mimetype == "text/html"
+
+
+def test_an_http_error_keeps_its_headers(app: Flask) -> None:
+    with app.test_request_context("/oauth/token", method="POST"):
+        response = http_error_response(TooManyRequests(retry_after=7))
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "7"
+    assert response.mimetype == "application/json"
+    assert "error" in json.loads(response.get_data())
 
 
 def sign_in_query(oauth: OAuthClient) -> bytes:

@@ -95,6 +95,9 @@ def _endpoint_of(error: HTTPException) -> str | None:
 
 def http_error_response(error: HTTPException) -> BaseResponse:
     """werkzeug's HTML error page, except on the JSON endpoints, which answer in their own shape."""
+    if error.response is not None:
+        # An answer prepared with the exception (e.g. by an extension) is sent as it is.
+        return error.get_response()
     endpoint = _endpoint_of(error)
     blueprint = endpoint.partition(".")[0] if endpoint else None
     status = error.code or 400
@@ -108,8 +111,10 @@ def http_error_response(error: HTTPException) -> BaseResponse:
         response = json_response({"error": code, "error_description": description}, status, no_store=True)
     else:
         return error.get_response()
-    if isinstance(error, MethodNotAllowed) and error.valid_methods:
-        response.headers["Allow"] = ", ".join(error.valid_methods)
+    # The exception's own headers (Allow on a 405, Retry-After on a 429), but not its HTML's.
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
     return response
 
 
