@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     container = container or build_container(settings)
     logging.getLogger("mcp_oauth_bridge").setLevel(settings.log_level)
 
-    app = Flask("mcp_oauth_bridge.adapters.http")
+    # No static files: the pages carry their styles inline.
+    app = Flask("mcp_oauth_bridge.adapters.http", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     modules = list(BLUEPRINT_MODULES)
     if settings.idp_provider == "fake":

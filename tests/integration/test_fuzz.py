@@ -82,9 +82,8 @@ EXPECTED_ROUTES = {
     ("/introspect", "token.introspect", ("POST",)),
     ("/mcp", "mcp.mcp_endpoint", ("POST",)),
     ("/mcp", "mcp.method_not_allowed", ("DELETE", "GET", "PATCH", "PUT")),
-    ("/static/<path:filename>", "static", ("GET",)),
 }
-# Requests per route path in the stateless part (21 paths); rounds per scenario are in SCENARIOS.
+# Requests per route path in the stateless part (20 paths); rounds per scenario are in SCENARIOS.
 REQUESTS_PER_PATH = 300
 SHARDS = 3
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "PROPFIND", "get", "CONNECT", "X" * 300)

@@ -162,7 +162,7 @@ def test_entra_error_at_the_callback_is_a_page_saying_what_to_fix(tmp_path: Path
         page = oauth.http.get(
             "/oauth/callback?" + urlencode({"error": "consent_required", "error_description": description, "state": state})
         )
-        assert page.status == 502
+        assert page.status == 400
         assert page.headers["Content-Type"].startswith("text/html")
         assert "Location" not in page.headers
         assert "admin consent" in page.text and "AADSTS65001" in page.text

@@ -15,7 +15,7 @@ from ...domain.policy import ServerPolicy
 from ...domain.services.authorization import AuthorizationService, ConsentPrompt
 from ...domain.services.redirects import ClientRedirect
 from .errors import error_page, render_page
-from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse
+from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse, query_params
 
 log = logging.getLogger(__name__)
 bp = Blueprint("authorization", __name__)
@@ -74,7 +74,9 @@ def identity_provider_unavailable(error: UpstreamIdentityError) -> BaseResponse:
 @bp.errorhandler(UpstreamSignInFailed)
 def upstream_sign_in_failed(error: UpstreamSignInFailed) -> BaseResponse:
     log.warning("sign-in failed at the identity provider: %s", error.explanation)
-    return error_page("Sign-in did not work", error.explanation, 502, return_url=error.return_url)
+    # 400, not 502: what reached the callback (a code the provider refused, an error it sent)
+    # came through the browser; the page says what to fix either way.
+    return error_page("Sign-in did not work", error.explanation, 400, return_url=error.return_url)
 
 
 @bp.errorhandler(AuthorizationRedirect)
@@ -103,7 +105,7 @@ def authorize(
     service: AuthorizationService = Provide["authorization_service"],
     policy: ServerPolicy = Provide["policy"],
 ) -> BaseResponse:
-    params = parse(AuthorizationRequestSchema, request.args)
+    params = parse(AuthorizationRequestSchema, query_params())
     prompt = service.start(params, browser_id=_browser_id(policy))
     response = Response(_render_consent(prompt), content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
@@ -162,7 +164,7 @@ def callback(
     service: AuthorizationService = Provide["authorization_service"],
     policy: ServerPolicy = Provide["policy"],
 ) -> BaseResponse:
-    params = parse(CallbackSchema, request.args)
+    params = parse(CallbackSchema, query_params())
     if params.get("error"):
         log.warning("identity provider returned error %r: %r", params["error"], params.get("error_description"))
     target = service.complete_upstream_login(

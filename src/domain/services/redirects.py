@@ -20,7 +20,11 @@ def redirect_uri_matches(requested: str, registered: str) -> bool:
     """Exact string match; for loopback http redirects only the port may differ."""
     if requested == registered:
         return True
-    req, reg = urlsplit(requested), urlsplit(registered)
+    try:
+        req, reg = urlsplit(requested), urlsplit(registered)
+    except ValueError:
+        # Not a URI at all (an unclosed IPv6 bracket, say): it matches nothing.
+        return False
     # RFC 8252 §7.3: "The authorization server MUST allow any port to be specified at the
     # time of the request for loopback IP redirect URIs".
     if reg.scheme != "http" or req.scheme != "http":
