@@ -205,7 +205,8 @@ def canonical_redirect_uri(uri: object, parser: WebUrlParser, *, name: str = "re
 
 def canonical_client_url(value: str, parser: WebUrlParser, *, name: str) -> str:
     """An informational URL (client_uri, logo_uri, tos_uri, policy_uri; RFC 7591 §2): https (or
-    loopback http), canonical like a redirect URI (a fragment is allowed), or
+    loopback http) with a plain host, stored and shown in its WHATWG serialization (clients write
+    ``https://claude.ai`` for ``https://claude.ai/``; nobody is sent to it without a click), or
     ``InvalidClientMetadata``. client_uri is shown on the consent page."""
     _check_text(value, name, InvalidClientMetadata, MAX_CLIENT_URL_LENGTH)
     label = _shown(name, value)
@@ -214,7 +215,6 @@ def canonical_client_url(value: str, parser: WebUrlParser, *, name: str) -> str:
         raise InvalidClientMetadata(f"{name} must be an https URL")
     url = _parse(value, parser, label, InvalidClientMetadata)
     _check_host(url, scheme, label, InvalidClientMetadata)
-    _require_canonical(value, url, label, InvalidClientMetadata)
     if len(url.href) > MAX_CLIENT_URL_LENGTH:
         raise InvalidClientMetadata(f"{name} is longer than {MAX_CLIENT_URL_LENGTH} characters in punycode form")
     return url.href

@@ -63,6 +63,23 @@ def test_internationalised_host_is_registered_in_punycode(http: FlaskTransport) 
     assert answer["redirect_uris"] == ["https://xn--80ak6aa92e.com/cb"]
 
 
+def test_claudes_registration_is_accepted_with_its_urls_in_the_browsers_form(http: FlaskTransport) -> None:
+    reply = http.post(
+        "/oauth/register",
+        json={
+            "client_name": "Claude",
+            "client_uri": "https://claude.ai",
+            "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "client_secret_post",
+        },
+    )
+    assert reply.status == 201, reply.text
+    assert reply.json()["redirect_uris"] == ["https://claude.ai/api/mcp/auth_callback"]
+    assert reply.json()["client_uri"] == "https://claude.ai/"
+
+
 def test_registration_body_is_capped(http: FlaskTransport) -> None:
     document = json.dumps({"redirect_uris": ["https://client.example/cb"], "token_endpoint_auth_method": "none"})
     at_cap = document + " " * (MAX_REGISTRATION_BYTES - len(document))
