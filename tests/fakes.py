@@ -21,7 +21,7 @@ from mcp_oauth_bridge.domain.model import (
     UpstreamTokens,
     UpstreamTransaction,
 )
-from mcp_oauth_bridge.domain.ports import UpstreamIdentityError, WebUrl
+from mcp_oauth_bridge.domain.ports import RateWindow, UpstreamIdentityError, WebUrl
 
 
 class FixedClock:
@@ -420,3 +420,36 @@ class RecordedWebUrlParser:
         if parsed is None:
             raise AssertionError(f"record AdaWebUrlParser().parse({url!r}) in tests.fakes.RECORDED_WHATWG_PARSES")
         return parsed
+
+
+class InMemoryRateLimitStore:
+    """Fixed-window counters in a dictionary, under one lock (the RateLimitStore semantics)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters: dict[str, RateWindow] = {}
+
+    def increment(self, key: str, window: int, now: int, amount: int = 1) -> RateWindow:
+        with self.lock:
+            counter = self.counters.get(key)
+            if counter is None or counter.ends_at <= now:
+                counter = RateWindow(amount, now + window)
+            else:
+                counter = RateWindow(counter.hits + amount, counter.ends_at)
+            self.counters[key] = counter
+            return counter
+
+    def current(self, key: str, now: int) -> RateWindow | None:
+        counter = self.counters.get(key)
+        return counter if counter is not None and counter.ends_at > now else None
+
+    def clear(self, key: str) -> None:
+        with self.lock:
+            self.counters.pop(key, None)
+
+    def purge_expired(self, now: int) -> int:
+        with self.lock:
+            ended = [key for key, counter in self.counters.items() if counter.ends_at <= now]
+            for key in ended:
+                del self.counters[key]
+            return len(ended)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from .model import (
     AccessToken,
@@ -204,6 +204,49 @@ class GrantStore(Protocol):
     def purge_expired(self, now: int) -> int:
         """Delete expired codes, pending authorizations, tokens and long-revoked grants;
         return how many rows went."""
+        ...
+
+
+class RateWindow(NamedTuple):
+    """A rate-limit counter: the hits counted in its window, and when that window ends (seconds
+    since the epoch; the counter is gone from then on)."""
+
+    hits: int
+    ends_at: int
+
+
+@runtime_checkable
+class RateLimitStore(Protocol):
+    """Fixed-window hit counters for the rate limits, shared by every worker and instance that
+    uses the same storage (one row per live key; what a rate limit is keyed by is chosen by the
+    HTTP adapter, so keys are arbitrary strings, possibly chosen by a stranger: a store may keep
+    only a fixed-size digest of each).
+
+    Each method is one atomic statement, e.g. in SQL (SQLite >= 3.35 and PostgreSQL alike)::
+
+        INSERT INTO counters (key, hits, ends_at) VALUES (:key, :amount, :now + :window)
+        ON CONFLICT (key) DO UPDATE SET
+            hits = CASE WHEN counters.ends_at > :now THEN counters.hits + :amount ELSE :amount END,
+            ends_at = CASE WHEN counters.ends_at > :now THEN counters.ends_at ELSE :now + :window END
+        RETURNING hits, ends_at
+    """
+
+    def increment(self, key: str, window: int, now: int, amount: int = 1) -> RateWindow:
+        """Add ``amount`` to the counter of ``key`` if its window is still open at ``now``,
+        otherwise start a new window ``[now, now + window)`` at ``amount``; atomically (two
+        concurrent increments never both see the same count); return the counter afterwards."""
+        ...
+
+    def current(self, key: str, now: int) -> RateWindow | None:
+        """The counter of ``key`` if its window is open at ``now``; None otherwise."""
+        ...
+
+    def clear(self, key: str) -> None:
+        """Forget the counter of ``key``."""
+        ...
+
+    def purge_expired(self, now: int) -> int:
+        """Delete every counter whose window ended at or before ``now``; return how many went."""
         ...
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from ..adapters.http import authorization, fake_idp, mcp, metadata, readiness, registration, security_headers, token
+from ..adapters.http import authorization, fake_idp, mcp, metadata, ratelimit, readiness, registration, security_headers, token
 from ..adapters.http.errors import register_error_handlers
 from .config import Settings, load_settings
 from .container import Container, build_container
@@ -35,6 +35,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     for module in modules:
         app.register_blueprint(module.bp)
     register_error_handlers(app)
+    # This app's own limiter, on this app's view functions (after the blueprints are registered).
+    ratelimit.install(app, settings.rate_limits, store=container.rate_limit_store(), clock=container.clock())
     security_headers.install(app)
     install_cors(app, settings)
 

@@ -57,8 +57,14 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _purge(settings: Settings, args: argparse.Namespace) -> int:
-    result = build_container(settings).housekeeping().purge()
-    print(f"purged {result.expired_rows} expired rows and {result.deleted_clients} unused clients")
+    container = build_container(settings)
+    result = container.housekeeping().purge()
+    # Rate-limit counters in the database (those in Redis expire by themselves).
+    counters = container.rate_limit_store().purge_expired(container.clock().now())
+    print(
+        f"purged {result.expired_rows} expired rows, {result.deleted_clients} unused clients "
+        f"and {counters} expired rate-limit counters"
+    )
     return 0
 
 
@@ -73,7 +79,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "serve": ("run the server with gunicorn", _serve),
     "migrate": ("create or upgrade the database schema", _migrate),
-    "purge": ("delete expired codes, tokens and authorizations, and unused registered clients", _purge),
+    "purge": ("delete expired codes, tokens, authorizations and rate-limit counters, and unused registered clients", _purge),
     "check-config": ("validate the configuration and print the main settings", _check_config),
 }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
+import ipaddress
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from limits import parse_many
 
 from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
@@ -37,6 +40,28 @@ GENERATED_SECRETS_FILE = "secrets.json"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 TRUE_VALUES = ("1", "true", "yes", "on")
 FALSE_VALUES = ("0", "false", "no", "off", "")
+# Rate limits (RATE_LIMIT_<NAME>): what each counts, and its default, in limits' notation.
+RATE_LIMIT_DEFAULTS = {
+    # POST /register, /oauth/register: per client address (a ceiling against floods: Claude
+    # registers from Anthropic's servers).
+    "RATE_LIMIT_REGISTER": "30/minute",
+    # GET /authorize, POST /oauth/consent, GET /oauth/callback: per client address, each step
+    # counted on its own.
+    "RATE_LIMIT_AUTHORIZE": "60/minute",
+    # POST /token grant_type=refresh_token: per grant (never per client_id).
+    "RATE_LIMIT_REFRESH": "30/minute",
+    # POST /token grant_type=authorization_code: per authenticated client.
+    "RATE_LIMIT_CODE_EXCHANGE": "60/minute",
+    # Failed client authentications at /token, /revoke, /introspect: per client id; past it,
+    # that client id is answered 429 without its secret being checked.
+    "RATE_LIMIT_CLIENT_AUTH_FAILURES": "10/minute",
+    # POST /introspect and POST /revoke: per authenticated client, each endpoint on its own.
+    "RATE_LIMIT_INTROSPECT": "600/minute",
+    "RATE_LIMIT_REVOKE": "600/minute",
+}
+RATE_LIMIT_STORAGE_SCHEMES = ("redis", "rediss")
+# The proxies whose X-Forwarded-For is believed: the variable and default gunicorn_conf.py uses.
+DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
 
 
 class ConfigError(Exception):
@@ -66,6 +91,28 @@ class OidcSettings:
 
 
 @dataclass(frozen=True)
+class RateLimitSettings:
+    """RATE_LIMITS, RATE_LIMIT_STORAGE_URL, RATE_LIMIT_<NAME> and FORWARDED_ALLOW_IPS.
+
+    Each limit is a string in limits' notation (``30/minute``, ``10/second;600/hour``), or None
+    when it is switched off on its own.
+    """
+
+    enabled: bool = True
+    # None: counters in the project's own storage (STORAGE_URL); else a redis:// URL.
+    storage_url: str | None = field(default=None, repr=False)
+    register: str | None = RATE_LIMIT_DEFAULTS["RATE_LIMIT_REGISTER"]
+    authorize: str | None = RATE_LIMIT_DEFAULTS["RATE_LIMIT_AUTHORIZE"]
+    refresh: str | None = RATE_LIMIT_DEFAULTS["RATE_LIMIT_REFRESH"]
+    code_exchange: str | None = RATE_LIMIT_DEFAULTS["RATE_LIMIT_CODE_EXCHANGE"]
+    client_auth_failures: str | None = RATE_LIMIT_DEFAULTS["RATE_LIMIT_CLIENT_AUTH_FAILURES"]
+    introspect: str | None = RATE_LIMIT_DEFAULTS["RATE_LIMIT_INTROSPECT"]
+    revoke: str | None = RATE_LIMIT_DEFAULTS["RATE_LIMIT_REVOKE"]
+    # Peers whose X-Forwarded-For is believed (FORWARDED_ALLOW_IPS); "*" trusts every peer.
+    forwarded_allow_ips: tuple[str, ...] = (DEFAULT_FORWARDED_ALLOW_IPS,)
+
+
+@dataclass(frozen=True)
 class Settings:
     public_url: str
     idp_provider: str
@@ -90,6 +137,7 @@ class Settings:
     log_level: str = "INFO"
     entra: EntraSettings | None = None
     oidc: OidcSettings | None = None
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @property
     def issuer(self) -> str:
@@ -179,6 +227,82 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
             raise ConfigError(f"MCP_ALLOWED_ORIGINS must be comma-separated origins such as http://localhost:6274 (or *), got {origin!r}")
     return origins
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in TRUE_VALUES:
+        return True
+    if raw in FALSE_VALUES:
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+def _rate_limit(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip() or RATE_LIMIT_DEFAULTS[name]
+    if raw.lower() == "off":
+        return None
+    example = f"e.g. {name}={RATE_LIMIT_DEFAULTS[name]} or 10/second;{RATE_LIMIT_DEFAULTS[name]}, or off"
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be one or more limits such as N/second, N/minute, N/hour ({example}), got {raw!r}") from None
+    if not items or any(item.amount < 1 for item in items):
+        raise ConfigError(f"{name} must allow at least one request per period ({example}), got {raw!r}")
+    return raw
+
+
+def _rate_limit_storage_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("RATE_LIMIT_STORAGE_URL") or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in RATE_LIMIT_STORAGE_SCHEMES or not parts.hostname:
+        # Nothing but the URL's scheme: it may hold a password.
+        raise ConfigError(
+            "RATE_LIMIT_STORAGE_URL must be empty (counters in STORAGE_URL's database) or a Redis URL "
+            f"such as redis://host:6379/0 or rediss://host:6380/0, got a URL with scheme {parts.scheme!r}"
+        )
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            "RATE_LIMIT_STORAGE_URL is a Redis URL but the redis package is not installed: "
+            "pip install 'mcp-oauth-bridge[redis]'"
+        )
+    return raw
+
+
+def _forwarded_allow_ips(env: Mapping[str, str]) -> tuple[str, ...]:
+    """gunicorn's syntax (gunicorn_conf.py reads the same variable): comma-separated addresses
+    or networks, host bits clear; ``*`` trusts every peer."""
+    raw = env.get("FORWARDED_ALLOW_IPS")
+    entries = tuple(e.strip() for e in (DEFAULT_FORWARDED_ALLOW_IPS if raw is None else raw).split(",") if e.strip())
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError:
+            raise ConfigError(
+                f"FORWARDED_ALLOW_IPS must be comma-separated IP addresses or networks (e.g. 127.0.0.1,10.0.0.0/8) or *, got {entry!r}"
+            ) from None
+    return entries
+
+
+def _rate_limit_settings(env: Mapping[str, str]) -> RateLimitSettings:
+    return RateLimitSettings(
+        enabled=_switch(env, "RATE_LIMITS", True),
+        storage_url=_rate_limit_storage_url(env),
+        register=_rate_limit(env, "RATE_LIMIT_REGISTER"),
+        authorize=_rate_limit(env, "RATE_LIMIT_AUTHORIZE"),
+        refresh=_rate_limit(env, "RATE_LIMIT_REFRESH"),
+        code_exchange=_rate_limit(env, "RATE_LIMIT_CODE_EXCHANGE"),
+        client_auth_failures=_rate_limit(env, "RATE_LIMIT_CLIENT_AUTH_FAILURES"),
+        introspect=_rate_limit(env, "RATE_LIMIT_INTROSPECT"),
+        revoke=_rate_limit(env, "RATE_LIMIT_REVOKE"),
+        forwarded_allow_ips=_forwarded_allow_ips(env),
+    )
 
 
 def _required(env: Mapping[str, str], name: str, why: str) -> str:
@@ -342,4 +466,5 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         log_level=log_level,
         entra=_entra_settings(env) if idp_provider == "azure" else None,
         oidc=_oidc_settings(env) if idp_provider == "oidc" else None,
+        rate_limits=_rate_limit_settings(env),
     )

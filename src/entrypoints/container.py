@@ -18,6 +18,7 @@ from ..adapters.storage.sqlite import (
     SqliteDatabase,
     SqliteGrantStore,
 )
+from ..adapters.storage.sqlite_ratelimit import SqliteRateLimitStore
 from ..adapters.system import SecretsTokenGenerator, SystemClock
 from ..adapters.tools.graph_mail import GraphMailToolset
 from ..adapters.tools.identity import IdentityToolset
@@ -101,6 +102,8 @@ class Container(containers.DeclarativeContainer):
         config.storage,
         sqlite=providers.Singleton(SqliteGrantStore, database, grant_retention=settings.provided.refresh_token_ttl),
     )
+    # Rate-limit counters in the same database (unless RATE_LIMIT_STORAGE_URL names a Redis).
+    rate_limit_store = providers.Selector(config.storage, sqlite=providers.Singleton(SqliteRateLimitStore, database))
 
     # The upstream identity provider is chosen by IDP_PROVIDER.
     identity_provider = providers.Selector(

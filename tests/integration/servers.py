@@ -42,6 +42,8 @@ def server_environment(data_dir: Path, port: int, **overrides: str) -> dict[str,
         ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         TOKEN_HASH_KEY="e2e-" + "k" * 40,
         LOG_LEVEL="DEBUG",
+        # Tests drive many flows from one address; the rate-limit tests turn the limits on.
+        RATE_LIMITS="off",
     )
     env.update(overrides)
     return env

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_oauth_bridge.entrypoints.config import ConfigError, load_settings
+from mcp_oauth_bridge.entrypoints.config import ConfigError, RateLimitSettings, load_settings
 
 from .conftest import environment_for
 
@@ -64,11 +64,64 @@ def test_public_url_is_normalised_to_the_origin_browsers_send(tmp_path: Path, ra
         ({"TOOLSETS": "identity,mail"}, "TOOLSETS=mail needs IDP_PROVIDER=azure"),
         ({"MCP_ALLOWED_ORIGINS": "localhost:6274"}, "MCP_ALLOWED_ORIGINS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"RATE_LIMITS": "sometimes"}, "RATE_LIMITS"),
+        ({"RATE_LIMIT_REGISTER": "30 a minute"}, "RATE_LIMIT_REGISTER"),
+        ({"RATE_LIMIT_AUTHORIZE": "0/minute"}, "RATE_LIMIT_AUTHORIZE"),
+        ({"RATE_LIMIT_REFRESH": "30"}, "RATE_LIMIT_REFRESH"),
+        ({"RATE_LIMIT_CODE_EXCHANGE": "60/fortnight"}, "RATE_LIMIT_CODE_EXCHANGE"),
+        ({"RATE_LIMIT_CLIENT_AUTH_FAILURES": "-1/minute"}, "RATE_LIMIT_CLIENT_AUTH_FAILURES"),
+        ({"RATE_LIMIT_INTROSPECT": "600/minute;x"}, "RATE_LIMIT_INTROSPECT"),
+        ({"RATE_LIMIT_REVOKE": "none"}, "RATE_LIMIT_REVOKE"),
+        ({"RATE_LIMIT_STORAGE_URL": "memory://"}, "RATE_LIMIT_STORAGE_URL"),
+        ({"RATE_LIMIT_STORAGE_URL": "redis://"}, "RATE_LIMIT_STORAGE_URL"),
+        ({"RATE_LIMIT_STORAGE_URL": "sqlite:///data/limits.db"}, "RATE_LIMIT_STORAGE_URL"),
+        ({"FORWARDED_ALLOW_IPS": "proxy.internal"}, "FORWARDED_ALLOW_IPS"),
+        # gunicorn refuses host bits in a network too.
+        ({"FORWARDED_ALLOW_IPS": "127.0.0.1,10.0.0.1/8"}, "FORWARDED_ALLOW_IPS"),
     ],
 )
 def test_invalid_configuration_names_the_variable(tmp_path: Path, overrides: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         load_settings(environment_for(tmp_path, **overrides), dotenv_path=None)
+
+
+def test_rate_limit_settings(tmp_path: Path) -> None:
+    defaults = load_settings(environment_for(tmp_path, RATE_LIMITS=""), dotenv_path=None).rate_limits
+    assert defaults == RateLimitSettings(
+        enabled=True,
+        storage_url=None,
+        register="30/minute",
+        authorize="60/minute",
+        refresh="30/minute",
+        code_exchange="60/minute",
+        client_auth_failures="10/minute",
+        introspect="600/minute",
+        revoke="600/minute",
+        forwarded_allow_ips=("127.0.0.1",),
+    )
+    chosen = load_settings(
+        environment_for(
+            tmp_path,
+            RATE_LIMITS="off",
+            RATE_LIMIT_STORAGE_URL="rediss://:secret@redis.internal:6380/2",
+            RATE_LIMIT_REGISTER="5 per second; 100/hour",
+            RATE_LIMIT_INTROSPECT="OFF",
+            FORWARDED_ALLOW_IPS=" 10.0.0.0/8 , ::1,*",
+        ),
+        dotenv_path=None,
+    ).rate_limits
+    assert (chosen.enabled, chosen.storage_url, chosen.register, chosen.introspect) == (
+        False, "rediss://:secret@redis.internal:6380/2", "5 per second; 100/hour", None
+    )
+    assert chosen.forwarded_allow_ips == ("10.0.0.0/8", "::1", "*")
+    assert "secret" not in repr(chosen)
+    assert load_settings(environment_for(tmp_path, FORWARDED_ALLOW_IPS=""), dotenv_path=None).rate_limits.forwarded_allow_ips == ()
+
+
+def test_a_refused_rate_limit_storage_url_is_not_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environment_for(tmp_path, RATE_LIMIT_STORAGE_URL="memcached://user:hunter2@cache:11211"), dotenv_path=None)
+    assert "hunter2" not in str(refused.value)
 
 
 def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:

@@ -8,17 +8,25 @@ from typing import Any
 from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, request
 
-from ...domain.errors import UnsupportedGrantType
+from ...domain.errors import InvalidClient, UnsupportedGrantType
 from ...domain.model import Client
 from ...domain.services.tokens import ClientAuthenticator, TokenService
 from .errors import NO_STORE_HEADERS, json_response
+from .ratelimit import RateLimits, rate_limits, refresh_limit_key
 from .schemas import TokenReferenceSchema, TokenRequestSchema, client_credentials, form_params, parse
 
 bp = Blueprint("token", __name__)
 
 
-def _authenticated(form: dict[str, Any], authenticator: ClientAuthenticator) -> Client:
-    return authenticator.authenticate(client_credentials(request.headers.get("Authorization"), form))
+def _authenticated(form: dict[str, Any], authenticator: ClientAuthenticator, limits: RateLimits) -> Client:
+    credentials = client_credentials(request.headers.get("Authorization"), form)
+    # A client id that failed too often is refused before its secret is looked at.
+    limits.check_client_authentication(credentials.client_id)
+    try:
+        return authenticator.authenticate(credentials)
+    except InvalidClient:
+        limits.client_authentication_failed(credentials.client_id)
+        raise
 
 
 @bp.post("/oauth/token")
@@ -32,8 +40,10 @@ def token(
     grant_type = form["grant_type"]
     if grant_type not in ("authorization_code", "refresh_token"):
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
-    client = _authenticated(form, authenticator)
+    limits = rate_limits()
+    client = _authenticated(form, authenticator, limits)
     if grant_type == "authorization_code":
+        limits.charge(limits.code_exchange, client.client_id, "too many code exchanges by this client; try again later")
         issued = tokens.exchange_code(
             client,
             code=form.get("code"),
@@ -42,6 +52,8 @@ def token(
             resource=form.get("resource"),
         )
     else:
+        if form.get("refresh_token"):
+            limits.charge(limits.refresh, refresh_limit_key(form["refresh_token"]), "too many refreshes of this grant; try again later")
         issued = tokens.refresh(
             client,
             refresh_token=form.get("refresh_token"),
@@ -67,7 +79,9 @@ def revoke(
     authenticator: ClientAuthenticator = Provide["client_authenticator"],
 ) -> Response:
     form = parse(TokenReferenceSchema, form_params())
-    client = _authenticated(form, authenticator)
+    limits = rate_limits()
+    client = _authenticated(form, authenticator, limits)
+    limits.charge(limits.revoke, client.client_id, "too many revocation requests by this client; try again later")
     tokens.revoke(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
     # RFC 7009 §2.2: 200 whether or not the token was valid.
     return Response(status=200, headers=NO_STORE_HEADERS)
@@ -81,6 +95,8 @@ def introspect(
     authenticator: ClientAuthenticator = Provide["client_authenticator"],
 ) -> Response:
     form = parse(TokenReferenceSchema, form_params())
-    client = _authenticated(form, authenticator)
+    limits = rate_limits()
+    client = _authenticated(form, authenticator, limits)
+    limits.charge(limits.introspect, client.client_id, "too many introspection requests by this client; try again later")
     result = tokens.introspect(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
     return json_response(result.as_dict(), no_store=True)

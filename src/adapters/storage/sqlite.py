@@ -275,6 +275,22 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX clients_kind_last_use ON clients (kind, coalesce(last_used_at, issued_at))",
         ),
     ),
+    (
+        5,
+        (
+            # Rate-limit counters (sqlite_ratelimit.SqliteRateLimitStore), apart from every other
+            # table (it was written beside migration 4, in either order). counter_key is the SHA-256 of
+            # the limit's key (32 bytes whatever a stranger put in it); one row per live key,
+            # rewritten in place by each hit; rows whose window ended are deleted by purge. No
+            # index on ends_at: it would be one more B-tree written by every new window on the
+            # hot path, and the purge's scan reads only live keys plus a minute's expired ones.
+            """CREATE TABLE rate_limit_counters (
+                counter_key BLOB PRIMARY KEY,
+                hits INTEGER NOT NULL,
+                ends_at INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 _CREATE_MIGRATIONS_TABLE = (

@@ -1,0 +1,205 @@
+"""The RateLimitStore port: one contract for the in-memory fake and SQLite (migration 5), its
+atomicity across threads and processes, and the limits Storage adapter on top of it (fixed
+windows, expiry, opportunistic purge) with a fixed clock."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from limits import parse
+from limits.strategies import FixedWindowRateLimiter
+
+from mcp_oauth_bridge.adapters.storage.crypto import SecretBox, generate_key
+from mcp_oauth_bridge.adapters.storage.limits_storage import PURGE_INTERVAL_SECONDS, PortStorage
+from mcp_oauth_bridge.adapters.storage.sqlite import MIGRATIONS, SqliteDatabase
+from mcp_oauth_bridge.adapters.storage.sqlite_ratelimit import SqliteRateLimitStore
+from mcp_oauth_bridge.domain.ports import RateLimitStore, RateWindow
+from tests.fakes import FixedClock, InMemoryRateLimitStore
+
+from .storage_fixtures import sqlite_database, sqlite_key, sqlite_path  # noqa: F401
+
+NOW = 1_700_000_000
+MINUTE = 60
+
+
+class RateLimitStoreContract:
+    """What every RateLimitStore does; subclasses provide the ``store`` fixture."""
+
+    def test_a_first_hit_opens_a_window_that_later_hits_count_in(self, store: RateLimitStore) -> None:
+        assert store.increment("k", MINUTE, NOW) == RateWindow(1, NOW + MINUTE)
+        assert store.increment("k", MINUTE, NOW + 30) == RateWindow(2, NOW + MINUTE)
+        assert store.increment("k", MINUTE, NOW + 59, amount=3) == RateWindow(5, NOW + MINUTE)
+        assert store.current("k", NOW + 59) == RateWindow(5, NOW + MINUTE)
+
+    def test_a_hit_after_the_window_ends_starts_a_new_one(self, store: RateLimitStore) -> None:
+        store.increment("k", MINUTE, NOW)
+        store.increment("k", MINUTE, NOW + 1)
+        assert store.current("k", NOW + MINUTE) is None
+        assert store.increment("k", MINUTE, NOW + MINUTE) == RateWindow(1, NOW + 2 * MINUTE)
+
+    def test_keys_count_apart(self, store: RateLimitStore) -> None:
+        store.increment("a", MINUTE, NOW)
+        store.increment("a", MINUTE, NOW)
+        assert store.increment("b", 10, NOW + 5) == RateWindow(1, NOW + 15)
+        assert store.current("a", NOW + 5) == RateWindow(2, NOW + MINUTE)
+        assert store.current("never", NOW) is None
+
+    def test_clear_forgets_one_key(self, store: RateLimitStore) -> None:
+        store.increment("a", MINUTE, NOW)
+        store.increment("b", MINUTE, NOW)
+        store.clear("a")
+        assert store.current("a", NOW) is None
+        assert store.current("b", NOW) == RateWindow(1, NOW + MINUTE)
+
+    def test_purge_deletes_exactly_the_ended_windows(self, store: RateLimitStore) -> None:
+        store.increment("short", 10, NOW)
+        store.increment("long", MINUTE, NOW)
+        assert store.purge_expired(NOW + 9) == 0
+        assert store.purge_expired(NOW + 10) == 1
+        assert store.current("long", NOW + 10) == RateWindow(1, NOW + MINUTE)
+        assert store.purge_expired(NOW + 10) == 0
+
+    def test_any_text_is_a_key(self, store: RateLimitStore) -> None:
+        odd = ["", "é/\u2028", "x" * 100_000, "\ud800 lone surrogate"]
+        for number, key in enumerate(odd, start=1):
+            for _ in range(number):
+                store.increment(key, MINUTE, NOW)
+        assert [store.current(key, NOW) for key in odd] == [RateWindow(n, NOW + MINUTE) for n in range(1, 5)]
+
+
+class TestInMemoryRateLimitStore(RateLimitStoreContract):
+    @pytest.fixture
+    def store(self) -> RateLimitStore:
+        return InMemoryRateLimitStore()
+
+
+class TestSqliteRateLimitStore(RateLimitStoreContract):
+    @pytest.fixture
+    def store(self, sqlite_database: SqliteDatabase) -> RateLimitStore:  # noqa: F811
+        return SqliteRateLimitStore(sqlite_database)
+
+    def test_a_key_is_stored_as_32_bytes_whatever_its_length(self, store: RateLimitStore, sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+        store.increment("x" * 100_000, MINUTE, NOW)
+        store.increment("short", MINUTE, NOW)
+        lengths = sqlite_database.connection().execute("SELECT length(counter_key) FROM rate_limit_counters").fetchall()
+        assert lengths == [(32,), (32,)]
+
+
+# -- migration 5 --------------------------------------------------------------------------------
+
+
+def test_migration_5_needs_no_other_table(tmp_path: Path) -> None:
+    # The lead's migration 4 may come after it on existing databases: 5 stands on its own.
+    connection = sqlite3.connect(tmp_path / "bare.db")
+    try:
+        for statement in dict(MIGRATIONS)[5]:
+            connection.execute(statement)
+        assert connection.execute("SELECT name FROM sqlite_schema").fetchall() == [("rate_limit_counters",)]
+    finally:
+        connection.close()
+
+
+# -- atomicity ----------------------------------------------------------------------------------
+
+THREADS = 8
+HITS_PER_THREAD = 150
+PROCESSES = 4
+HITS_PER_PROCESS = 150
+
+
+def test_sqlite_increments_are_atomic_across_threads(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    store = SqliteRateLimitStore(sqlite_database)
+    seen: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(THREADS)
+
+    def hit() -> None:
+        start.wait()
+        counts = [store.increment("shared", MINUTE, NOW).hits for _ in range(HITS_PER_THREAD)]
+        with lock:
+            seen.extend(counts)
+
+    threads = [threading.Thread(target=hit) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    # Every increment saw a count of its own: no two read the same value.
+    assert sorted(seen) == list(range(1, THREADS * HITS_PER_THREAD + 1))
+
+
+def _hit_from_process(path: str, key: str, start: "multiprocessing.synchronize.Barrier", results: "multiprocessing.Queue[list[int]]") -> None:
+    database = SqliteDatabase(path, SecretBox([key]))
+    try:
+        store = SqliteRateLimitStore(database)
+        start.wait(timeout=30)
+        results.put([store.increment("shared", MINUTE, NOW).hits for _ in range(HITS_PER_PROCESS)])
+    finally:
+        database.close()
+
+
+def test_sqlite_increments_are_atomic_across_processes(tmp_path: Path) -> None:
+    path, key = str(tmp_path / "counters.db"), generate_key()
+    database = SqliteDatabase(path, SecretBox([key]))
+    database.migrate()
+    database.close()
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESSES)
+    results: "multiprocessing.Queue[list[int]]" = context.Queue()
+    processes = [context.Process(target=_hit_from_process, args=(path, key, start, results)) for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    try:
+        seen = [count for _ in processes for count in results.get(timeout=60)]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+    assert [process.exitcode for process in processes] == [0] * PROCESSES
+    assert sorted(seen) == list(range(1, PROCESSES * HITS_PER_PROCESS + 1))
+
+
+# -- the limits Storage adapter -----------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+def fake_store() -> InMemoryRateLimitStore:
+    return InMemoryRateLimitStore()
+
+
+@pytest.fixture
+def limiter(fake_store: InMemoryRateLimitStore, clock: FixedClock) -> Iterator[FixedWindowRateLimiter]:
+    yield FixedWindowRateLimiter(PortStorage(store=fake_store, clock=clock))
+
+
+def test_fixed_window_allows_the_limit_then_refuses_until_the_window_ends(limiter: FixedWindowRateLimiter, clock: FixedClock) -> None:
+    three_a_minute = parse("3/minute")
+    assert [limiter.hit(three_a_minute, "client") for _ in range(4)] == [True, True, True, False]
+    assert limiter.hit(three_a_minute, "other")
+    clock.advance(30)
+    assert not limiter.hit(three_a_minute, "client")
+    stats = limiter.get_window_stats(three_a_minute, "client")
+    assert (stats.reset_time, stats.remaining) == (NOW + MINUTE, 0)
+    clock.advance(30)
+    assert limiter.test(three_a_minute, "client")
+    assert limiter.hit(three_a_minute, "client")
+
+
+def test_expired_counters_are_purged_by_later_hits(limiter: FixedWindowRateLimiter, fake_store: InMemoryRateLimitStore, clock: FixedClock) -> None:
+    per_minute = parse("5/minute")
+    for address in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+        limiter.hit(per_minute, address)
+    assert len(fake_store.counters) == 3
+    clock.advance(PURGE_INTERVAL_SECONDS + 1)
+    limiter.hit(per_minute, "198.51.100.4")
+    # The three ended windows are gone, not merely ignored.
+    assert len(fake_store.counters) == 1
