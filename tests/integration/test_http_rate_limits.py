@@ -26,6 +26,8 @@ from tests.fakes import FixedClock
 
 from .conftest import environment_for
 from .oauth_flow import FlaskTransport, OAuthClient
+from .redis_server import empty_redis, redis_url  # noqa: F401
+from .servers import free_port
 
 MINUTE = 60
 REGISTRATION = {"redirect_uris": ["http://127.0.0.1:9999/callback"], "token_endpoint_auth_method": "none"}
@@ -342,3 +344,33 @@ def test_a_whole_sign_in_fits_the_default_limits(make_app: AppFactory) -> None:
     assert refreshed.status == 200, refreshed.text
     assert oauth.introspect(refreshed.json()["access_token"])["active"] is True
     assert oauth.revoke(refreshed.json()["refresh_token"]).status == 200
+
+
+# -- Redis --------------------------------------------------------------------------------------
+
+
+def test_redis_backend_counts_the_same_limits(make_app: AppFactory, empty_redis: str, clock: FixedClock) -> None:  # noqa: F811
+    app = make_app(RATE_LIMIT_STORAGE_URL=empty_redis, RATE_LIMIT_REGISTER="2/minute", RATE_LIMIT_INTROSPECT="2/minute")
+    client = app.test_client()
+    replies = [register(client, "203.0.113.7") for _ in range(3)]
+    assert statuses(replies) == [201, 201, 429]
+    # Redis keeps whole seconds of TTL: 59 or 60 of the window's 60 are left.
+    assert 59 <= int(replies[2].headers["Retry-After"]) <= MINUTE
+    assert replies[2].get_json()["error"] == "temporarily_unavailable"
+    oauth, tokens = signed_in(app)
+    introspect = {"client_id": oauth.client_id, "client_secret": oauth.client_secret or "", "token": tokens["access_token"]}
+    assert [oauth.http.post("/oauth/introspect", data=introspect).status for _ in range(3)] == [200, 200, 429]
+    # Nothing went to the database.
+    assert counter_rows(app) == 0
+
+
+def test_unreachable_counters_leave_requests_unlimited_and_are_logged(make_app: AppFactory, caplog: pytest.LogCaptureFixture) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    app = make_app(RATE_LIMIT_STORAGE_URL=closed, RATE_LIMIT_REGISTER="1/minute", RATE_LIMIT_INTROSPECT="1/minute")
+    client = app.test_client()
+    assert statuses([register(client) for _ in range(3)]) == [201, 201, 201]
+    oauth, tokens = signed_in(app)
+    assert [oauth.introspect(tokens["access_token"])["active"] for _ in range(2)] == [True, True]
+    logged = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert any("Failed to rate limit" in record.getMessage() for record in logged)
+    assert any("rate-limit counters unavailable" in record.getMessage() for record in logged)

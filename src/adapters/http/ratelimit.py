@@ -160,9 +160,11 @@ def refresh_limit_key(refresh_token: str) -> str:
 # -- responses ----------------------------------------------------------------------------------
 
 
-def _retry_after(reset_time: float, now: int) -> int:
-    # Whole seconds until the window ends and frees a slot (never 0: the caller would retry at once).
-    return max(1, math.ceil(reset_time - now))
+def _retry_after(item: RateLimitItem, reset_time: float, now: int) -> int:
+    """Whole seconds until the window ends and frees a slot: never 0 (the caller would retry at
+    once), never more than the window (Redis reports its end in fractional time, the clock in
+    whole seconds)."""
+    return min(item.get_expiry(), max(1, math.ceil(reset_time - now)))
 
 
 def _seconds(seconds: int) -> str:
@@ -291,7 +293,7 @@ class RateLimits:
 
     def _retry_after(self, item: RateLimitItem, identifiers: Sequence[str]) -> int:
         assert self._strategy is not None and self._clock is not None
-        return _retry_after(self._strategy.get_window_stats(item, *identifiers).reset_time, self._clock.now())
+        return _retry_after(item, self._strategy.get_window_stats(item, *identifiers).reset_time, self._clock.now())
 
 
 def rate_limits() -> RateLimits:
@@ -363,7 +365,7 @@ def _limit_views(
 
 def _json_on_breach(clock: Clock) -> Callable[[RequestLimit], Response]:
     def on_breach(limit: RequestLimit) -> Response:
-        retry_after = _retry_after(limit.window.reset_time, clock.now())
+        retry_after = _retry_after(limit.limit, limit.window.reset_time, clock.now())
         return too_many_requests_json(retry_after, "too many requests from this address; try again later")
 
     return on_breach
@@ -371,7 +373,7 @@ def _json_on_breach(clock: Clock) -> Callable[[RequestLimit], Response]:
 
 def _page_on_breach(clock: Clock) -> Callable[[RequestLimit], Response]:
     def on_breach(limit: RequestLimit) -> Response:
-        return too_many_requests_page(_retry_after(limit.window.reset_time, clock.now()))
+        return too_many_requests_page(_retry_after(limit.limit, limit.window.reset_time, clock.now()))
 
     return on_breach
 
