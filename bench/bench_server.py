@@ -59,6 +59,20 @@ BODY_SAFETY_FACTOR = 2.0
 INITIAL_RATE_GUESS = 3000.0
 # Codes must outlive the time between their generation and the end of the run that uses them.
 AUTHORIZATION_CODE_TTL = 3600
+# --rate-limits counted: every limit on, each so high that no request of a run reaches it, so
+# that each request does its counter work (a read and a write for an introspection) and is
+# answered as usual.
+UNREACHABLE_RATE_LIMIT = "1000000000/minute"
+RATE_LIMIT_VARIABLES = (
+    "RATE_LIMIT_REGISTER", "RATE_LIMIT_AUTHORIZE", "RATE_LIMIT_REFRESH", "RATE_LIMIT_CODE_EXCHANGE",
+    "RATE_LIMIT_CLIENT_AUTH_FAILURES", "RATE_LIMIT_INTROSPECT", "RATE_LIMIT_REVOKE",
+)  # fmt: skip
+
+
+def rate_limit_environment(mode: str) -> dict[str, str]:
+    if mode == "off":
+        return {"RATE_LIMITS": "off"}
+    return {"RATE_LIMITS": "on", **{name: UNREACHABLE_RATE_LIMIT for name in RATE_LIMIT_VARIABLES}}
 
 
 # -- HTTP helpers -------------------------------------------------------------------------------
@@ -374,6 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="gunicorn access log: formatted and written to /dev/null (default), or switched off",
     )
     parser.add_argument(
+        "--rate-limits",
+        choices=("counted", "off"),
+        default="counted",
+        help="counted (default): every rate limit on but out of reach, so each request pays for its "
+        "counters in the database; off: RATE_LIMITS=off",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=("introspect", "code", "refresh"),
@@ -401,7 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="mob-bench-server-"))
     port = free_port()
     env = server_environment(
-        work_dir / "data", f"http://127.0.0.1:{port}", AUTHORIZATION_CODE_TTL=str(AUTHORIZATION_CODE_TTL)
+        work_dir / "data",
+        f"http://127.0.0.1:{port}",
+        AUTHORIZATION_CODE_TTL=str(AUTHORIZATION_CODE_TTL),
+        **rate_limit_environment(args.rate_limits),
     )
     print_header(
         "mcp-oauth-bridge HTTP benchmark",
@@ -409,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("gunicorn", f"{package_version('gunicorn')}, {args.workers} sync workers, access log "
                          + ("to /dev/null" if args.access_log == "devnull" else "off")),
             ("flask", package_version("flask")),
+            ("rate limits", "counted (on, out of reach)" if args.rate_limits == "counted" else "off"),
             ("load", f"wrk -t {args.threads} -c {args.connections}, {args.runs} runs x {args.duration}s "
                      f"per scenario after {args.warmup}s warm-up, round-robin"),
             ("data", str(work_dir)),
