@@ -72,6 +72,10 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     print(f"PUBLIC_URL={settings.public_url}")
     print(f"IDP_PROVIDER={settings.idp_provider}")
     print(f"STORAGE_URL={settings.storage_url}")
+    limits = settings.rate_limits
+    # Where the counters are, never the Redis URL itself (it may hold a password).
+    where = "in Redis (RATE_LIMIT_STORAGE_URL)" if limits.storage_url else "in STORAGE_URL's database"
+    print(f"RATE_LIMITS={'on, counters ' + where if limits.enabled else 'off'}")
     print("configuration is valid")
     return 0
 

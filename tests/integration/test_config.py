@@ -143,3 +143,17 @@ def test_cli_refuses_to_start_and_names_the_variable(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "configuration error: PUBLIC_URL" in result.stderr
+
+
+def test_check_config_says_where_the_rate_limits_count_without_the_redis_password(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
+        cwd=tmp_path,
+        env=environment_for(tmp_path, RATE_LIMITS="on", RATE_LIMIT_STORAGE_URL="rediss://:hunter2@redis.internal:6380/0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RATE_LIMITS=on, counters in Redis" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr

@@ -337,6 +337,22 @@ def test_two_apps_in_one_process_have_their_own_limits(make_app: AppFactory) -> 
     assert statuses([register(other) for _ in range(4)]) == [201, 201, 201, 429]
 
 
+def test_flask_limiter_adds_no_hook_to_every_request(make_app: AppFactory) -> None:
+    # Its hooks apply default limits (this app has none) and cost about an introspection's own
+    # work on every request; the limits run in the wrapped views only.
+    app = make_app()
+    hooks = [
+        *app.before_request_funcs.get(None, []),
+        *app.after_request_funcs.get(None, []),
+        *app.teardown_request_funcs.get(None, []),
+    ]
+    names = [getattr(getattr(hook, "func", hook), "__qualname__", "") for hook in hooks]
+    assert names and not [name for name in names if name.startswith("Limiter.")]
+    # ... while the wrapped views are limited all the same.
+    client = make_app("limited", RATE_LIMIT_REGISTER="1/minute").test_client()
+    assert statuses([register(client) for _ in range(2)]) == [201, 429]
+
+
 def test_a_whole_sign_in_fits_the_default_limits(make_app: AppFactory) -> None:
     app = make_app()
     oauth, tokens = signed_in(app)

@@ -331,6 +331,11 @@ def install(app: Flask, settings: RateLimitConfig, *, store: RateLimitStore, clo
         swallow_errors=True,
         headers_enabled=False,
     )
+    # Flask-Limiter's request hooks apply default and application-wide limits, which this app has
+    # none of, and cost about as much as a whole introspection on every request (healthz and
+    # /mcp included). init_app installs them only for a limiter the app does not list yet: listed
+    # first, it is configured without them, and its limits run in the wrapped views alone.
+    app.extensions.setdefault("limiter", set()).add(limiter)
     limiter.init_app(app)
     _limit_views(app, limiter, REGISTER_ENDPOINTS, settings.register, _json_on_breach(clock))
     _limit_views(app, limiter, BROWSER_ENDPOINTS, settings.authorize, _page_on_breach(clock))
