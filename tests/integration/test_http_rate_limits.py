@@ -304,6 +304,19 @@ def test_failed_client_authentications_lock_the_client_id_out_for_the_window(mak
     assert oauth.introspect(tokens["access_token"])["active"] is True
 
 
+def test_bogus_secrets_cannot_lock_out_a_public_client(make_app: AppFactory) -> None:
+    app = make_app(RATE_LIMIT_CLIENT_AUTH_FAILURES="2/minute")
+    oauth, tokens = signed_in(app, public=True)
+    attempts = [
+        oauth.http.post("/oauth/token", data={"grant_type": "refresh_token", "client_id": oauth.client_id, "client_secret": f"guess-{n}", "refresh_token": "r"})
+        for n in range(4)
+    ]
+    # Past the limit, secrets presented for it are no longer looked at ...
+    assert [reply.status for reply in attempts] == [401, 401, 429, 429]
+    # ... but the client itself, which presents none, is served.
+    assert oauth.refresh(tokens["refresh_token"]).status == 200
+
+
 # -- switched off, per app, and the defaults ----------------------------------------------------
 
 

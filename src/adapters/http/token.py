@@ -20,12 +20,18 @@ bp = Blueprint("token", __name__)
 
 def _authenticated(form: dict[str, Any], authenticator: ClientAuthenticator, limits: RateLimits) -> Client:
     credentials = client_credentials(request.headers.get("Authorization"), form)
-    # A client id that failed too often is refused before its secret is looked at.
-    limits.check_client_authentication(credentials.client_id)
+    # Only a presented secret is a guess. A public client identifies itself without one: were
+    # those requests checked or counted, anyone could lock out a public client id that every
+    # Claude user may share, by sending it a few bogus secrets.
+    guess = bool(credentials.client_secret)
+    if guess:
+        # A client id that failed too often is refused before its secret is looked at.
+        limits.check_client_authentication(credentials.client_id)
     try:
         return authenticator.authenticate(credentials)
     except InvalidClient:
-        limits.client_authentication_failed(credentials.client_id)
+        if guess:
+            limits.client_authentication_failed(credentials.client_id)
         raise
 
 
