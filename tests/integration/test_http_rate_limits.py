@@ -18,6 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from mcp_oauth_bridge.adapters.http.ratelimit import ClientAddresses, refresh_limit_key
+from mcp_oauth_bridge.domain.refresh_tokens import refresh_token_value
+from mcp_oauth_bridge.domain.security import TokenHasher
 from mcp_oauth_bridge.entrypoints.app import create_app
 from mcp_oauth_bridge.entrypoints.cli import main as cli_main
 from mcp_oauth_bridge.entrypoints.config import load_settings
@@ -134,7 +136,7 @@ def test_expired_counters_are_purged_opportunistically_and_by_the_cli(
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(time, "time", lambda: float(clock.now() + MINUTE + 1))
     assert cli_main(["purge"]) == 0
-    assert "purged 1 expired rows" in capsys.readouterr().out
+    assert "and 1 expired rate-limit counters" in capsys.readouterr().out
     assert counter_rows(app) == 0
 
 
@@ -234,19 +236,36 @@ def test_refresh_is_limited_per_grant_not_per_client(make_app: AppFactory) -> No
     code, verifier = oauth.login()
     second_grant = oauth.exchange(code, verifier).json()
 
-    replies = [oauth.refresh(first_grant["refresh_token"]) for _ in range(3)]
-    assert replies[0].status == 200
-    assert replies[2].status == 429
-    assert replies[2].json()["error"] == "temporarily_unavailable"
-    assert int(replies[2].headers["Retry-After"]) == MINUTE
+    token = first_grant["refresh_token"]
+    for _ in range(2):
+        reply = oauth.refresh(token)
+        assert reply.status == 200, reply.text
+        token = reply.json()["refresh_token"]
+    # Each refresh presents a new generation: they all spend their grant's budget.
+    limited = oauth.refresh(token)
+    assert limited.status == 429
+    assert limited.json()["error"] == "temporarily_unavailable"
+    assert limited.headers["Retry-After"] == str(MINUTE)
     # The same client's other grant has a budget of its own.
     assert oauth.refresh(second_grant["refresh_token"]).status == 200
 
 
-def test_refresh_limit_key_is_a_fixed_size_digest() -> None:
-    key = refresh_limit_key("mob_rt_" + "a" * 5000)
-    assert key.startswith("rt:") and len(key) == 35
-    assert refresh_limit_key("mob_rt_1") != refresh_limit_key("mob_rt_2")
+def test_a_forged_refresh_token_does_not_spend_the_grant_it_names(make_app: AppFactory) -> None:
+    app = make_app(RATE_LIMIT_REFRESH="1/minute")
+    oauth, tokens = signed_in(app, public=True)
+    named_part = tokens["refresh_token"].rpartition(".")[0]
+    for letter in "ABC":
+        assert oauth.refresh(f"{named_part}.{letter * 22}").json()["error"] == "invalid_grant"
+    assert oauth.refresh(tokens["refresh_token"]).status == 200
+
+
+def test_refresh_limit_key_names_the_grant_of_a_genuine_token_only() -> None:
+    hasher = TokenHasher(b"k" * 32)
+    genuine = refresh_token_value(hasher, grant_id="mob_gr_abc", generation=3, secret="s" * 43)
+    assert refresh_limit_key(genuine, hasher) == "grant:mob_gr_abc"
+    forged = refresh_limit_key(genuine.rpartition(".")[0] + "." + "A" * 22, hasher)
+    assert forged.startswith("rt:") and len(forged) == 35
+    assert refresh_limit_key("x" * 5000, hasher) != refresh_limit_key("y" * 5000, hasher)
 
 
 def test_code_exchange_is_limited_per_authenticated_client(make_app: AppFactory) -> None:

@@ -34,6 +34,8 @@ from limits.errors import StorageError as LimitsStorageError
 from limits.strategies import RateLimiter
 
 from ...domain.ports import Clock, RateLimitStore
+from ...domain.refresh_tokens import parse_refresh_token
+from ...domain.security import TokenHasher
 from ..storage.limits_storage import STORAGE_URI
 from .errors import error_page, json_response
 
@@ -146,14 +148,18 @@ def _bounded(identifier: str) -> str:
     return "sha256:" + hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def refresh_limit_key(refresh_token: str) -> str:
-    """What the refresh grant's limit is counted by: the grant the token belongs to.
+def refresh_limit_key(refresh_token: str, hasher: TokenHasher) -> str:
+    """What the refresh grant's limit is counted by: the grant the token names, so that every
+    generation of one grant shares one budget (never the client id, which every Claude user may
+    share).
 
-    For now a hash of the token string (each rotation starts a new count). Once refresh tokens
-    name their grant (``mob_rt_<grant>.<generation>.<random>``) this returns the grant id, so
-    that every generation of one grant shares one budget; never the client id, which every
-    Claude user may share.
+    Only a token whose tag is ours names a grant: any other value (forged, malformed, of the old
+    format) is counted by its own digest, so that a stranger's value naming someone's grant never
+    spends that grant's budget.
     """
+    name = parse_refresh_token(hasher, refresh_token)
+    if name is not None:
+        return "grant:" + name.grant_id
     return "rt:" + hashlib.sha256(refresh_token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

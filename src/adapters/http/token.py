@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request
 
 from ...domain.errors import InvalidClient, UnsupportedGrantType
 from ...domain.model import Client
+from ...domain.security import TokenHasher
 from ...domain.services.tokens import ClientAuthenticator, TokenService
 from .errors import NO_STORE_HEADERS, json_response
 from .ratelimit import RateLimits, rate_limits, refresh_limit_key
@@ -41,6 +42,7 @@ def _authenticated(form: dict[str, Any], authenticator: ClientAuthenticator, lim
 def token(
     tokens: TokenService = Provide["token_service"],
     authenticator: ClientAuthenticator = Provide["client_authenticator"],
+    hasher: TokenHasher = Provide["hasher"],
 ) -> Response:
     form = parse(TokenRequestSchema, form_params())
     grant_type = form["grant_type"]
@@ -59,7 +61,7 @@ def token(
         )
     else:
         if form.get("refresh_token"):
-            limits.charge(limits.refresh, refresh_limit_key(form["refresh_token"]), "too many refreshes of this grant; try again later")
+            limits.charge(limits.refresh, refresh_limit_key(form["refresh_token"], hasher), "too many refreshes of this grant; try again later")
         issued = tokens.refresh(
             client,
             refresh_token=form.get("refresh_token"),
