@@ -51,8 +51,10 @@ def _apt_install(package: str) -> None:
     if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode == 0:
         return
     # A fresh machine may have no package lists yet.
-    subprocess.run(["apt-get", *APT_OPTIONS, "update"], env=env, capture_output=True, timeout=600, check=True)
-    subprocess.run(install, env=env, capture_output=True, timeout=600, check=True)
+    for command in (["apt-get", *APT_OPTIONS, "update"], install):
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
 @contextmanager

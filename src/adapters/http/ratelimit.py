@@ -7,8 +7,8 @@ every worker and instance shares.
   FORWARDED_ALLOW_IPS, the rightmost untrusted hop of X-Forwarded-For; IPv6 clients by their /64.
 - After client authentication at the token, revocation and introspection endpoints: the code
   exchange and introspection/revocation per authenticated client, the refresh grant per grant,
-  and failed authentications per presented client id (past its limit that client id is answered
-  429 without its secret being checked).
+  and failed authentications with a secret per presented client id (past its limit a secret
+  presented for that client id is answered 429 without being checked).
 
 A limited API request is answered with an OAuth JSON error, ``temporarily_unavailable`` (RFC 6749
 §4.1.2.1: "unable to handle the request due to a temporary overloading"; a client retries later
@@ -308,8 +308,8 @@ def rate_limits() -> RateLimits:
 
 
 def install(app: Flask, settings: RateLimitConfig, *, store: RateLimitStore, clock: Clock) -> RateLimits:
-    """Set up this app's rate limits from ``settings``: the limits per
-    address on its registered view functions, and ``rate_limits()`` for the token endpoints.
+    """Set up this app's rate limits from ``settings``: the limits per address on its registered
+    view functions, and ``rate_limits()`` for the token endpoints.
 
     Call after the blueprints are registered. With ``settings.enabled`` false nothing is counted
     and no hook is installed.
