@@ -339,6 +339,9 @@ def _url(href: str, scheme: str, hostname: str, *, port: str = "", username: str
 RECORDED_WHATWG_PARSES: dict[str, WebUrl | None] = {
     'HTTPS://EXAMPLE.com/cb': _url('https://example.com/cb', 'https', 'example.com'),
     'https://claude.ai': _url('https://claude.ai/', 'https', 'claude.ai'),
+    'cursor://anysphere.cursor-mcp/oauth/callback': _url(
+        'cursor://anysphere.cursor-mcp/oauth/callback', 'cursor', 'anysphere.cursor-mcp'
+    ),
     'HTTP://client.example/cb': _url('http://client.example/cb', 'http', 'client.example'),
     'Com.Example.App:/cb': _url('com.example.app:/cb', 'com.example.app', ''),
     'https://example.com:443/cb': _url('https://example.com/cb', 'https', 'example.com'),

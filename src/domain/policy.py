@@ -23,6 +23,9 @@ class ServerPolicy:
     idle_client_ttl: int = 90 * 24 * 3600
     # Expired rows are purged opportunistically at most this often per process.
     purge_interval: int = 3600
+    # App schemes admitted in redirect URIs besides https, loopback http and reverse-domain
+    # private-use schemes (EXTRA_REDIRECT_SCHEMES; never one a browser hands to the OS).
+    extra_redirect_schemes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (

@@ -122,15 +122,21 @@ def _scheme(uri: str, label: str, error: type[OAuthError]) -> str:
     return match.group(1).lower()
 
 
-def _redirect_scheme_kind(scheme: str, label: str) -> str:
-    if scheme in OS_HANDLER_SCHEMES or scheme.startswith(OS_HANDLER_SCHEME_PREFIXES):
+def is_os_handler_scheme(scheme: str) -> bool:
+    return scheme in OS_HANDLER_SCHEMES or scheme.startswith(OS_HANDLER_SCHEME_PREFIXES)
+
+
+def _redirect_scheme_kind(scheme: str, label: str, extra_schemes: frozenset[str]) -> str:
+    if is_os_handler_scheme(scheme):
         raise InvalidRedirectUri(
             f"{label}: the scheme '{scheme}:' is handed by browsers to the operating system or run as code; "
             "it cannot be a redirect URI"
         )
     if scheme in ("https", "http"):
         return scheme
-    if REVERSE_DOMAIN_SCHEME.fullmatch(scheme):
+    # An operator may admit an app's scheme that is not in reverse-domain form (Cursor registers
+    # cursor://anysphere.cursor-mcp/oauth/callback): EXTRA_REDIRECT_SCHEMES.
+    if REVERSE_DOMAIN_SCHEME.fullmatch(scheme) or scheme in extra_schemes:
         return PRIVATE_USE
     raise InvalidRedirectUri(
         f"{label}: redirect URIs must use https, http on a loopback host, or a private-use scheme in "
@@ -184,9 +190,12 @@ def _check_host(url: WebUrl, kind: str, label: str, error: type[OAuthError]) -> 
         raise error(f"{label}: http is allowed only on a loopback host (127.0.0.1, [::1] or localhost); use https")
 
 
-def canonical_redirect_uri(uri: object, parser: WebUrlParser, *, name: str = "redirect URI") -> str:
+def canonical_redirect_uri(
+    uri: object, parser: WebUrlParser, *, name: str = "redirect URI", extra_schemes: frozenset[str] = frozenset()
+) -> str:
     """The redirect URI as it is registered (see the module docstring for the rule), or
-    ``InvalidRedirectUri`` saying why not. Used for DCR and client ID metadata documents alike."""
+    ``InvalidRedirectUri`` saying why not. Used for DCR and client ID metadata documents alike.
+    ``extra_schemes``: app schemes the operator admits besides reverse-domain ones."""
     if not isinstance(uri, str) or not uri:
         raise InvalidRedirectUri(f"{name} must be a non-empty string")
     _check_text(uri, name, InvalidRedirectUri, MAX_REDIRECT_URI_LENGTH)
@@ -194,7 +203,7 @@ def canonical_redirect_uri(uri: object, parser: WebUrlParser, *, name: str = "re
     # RFC 6749 §3.1.2: "The endpoint URI MUST NOT include a fragment component."
     if "#" in uri:
         raise InvalidRedirectUri(f"{label} must not contain a fragment ('#')")
-    kind = _redirect_scheme_kind(_scheme(uri, label, InvalidRedirectUri), label)
+    kind = _redirect_scheme_kind(_scheme(uri, label, InvalidRedirectUri), label, extra_schemes)
     url = _parse(uri, parser, label, InvalidRedirectUri)
     _check_host(url, kind, label, InvalidRedirectUri)
     _require_canonical(uri, url, label, InvalidRedirectUri)

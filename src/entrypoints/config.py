@@ -24,6 +24,7 @@ from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, vali
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
 from ..domain.services.registration import is_loopback_host
+from ..domain.uris import is_os_handler_scheme
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,6 +134,7 @@ class Settings:
     unused_client_ttl: int = 24 * 3600
     idle_client_ttl: int = 90 * 24 * 3600
     purge_interval: int = 3600
+    extra_redirect_schemes: tuple[str, ...] = ()
     fake_idp_allow_non_loopback: bool = False
     log_level: str = "INFO"
     entra: EntraSettings | None = None
@@ -305,6 +307,19 @@ def _rate_limit_settings(env: Mapping[str, str]) -> RateLimitSettings:
     )
 
 
+def _extra_redirect_schemes(raw: str) -> tuple[str, ...]:
+    schemes = tuple(dict.fromkeys(scheme.strip().lower().rstrip(":") for scheme in raw.split(",") if scheme.strip()))
+    for scheme in schemes:
+        if not re.fullmatch(r"[a-z][a-z0-9+.\-]*", scheme):
+            raise ConfigError(f"EXTRA_REDIRECT_SCHEMES holds URI schemes such as cursor, got {scheme!r}")
+        if scheme in ("http", "https") or is_os_handler_scheme(scheme):
+            raise ConfigError(
+                f"EXTRA_REDIRECT_SCHEMES cannot admit {scheme!r}: "
+                + ("http(s) has its own rules" if scheme in ("http", "https") else "browsers hand it to the operating system")
+            )
+    return schemes
+
+
 def _required(env: Mapping[str, str], name: str, why: str) -> str:
     value = (env.get(name) or "").strip()
     if not value:
@@ -462,6 +477,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         unused_client_ttl=_positive_int(env, "UNUSED_CLIENT_TTL", 24 * 3600),
         idle_client_ttl=_positive_int(env, "IDLE_CLIENT_TTL", 90 * 24 * 3600),
         purge_interval=_positive_int(env, "PURGE_INTERVAL", 3600),
+        extra_redirect_schemes=_extra_redirect_schemes(env.get("EXTRA_REDIRECT_SCHEMES", "")),
         fake_idp_allow_non_loopback=fake_allow,
         log_level=log_level,
         entra=_entra_settings(env) if idp_provider == "azure" else None,

@@ -77,6 +77,7 @@ def server_policy(settings: Settings, tools: ToolService) -> ServerPolicy:
         unused_client_ttl=settings.unused_client_ttl,
         idle_client_ttl=settings.idle_client_ttl,
         purge_interval=settings.purge_interval,
+        extra_redirect_schemes=settings.extra_redirect_schemes,
     )
 
 

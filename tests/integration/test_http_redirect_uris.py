@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,7 +16,10 @@ from flask import Flask
 from mcp_oauth_bridge.adapters.http.registration import MAX_REGISTRATION_BYTES
 from mcp_oauth_bridge.domain.model import Client
 from mcp_oauth_bridge.domain.services.authorization import MAX_CLIENT_ID_LENGTH, MAX_STATE_LENGTH
+from mcp_oauth_bridge.entrypoints.app import create_app
+from mcp_oauth_bridge.entrypoints.config import load_settings
 
+from .conftest import environment_for
 from .oauth_flow import FlaskTransport, OAuthClient, hidden_fields, pkce_pair
 
 RETURN_LINK = re.compile(r'<a href="([^"]*)">Return to the application</a>')
@@ -78,6 +82,18 @@ def test_claudes_registration_is_accepted_with_its_urls_in_the_browsers_form(htt
     assert reply.status == 201, reply.text
     assert reply.json()["redirect_uris"] == ["https://claude.ai/api/mcp/auth_callback"]
     assert reply.json()["client_uri"] == "https://claude.ai/"
+
+
+def test_an_operator_admits_cursors_scheme_and_the_consent_page_names_the_app(tmp_path: Path) -> None:
+    cursor = "cursor://anysphere.cursor-mcp/oauth/callback"
+    default = create_app(load_settings(environment_for(tmp_path / "default"), dotenv_path=None))
+    assert register(FlaskTransport(default.test_client()), cursor)["status"] == 400
+    app = create_app(load_settings(environment_for(tmp_path / "cursor", EXTRA_REDIRECT_SCHEMES="cursor"), dotenv_path=None))
+    http = FlaskTransport(app.test_client())
+    registered = register(http, cursor, client_name="Cursor")
+    assert registered["status"] == 201 and registered["redirect_uris"] == [cursor]
+    page = consent_page(http, cursor)
+    assert "cursor:" in page and "app on this device" in page
 
 
 def test_registration_body_is_capped(http: FlaskTransport) -> None:

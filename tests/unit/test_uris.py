@@ -170,6 +170,22 @@ def test_refusal_names_the_field_and_shows_only_plain_ascii() -> None:
         assert "\\" not in description and '"' not in description
 
 
+CURSOR = "cursor://anysphere.cursor-mcp/oauth/callback"
+
+
+def test_an_app_scheme_outside_reverse_domain_form_needs_the_operator() -> None:
+    with pytest.raises(InvalidRedirectUri) as excinfo:
+        canonical_redirect_uri(CURSOR, PARSER)
+    assert "reverse-domain" in excinfo.value.description
+    assert canonical_redirect_uri(CURSOR, PARSER, extra_schemes=frozenset({"cursor"})) == CURSOR
+    # Admitting one scheme admits no other, and never a scheme browsers hand to the OS.
+    with pytest.raises(InvalidRedirectUri):
+        canonical_redirect_uri("vscode://callback", PARSER, extra_schemes=frozenset({"cursor"}))
+    with pytest.raises(InvalidRedirectUri) as excinfo:
+        canonical_redirect_uri("search-ms:query=x", PARSER, extra_schemes=frozenset({"search-ms"}))
+    assert "operating system" in excinfo.value.description
+
+
 def test_redirect_uri_of_the_maximum_length_is_accepted() -> None:
     uri = "https://client.example/" + "a" * (MAX_REDIRECT_URI_LENGTH - len("https://client.example/"))
     assert canonical_redirect_uri(uri, PARSER) == uri

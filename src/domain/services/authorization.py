@@ -186,7 +186,9 @@ class AuthorizationService:
         """A client registered under older, looser rules is held to today's: a redirect URI that
         registration would refuse (or store differently) is never a destination."""
         try:
-            canonical = canonical_redirect_uri(redirect_uri, self._web_urls)
+            canonical = canonical_redirect_uri(
+                redirect_uri, self._web_urls, extra_schemes=frozenset(self._policy.extra_redirect_schemes)
+            )
         except InvalidRedirectUri as exc:
             reason = exc.description
         else:

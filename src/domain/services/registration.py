@@ -111,7 +111,7 @@ def _optional_string(metadata: Mapping[str, Any], name: str, max_length: int) ->
     return value
 
 
-def _redirect_uris(metadata: Mapping[str, Any], web_urls: WebUrlParser) -> tuple[str, ...]:
+def _redirect_uris(metadata: Mapping[str, Any], web_urls: WebUrlParser, extra_schemes: frozenset[str]) -> tuple[str, ...]:
     raw_uris = metadata.get("redirect_uris")
     # RFC 7591 §2: redirect_uris is required for redirect-based flows, which are all we serve.
     if raw_uris is None:
@@ -125,7 +125,8 @@ def _redirect_uris(metadata: Mapping[str, Any], web_urls: WebUrlParser) -> tuple
     # Stored in the form a browser uses (punycode hosts); the same URI twice is kept once.
     return tuple(
         dict.fromkeys(
-            canonical_redirect_uri(uri, web_urls, name=f"redirect_uris[{index}]") for index, uri in enumerate(raw_uris)
+            canonical_redirect_uri(uri, web_urls, name=f"redirect_uris[{index}]", extra_schemes=extra_schemes)
+            for index, uri in enumerate(raw_uris)
         )
     )
 
@@ -143,11 +144,15 @@ class ValidatedMetadata:
 
 
 def validate_client_metadata(
-    metadata: Mapping[str, Any], scopes_supported: tuple[str, ...], web_urls: WebUrlParser
+    metadata: Mapping[str, Any],
+    scopes_supported: tuple[str, ...],
+    web_urls: WebUrlParser,
+    *,
+    extra_redirect_schemes: frozenset[str] = frozenset(),
 ) -> ValidatedMetadata:
     """Apply RFC 7591 §2 to a metadata document (DCR body or client ID metadata document)."""
     _require_utf8(metadata)
-    redirect_uris = _redirect_uris(metadata, web_urls)
+    redirect_uris = _redirect_uris(metadata, web_urls, extra_redirect_schemes)
 
     grant_types = _string_list(metadata, "grant_types", DEFAULT_GRANT_TYPES)
     unknown = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
@@ -236,7 +241,12 @@ class RegistrationService:
         self._housekeeping = housekeeping
 
     def register(self, metadata: Mapping[str, Any]) -> RegisteredClient:
-        validated = validate_client_metadata(metadata, self._policy.scopes_supported, self._web_urls)
+        validated = validate_client_metadata(
+            metadata,
+            self._policy.scopes_supported,
+            self._web_urls,
+            extra_redirect_schemes=frozenset(self._policy.extra_redirect_schemes),
+        )
         client = Client(
             client_id=self._tokens.generate("mob_client_"),
             redirect_uris=validated.redirect_uris,
