@@ -1,12 +1,31 @@
-"""gunicorn defaults (overridable with GUNICORN_* style environment variables or flags)."""
+"""gunicorn defaults (overridable with GUNICORN_* style environment variables or flags).
+
+The worker (``worker.BufferingWorker``) buffers each request whole in its event loop, under
+deadlines and size caps, before one of ``threads`` threads serves it: slow clients cost no
+thread, slow upstream calls one each (see the worker's docstring and ``serving_limits``).
+"""
 
 from __future__ import annotations
 
 import os
 
+from .worker import serving_limits
+
+# Read (and validated) here so that a wrong value stops the server at start-up, naming the variable.
+_limits = serving_limits(os.environ)
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "sync"
+worker_class = "mcp_oauth_bridge.entrypoints.worker.BufferingWorker"
+# Threads per worker: enough for a burst of tool calls held by a slow upstream API (each holds
+# one for up to the Graph client's 15 s timeout) with room left for everything else.
+threads = _limits.threads
+# Open connections per worker (idle kept-alive ones are closed first when it is full).
+worker_connections = _limits.connections
+# Idle kept-alive connections cost a socket and a buffer, no thread: keep them longer than a
+# proxy's own idle timeout for its upstream connections (nginx and most load balancers: 60 s),
+# so that the proxy, not this server, closes them and never sends a request into a close.
+keepalive = _limits.keepalive
 timeout = 60
 graceful_timeout = 30
 # Trust X-Forwarded-* only from a proxy on this machine.

@@ -111,6 +111,9 @@ class EntraStandIn:
     # Seconds a refresh takes, like a real round trip: long enough for concurrent requests to
     # overlap it, so a missing per-grant lock would show as a second refresh.
     refresh_delay: float = 0.0
+    # Seconds Graph takes to answer, like an upstream API that has stalled: each tool call then
+    # holds its server thread (until the Graph client's own timeout). stop() cuts stalls short.
+    graph_delay: float = 0.0
     key_name: str = "entra-standin"
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_calls: list[TokenCall] = field(default_factory=list)
@@ -128,6 +131,7 @@ class EntraStandIn:
         self._key = signing_key(self.key_name)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -144,6 +148,7 @@ class EntraStandIn:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -342,6 +347,8 @@ class EntraStandIn:
         with self._lock:
             valid = token is not None and self._access_tokens.get(token, 0.0) > time.time()
             self.graph_calls.append(GraphCall(path, dict(query), token, valid, headers.get("ConsistencyLevel")))
+        if self.graph_delay > 0:
+            self._stopping.wait(self.graph_delay)
         request_id = str(uuid.uuid4())
         reply_headers = {"request-id": request_id, "client-request-id": request_id}
         if not valid:
