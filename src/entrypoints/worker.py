@@ -450,9 +450,10 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
         problems = []
         if cfg.is_ssl:
             problems.append("TLS (certfile/keyfile): terminate TLS in the proxy in front")
-        if any(protocol != "h1" for protocol in cfg.http_protocols):
-            problems.append(f"http_protocols={','.join(cfg.http_protocols)}: only h1 is served")
-        if cfg.http2_cleartext != "off":
+        protocols = getattr(cfg, "http_protocols", ["h1"])
+        if any(protocol != "h1" for protocol in protocols):
+            problems.append(f"http_protocols={','.join(protocols)}: only h1 is served")
+        if getattr(cfg, "http2_cleartext", "off") != "off":
             problems.append(f"http2_cleartext={cfg.http2_cleartext}: only HTTP/1.1 is served")
         if cfg.protocol != "http":
             problems.append(f"protocol={cfg.protocol}: only http is served")
