@@ -33,10 +33,9 @@ import selectors
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.errors import (
@@ -405,6 +404,40 @@ _LISTENER = object()
 _WAKE = object()
 
 
+class RequestThreads:
+    """At most ``size`` threads, started as they are needed, running submitted calls in order.
+
+    Unlike ``concurrent.futures.ThreadPoolExecutor`` its threads are daemons: the interpreter
+    does not wait for them at exit, so SIGQUIT/SIGINT stop a worker at once and SIGTERM within
+    ``graceful_timeout`` even while a call waits on a stalled upstream."""
+
+    def __init__(self, size: int, name: str = "request") -> None:
+        self.size = size
+        self.name = name
+        self.jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
+        # One token per idle thread (ThreadPoolExecutor's scheme): a submit that takes a token
+        # has a thread waiting for it, one that cannot starts a thread while there is room.
+        self.idle = threading.Semaphore(0)
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, call: Callable[..., None], *args: Any) -> None:
+        self.jobs.put((call, args))
+        if self.idle.acquire(blocking=False) or len(self.threads) >= self.size:
+            return
+        thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self.threads)}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            call, args = self.jobs.get()
+            try:
+                call(*args)
+            except BaseException:  # noqa: BLE001 - calls report their own errors; the thread serves on
+                pass
+            self.idle.release()
+
+
 class _Connection:
     __slots__ = ("sock", "client", "server", "buffer", "since", "receiving", "fresh", "busy",
                  "watched", "closed", "linger_until", "lingered")
@@ -469,16 +502,12 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
     # -- process life ------------------------------------------------------------------------
 
     def init_process(self) -> None:
-        self.tpool = ThreadPoolExecutor(max_workers=self.cfg.threads, thread_name_prefix="request")
+        self.tpool = RequestThreads(self.cfg.threads)
         self.poller = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         super().init_process()
-
-    def handle_quit(self, sig: Any, frame: Any) -> None:
-        self.tpool.shutdown(wait=False, cancel_futures=True)
-        super().handle_quit(sig, frame)
 
     def wake(self) -> None:
         try:
@@ -504,7 +533,6 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
         finally:
             for connection in list(self.connections):
                 self.close(connection)
-            self.tpool.shutdown(wait=False, cancel_futures=True)
             self.poller.close()
             os.close(self.wake_r)
             os.close(self.wake_w)

@@ -344,6 +344,21 @@ def test_a_busy_thread_does_not_stop_the_heartbeat_and_sigterm_lets_it_finish(tm
     assert '"GET /slow HTTP/1.1" 200' in log
 
 
+@pytest.mark.parametrize("sig, graceful_timeout, limit", [
+    (signal.SIGQUIT, "30", 3.0),  # immediate: the request waiting on its "upstream" is dropped
+    (signal.SIGTERM, "2", 6.0),  # graceful, but no longer than graceful_timeout
+])
+def test_a_request_stuck_in_a_thread_does_not_hold_the_stop(tmp_path: Path, sig: int, graceful_timeout: str, limit: float) -> None:
+    with running_server(tmp_path, command=gunicorn("--graceful-timeout", graceful_timeout, workers=1)) as server:
+        with RawClient(port_of(server)) as client:
+            client.send(get("/slow?seconds=60"))
+            time.sleep(0.5)
+            started = time.monotonic()
+            server.process.send_signal(sig)
+            server.process.wait(timeout=30)
+            assert time.monotonic() - started < limit
+
+
 def test_max_requests_restarts_the_worker_and_serving_goes_on(tmp_path: Path) -> None:
     command = gunicorn("--max-requests", "3", "--max-requests-jitter", "0", workers=1)
     with running_server(tmp_path, command=command) as server:
