@@ -335,20 +335,20 @@ class RequestBuffer:
         return True
 
     def _parse_head(self, head: bytes, *, complete: bool) -> Any:
-        """gunicorn's ``Request`` for ``head``; a head cut off at the size cap that its parser
-        does not refuse first is 431."""
-        if complete:
-            self.requests += 1
+        """gunicorn's ``Request`` for a complete head. For a head the loop gives up on (over
+        the cap, or with a bare LF), gunicorn's own error when its parser has one, else 431."""
+        number = self.requests + 1
         unreader = IterUnreader(())
         unreader.unread(head)
         try:
-            request = Request(self.cfg, unreader, self.client, self.requests + (0 if complete else 1))
+            request = Request(self.cfg, unreader, self.client, number)
         except (NoMoreData, StopIteration):
             if complete:
                 raise Refusal(400, "Bad Request", "incomplete request head") from None
             request = None
-        if not complete or request is None:
+        if not complete:
             raise Refusal(431, "Request Header Fields Too Large", f"head over {self.limits.max_header_bytes} bytes")
+        self.requests = number
         return request
 
     def _frame_body(self) -> Ready | None:
@@ -554,7 +554,7 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
         self.next_tick = now + TICK
         self.notify()
         for connection in list(self.connections):
-            self.expire(connection, now)
+            self.guarded(lambda c: self.expire(c, now), connection)
 
     def expire(self, connection: _Connection, now: float) -> None:
         if connection.busy:
@@ -601,8 +601,16 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
             elif key.data is _WAKE:
                 self.drain(key.fd)
             else:
-                self.readable(key.data)
+                self.guarded(self.readable, key.data)
         self.collect_finished()
+
+    def guarded(self, step: Callable[[_Connection], None], connection: _Connection) -> None:
+        """One connection's step; a failure (a bug) costs that connection, never the loop."""
+        try:
+            step(connection)
+        except Exception:
+            self.log.exception("Error in the event loop; closing the connection")
+            self.close(connection)
 
     def drain(self, fd: int) -> None:
         try:
@@ -635,7 +643,7 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
             connection = _Connection(sock, client, server, RequestBuffer(self.cfg, self.limits, client), time.monotonic())
             self.connections.add(connection)
             # Loopback clients and proxies often send the request with the handshake.
-            self.readable(connection)
+            self.guarded(self.readable, connection)
 
     def evict_idle(self) -> bool:
         """Make room by closing the longest-idle kept-alive connection, if there is one."""
@@ -704,24 +712,21 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
             except queue.Empty:
                 return
             connection.busy = False
-            if connection.closed:
-                continue
-            if not keep_alive:
-                self.linger(connection)
-                continue
-            try:
-                connection.sock.setblocking(False)
-            except OSError:
-                self.close(connection)
-                continue
-            connection.since = time.monotonic()
-            if connection.buffer.data:
-                # Pipelined: the next request (or its start) is already here (RFC 9112 §9.3.2).
-                connection.receiving = True
-                self.frame(connection)
-            else:
-                self.idle[connection] = None
-                self.settle(connection)
+            self.guarded(self.resume if keep_alive else self.linger, connection)
+
+    def resume(self, connection: _Connection) -> None:
+        """After a response that keeps the connection: the next request, or idleness."""
+        if connection.closed:
+            return
+        connection.sock.setblocking(False)
+        connection.since = time.monotonic()
+        if connection.buffer.data:
+            # Pipelined: the next request (or its start) is already here (RFC 9112 §9.3.2).
+            connection.receiving = True
+            self.frame(connection)
+        else:
+            self.idle[connection] = None
+            self.settle(connection)
 
     def settle(self, connection: _Connection) -> None:
         """Watch the socket exactly while the loop, not a thread, owns an open connection."""
