@@ -33,6 +33,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping, NamedTuple
@@ -404,38 +405,73 @@ _LISTENER = object()
 _WAKE = object()
 
 
-class RequestThreads:
-    """At most ``size`` threads, started as they are needed, running submitted calls in order.
+class _Slot:
+    """An idle thread's mailbox: the next job is put here and the event set."""
 
-    Unlike ``concurrent.futures.ThreadPoolExecutor`` its threads are daemons: the interpreter
-    does not wait for them at exit, so SIGQUIT/SIGINT stop a worker at once and SIGTERM within
-    ``graceful_timeout`` even while a call waits on a stalled upstream."""
+    __slots__ = ("event", "job")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.job: _Job | None = None
+
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], Callable[[Any], None]]
+
+
+class RequestThreads:
+    """At most ``size`` threads, started only when no thread is idle, each running a job and
+    handing its result to the job's ``done`` once the thread is idle again.
+
+    The most recently idle thread takes the next job: under light load a few threads do all
+    the work and keep their SQLite connection and its page cache warm, while the rest (the
+    ones a burst of slow upstream calls needed) wait. Jobs beyond ``size`` queue in order. The
+    threads are daemons: the interpreter does not wait for them at exit, so SIGQUIT/SIGINT
+    stop a worker at once and SIGTERM within ``graceful_timeout`` even while a job waits on a
+    stalled upstream (``concurrent.futures.ThreadPoolExecutor`` joins its threads at exit)."""
 
     def __init__(self, size: int, name: str = "request") -> None:
         self.size = size
         self.name = name
-        self.jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
-        # One token per idle thread (ThreadPoolExecutor's scheme): a submit that takes a token
-        # has a thread waiting for it, one that cannot starts a thread while there is room.
-        self.idle = threading.Semaphore(0)
-        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+        self.idle: list[_Slot] = []  # a stack: the last one to finish is the first reused
+        self.backlog: deque[_Job] = deque()
+        self.started = 0
 
-    def submit(self, call: Callable[..., None], *args: Any) -> None:
-        self.jobs.put((call, args))
-        if self.idle.acquire(blocking=False) or len(self.threads) >= self.size:
-            return
-        thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self.threads)}", daemon=True)
-        thread.start()
-        self.threads.append(thread)
+    def submit(self, call: Callable[..., Any], done: Callable[[Any], None], *args: Any) -> None:
+        job: _Job = (call, args, done)
+        with self.lock:
+            if self.idle:
+                slot = self.idle.pop()
+                slot.job = job
+                slot.event.set()
+                return
+            if self.started >= self.size:
+                self.backlog.append(job)
+                return
+            self.started += 1
+            number = self.started
+        threading.Thread(target=self._work, args=(_Slot(), job), name=f"{self.name}-{number}", daemon=True).start()
 
-    def _work(self) -> None:
-        while True:
-            call, args = self.jobs.get()
+    def _work(self, slot: _Slot, job: _Job | None) -> None:
+        while job is not None:
+            call, args, done = job
+            result = None
             try:
-                call(*args)
-            except BaseException:  # noqa: BLE001 - calls report their own errors; the thread serves on
+                result = call(*args)
+            except BaseException:  # noqa: BLE001 - jobs report their own errors; the thread serves on
                 pass
-            self.idle.release()
+            with self.lock:
+                if self.backlog:
+                    job = self.backlog.popleft()
+                else:
+                    job = None
+                    slot.event.clear()
+                    self.idle.append(slot)
+            # Reported only now, so that what the loop submits next finds this thread idle.
+            done(result)
+            if job is None:
+                slot.event.wait()
+                job, slot.job = slot.job, None
 
 
 class _Connection:
@@ -703,7 +739,7 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
         connection.receiving = False
         connection.fresh = False
         self.settle(connection)
-        self.tpool.submit(self.serve, connection, ready)
+        self.tpool.submit(self.serve, lambda keep_alive: self.report(connection, keep_alive), connection, ready)
 
     def collect_finished(self) -> None:
         while True:
@@ -790,15 +826,12 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
 
     # -- in a pool thread --------------------------------------------------------------------
 
-    def serve(self, connection: _Connection, ready: Ready) -> None:
-        keep_alive = False
-        try:
-            keep_alive = self.serve_request(connection, ready)
-        finally:
-            self.finished.put((connection, keep_alive))
-            self.wake()
+    def report(self, connection: _Connection, keep_alive: bool | None) -> None:
+        """Hand the connection back to the loop (from the thread, once it is idle)."""
+        self.finished.put((connection, bool(keep_alive)))
+        self.wake()
 
-    def serve_request(self, connection: _Connection, ready: Ready) -> bool:
+    def serve(self, connection: _Connection, ready: Ready) -> bool:
         request = ready.request
         sock = connection.sock
         try:
