@@ -10,7 +10,9 @@ buffer per connection; only a request whose head and whole body have arrived goe
 thread pool, which runs gunicorn's own machinery on the buffered bytes (its ``Request``
 parser, ``wsgi.create``, its response writer, ``handle_error`` and access log), so HTTP
 semantics stay gunicorn's. A slow client costs a buffer, never a thread; a slow upstream call
-costs one thread out of ``threads``.
+costs one thread out of ``threads``. Of the buffered requests, ``WORKER_ACTIVE_REQUESTS`` (1)
+run at a time; one that has run ``WORKER_ACTIVE_MS`` (20 ms) is taken to be waiting on
+something (an upstream API) and stops counting (``Admission``).
 
 Per request, counted from its first byte: the head must be complete within
 ``REQUEST_HEADER_TIMEOUT`` and the whole request (head and body) within
@@ -35,6 +37,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -66,6 +69,8 @@ DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 # error); the margin lets it keep answering those, while larger ones are not even read.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024 + 64 * 1024
 DEFAULT_WRITE_TIMEOUT = 30
+DEFAULT_ACTIVE_REQUESTS = 1
+DEFAULT_ACTIVE_MS = 20
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class ServingLimits:
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     write_timeout: int = DEFAULT_WRITE_TIMEOUT
+    active_requests: int = DEFAULT_ACTIVE_REQUESTS
+    active_ms: int = DEFAULT_ACTIVE_MS
 
 
 def _count(env: Mapping[str, str], name: str, default: int, unit: str, *, minimum: int = 1) -> int:
@@ -98,7 +105,8 @@ def _count(env: Mapping[str, str], name: str, default: int, unit: str, *, minimu
 def serving_limits(env: Mapping[str, str]) -> ServingLimits:
     """The worker's settings from ``WORKER_THREADS``, ``WORKER_CONNECTIONS``,
     ``KEEPALIVE_TIMEOUT``, ``REQUEST_HEADER_TIMEOUT``, ``REQUEST_BODY_TIMEOUT``,
-    ``MAX_REQUEST_HEADER_BYTES``, ``MAX_REQUEST_BODY_BYTES`` and ``RESPONSE_WRITE_TIMEOUT``."""
+    ``MAX_REQUEST_HEADER_BYTES``, ``MAX_REQUEST_BODY_BYTES``, ``RESPONSE_WRITE_TIMEOUT``,
+    ``WORKER_ACTIVE_REQUESTS`` and ``WORKER_ACTIVE_MS``."""
     limits = ServingLimits(
         threads=_count(env, "WORKER_THREADS", DEFAULT_THREADS, "threads"),
         connections=_count(env, "WORKER_CONNECTIONS", DEFAULT_CONNECTIONS, "connections"),
@@ -109,6 +117,8 @@ def serving_limits(env: Mapping[str, str]) -> ServingLimits:
         max_header_bytes=_count(env, "MAX_REQUEST_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES, "bytes", minimum=8192),
         max_body_bytes=_count(env, "MAX_REQUEST_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, "bytes", minimum=0),
         write_timeout=_count(env, "RESPONSE_WRITE_TIMEOUT", DEFAULT_WRITE_TIMEOUT, "seconds"),
+        active_requests=_count(env, "WORKER_ACTIVE_REQUESTS", DEFAULT_ACTIVE_REQUESTS, "requests", minimum=0),
+        active_ms=_count(env, "WORKER_ACTIVE_MS", DEFAULT_ACTIVE_MS, "milliseconds"),
     )
     if limits.body_timeout < limits.header_timeout:
         raise ConfigError(
@@ -405,6 +415,49 @@ _LISTENER = object()
 _WAKE = object()
 
 
+class Admission:
+    """Which buffered requests may run now: at most ``limit`` at a time (0: no limit), not
+    counting those that have run longer than ``active`` seconds.
+
+    Why: the requests of one worker share its GIL, and every SQLite call hands the GIL over, so
+    several CPU-bound requests at once only cost more CPU than one after the other; several
+    writers in one worker also wait on SQLite's write lock with its busy handler's sleeps (1, 2,
+    5, 10 ... 100 ms), which made the p99 of the token endpoint grow tenfold under load. A
+    request still running after ``active`` seconds is most likely waiting on an upstream API,
+    holding no CPU: it stops counting, so a stalled upstream holds threads, not the worker."""
+
+    def __init__(self, limit: int, active: float) -> None:
+        self.limit = limit
+        self.active = active
+        self.waiting: deque[tuple[Any, Any]] = deque()  # (key, job), in arrival order
+        self.running: dict[Any, float] = {}  # key -> when it was admitted
+
+    def add(self, key: Any, job: Any) -> None:
+        self.waiting.append((key, job))
+
+    def done(self, key: Any) -> None:
+        self.running.pop(key, None)
+
+    def _counted(self, now: float) -> int:
+        return sum(1 for started in self.running.values() if now - started < self.active)
+
+    def admit(self, now: float) -> list[Any]:
+        """The jobs that may start now, in arrival order."""
+        admitted = []
+        while self.waiting and (not self.limit or self._counted(now) < self.limit):
+            key, job = self.waiting.popleft()
+            self.running[key] = now
+            admitted.append(job)
+        return admitted
+
+    def next_change(self, now: float) -> float | None:
+        """Seconds until a running request stops counting, while some wait for it."""
+        if not self.waiting:
+            return None
+        ends = [started + self.active - now for started in self.running.values() if now - started < self.active]
+        return max(0.0, min(ends)) if ends else 0.0
+
+
 class _Slot:
     """An idle thread's mailbox: the next job is put here and the event set."""
 
@@ -513,6 +566,7 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
         self.stopping_at: float | None = None
         self.server_names: dict[int, Any] = {}
         self.count_lock = threading.Lock()
+        self.admission = Admission(self.limits.active_requests, self.limits.active_ms / 1000)
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
@@ -561,7 +615,7 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
                 self.tick(now)
                 room = len(self.connections) < self.cfg.worker_connections or bool(self.idle)
                 self.set_accepting(room and now >= self.accept_paused_until)
-                self.poll(max(0.0, self.next_tick - time.monotonic()))
+                self.poll(self.wait_at_most(self.next_tick))
                 if self.ppid != os.getppid():
                     self.log.info("Parent changed, shutting down: %s", self)
                     break
@@ -582,7 +636,15 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
         while self.connections and time.monotonic() < deadline:
             now = time.monotonic()
             self.tick(now)
-            self.poll(max(0.0, min(self.next_tick, deadline) - time.monotonic()))
+            self.poll(self.wait_at_most(min(self.next_tick, deadline)))
+
+    def wait_at_most(self, until: float) -> float:
+        """How long the next select may wait: until ``until``, or until a running request
+        stops counting against the admission limit while others wait."""
+        now = time.monotonic()
+        timeout = max(0.0, until - now)
+        change = self.admission.next_change(now)
+        return timeout if change is None else min(timeout, change)
 
     def tick(self, now: float) -> None:
         if now < self.next_tick:
@@ -739,16 +801,24 @@ class BufferingWorker(base.Worker):  # type: ignore[misc]
         connection.receiving = False
         connection.fresh = False
         self.settle(connection)
-        self.tpool.submit(self.serve, lambda keep_alive: self.report(connection, keep_alive), connection, ready)
+        self.admission.add(connection, (connection, ready))
+        self.start_admitted()
+
+    def start_admitted(self) -> None:
+        for connection, ready in self.admission.admit(time.monotonic()):
+            self.tpool.submit(self.serve, partial(self.report, connection), connection, ready)
 
     def collect_finished(self) -> None:
         while True:
             try:
                 connection, keep_alive = self.finished.get_nowait()
             except queue.Empty:
-                return
+                break
             connection.busy = False
+            self.admission.done(connection)
             self.guarded(self.resume if keep_alive else self.linger, connection)
+        # Finished requests make room, and so does time: a running one may have stopped counting.
+        self.start_admitted()
 
     def resume(self, connection: _Connection) -> None:
         """After a response that keeps the connection: the next request, or idleness."""

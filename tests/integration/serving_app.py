@@ -20,6 +20,12 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if path == "/slow":
         time.sleep(float(query.get("seconds", "1")))
         return _text(start_response, "slept\n")
+    if path == "/spin":
+        # CPU-bound for a while (holding the GIL but for the interpreter's switches).
+        started = time.monotonic()
+        while time.monotonic() - started < float(query.get("seconds", "0.05")):
+            pass
+        return _text(start_response, json.dumps({"started": started, "ended": time.monotonic()}), "application/json")
     if path == "/boom":
         raise RuntimeError("the application failed on purpose")
     if path == "/big":

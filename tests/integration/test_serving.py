@@ -309,6 +309,45 @@ def test_short_deadlines_count_from_the_first_byte_and_idle_connections_close_si
 
 
 
+# -- admission: one request runs at a time per worker, unless it waits on something ----------------
+
+
+def concurrently(urls: list[str]) -> list[requests.Response]:
+    replies: dict[int, requests.Response] = {}
+    barrier = threading.Barrier(len(urls))
+
+    def fetch(index: int) -> None:
+        barrier.wait(timeout=10)
+        replies[index] = requests.get(urls[index], timeout=30)
+
+    threads = [threading.Thread(target=fetch, args=(index,)) for index in range(len(urls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return [replies[index] for index in range(len(urls))]
+
+
+def test_cpu_bound_requests_run_one_after_another_in_a_worker(tmp_path: Path) -> None:
+    with running_server(tmp_path, command=gunicorn(workers=1), WORKER_ACTIVE_MS="5000") as server:
+        replies = concurrently([server.base_url + "/spin?seconds=0.2"] * 3)
+    spans = sorted((reply.json()["started"], reply.json()["ended"]) for reply in replies)
+    for (_, ended), (started, _) in zip(spans, spans[1:]):
+        assert started >= ended, spans  # no overlap: each began after the previous one ended
+
+
+def test_a_request_waiting_on_something_does_not_hold_up_the_next(tmp_path: Path) -> None:
+    with running_server(tmp_path, command=gunicorn(workers=1)) as server:
+        slow = threading.Thread(target=lambda: requests.get(server.base_url + "/slow?seconds=6", timeout=30))
+        slow.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert requests.get(server.base_url + "/echo", timeout=30).status_code == 200
+        # Not after the 6 s call: it stopped counting against the limit after 20 ms.
+        assert time.monotonic() - started < 3
+        slow.join(timeout=30)
+
+
 # -- the worker's life -----------------------------------------------------------------------------
 
 

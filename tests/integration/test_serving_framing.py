@@ -18,6 +18,7 @@ from gunicorn.http.errors import (
 
 from mcp_oauth_bridge.entrypoints.config import ConfigError
 from mcp_oauth_bridge.entrypoints.worker import (
+    Admission,
     Ready,
     Refusal,
     RequestBuffer,
@@ -174,14 +175,14 @@ def test_error_responses_close_the_connection() -> None:
 def test_serving_limits_default_and_come_from_the_environment() -> None:
     assert serving_limits({}) == ServingLimits(
         threads=32, connections=1000, keepalive=75, header_timeout=10, body_timeout=30,
-        max_header_bytes=65536, max_body_bytes=1114112, write_timeout=30,
+        max_header_bytes=65536, max_body_bytes=1114112, write_timeout=30, active_requests=1, active_ms=20,
     )
     env: dict[str, Any] = {
         "WORKER_THREADS": "8", "WORKER_CONNECTIONS": "50", "KEEPALIVE_TIMEOUT": "0", "REQUEST_HEADER_TIMEOUT": "5",
         "REQUEST_BODY_TIMEOUT": "5", "MAX_REQUEST_HEADER_BYTES": "8192", "MAX_REQUEST_BODY_BYTES": "0",
-        "RESPONSE_WRITE_TIMEOUT": "1",
+        "RESPONSE_WRITE_TIMEOUT": "1", "WORKER_ACTIVE_REQUESTS": "0", "WORKER_ACTIVE_MS": "250",
     }
-    assert serving_limits(env) == ServingLimits(8, 50, 0, 5, 5, 8192, 0, 1)
+    assert serving_limits(env) == ServingLimits(8, 50, 0, 5, 5, 8192, 0, 1, 0, 250)
 
 
 @pytest.mark.parametrize("env, message", [
@@ -194,3 +195,24 @@ def test_serving_limits_default_and_come_from_the_environment() -> None:
 def test_wrong_serving_settings_name_their_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         serving_limits(env)
+
+
+def test_admission_runs_one_request_at_a_time_until_it_has_run_too_long() -> None:
+    admission = Admission(limit=1, active=0.02)
+    for name in ("a", "b", "c"):
+        admission.add(name, f"job {name}")
+    assert admission.admit(100.0) == ["job a"]
+    assert admission.admit(100.01) == []  # a is running and still counts
+    assert admission.next_change(100.01) == pytest.approx(0.01)
+    # a has run over 20 ms: it is waiting on something (an upstream API), b may start.
+    assert admission.admit(100.025) == ["job b"]
+    admission.done("b")  # b finished at once: c starts, a still does not count
+    assert admission.admit(100.026) == ["job c"]
+    assert admission.next_change(100.026) is None  # nothing waits
+
+
+def test_admission_without_a_limit_starts_everything() -> None:
+    admission = Admission(limit=0, active=0.02)
+    admission.add("a", 1)
+    admission.add("b", 2)
+    assert admission.admit(5.0) == [1, 2]

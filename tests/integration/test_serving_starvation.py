@@ -28,7 +28,9 @@ PROBE_TIMEOUT = 5.0
 def test_probes_keep_their_answers_while_slow_clients_and_a_stalled_upstream_hold_the_server(
     tmp_path: Path, entra_standin: EntraStandIn
 ) -> None:
-    with running_server(tmp_path, command=gunicorn_command([]), **entra_standin.server_environment(), LOG_LEVEL="INFO") as server:
+    # The production defaults, rate limits included (the test servers turn them off otherwise).
+    env = {**entra_standin.server_environment(), "LOG_LEVEL": "INFO", "RATE_LIMITS": "on"}
+    with running_server(tmp_path, command=gunicorn_command([]), **env) as server:
         result = run_scenario(
             server, entra_standin, heads=TRICKLERS, bodies=TRICKLERS, tool_calls=TOOL_CALLS,
             stall=20.0, window=12.0, probe_timeout=PROBE_TIMEOUT,
@@ -40,9 +42,9 @@ def test_probes_keep_their_answers_while_slow_clients_and_a_stalled_upstream_hol
     assert result.tool_calls_done_at_end == 0, summary
     assert result.tricklers_open_at_end >= 2 * TRICKLERS - 10, summary
     # Each probe got its normal answer within the bound (None: no answer within 5 s).
-    for kind in ("metadata", "refresh"):
+    for kind, at_least in (("metadata", 10), ("refresh", 4)):
         probes = [probe for probe in result.probes if probe.kind == kind]
-        assert len(probes) >= 10, summary
+        assert len(probes) >= at_least, summary
         assert {probe.status for probe in probes} == {200}, summary
         assert max(probe.seconds for probe in probes) < PROBE_TIMEOUT, summary
     # The default header deadline held under this load: head tricklers got 408 at about 10 s.
