@@ -1,7 +1,7 @@
 """The whole application under the default serving configuration (gunicorn.conf.py: the
-buffering worker, 2 workers): slow clients and a stalled upstream API do not starve it
-(issue 8), a one-time code stays single-use with many threads in each worker, and chunked and
-100-continue token requests work end to end."""
+buffering worker, 2 workers): slow clients and a stalled upstream API do not starve it and the
+default deadlines hold meanwhile (issue 8), a one-time code stays single-use with many threads
+in each worker, and chunked and 100-continue token requests work end to end."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from .entra_standin import EntraStandIn, entra_standin  # noqa: F401  (fixture)
 from .oauth_flow import REDIRECT_URI, HttpTransport, OAuthClient
 from .servers import RunningServer, running_server
 from .slow_clients import RawClient
-from .starvation import gunicorn_command, run_scenario
+from .starvation import ScenarioResult, gunicorn_command, run_scenario
+from .test_serving import run_concurrently, stalled_body, stalled_head
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
@@ -31,10 +32,19 @@ def test_probes_keep_their_answers_while_slow_clients_and_a_stalled_upstream_hol
     # The production defaults, rate limits included (the test servers turn them off otherwise).
     env = {**entra_standin.server_environment(), "LOG_LEVEL": "INFO", "RATE_LIMITS": "on"}
     with running_server(tmp_path, command=gunicorn_command([]), **env) as server:
-        result = run_scenario(
-            server, entra_standin, heads=TRICKLERS, bodies=TRICKLERS, tool_calls=TOOL_CALLS,
-            stall=20.0, window=12.0, probe_timeout=PROBE_TIMEOUT,
-        )
+        results: list[ScenarioResult] = []
+
+        def scenario() -> None:
+            results.append(run_scenario(
+                server, entra_standin, heads=TRICKLERS, bodies=TRICKLERS, tool_calls=TOOL_CALLS,
+                stall=20.0, window=12.0, probe_timeout=PROBE_TIMEOUT,
+            ))
+
+        # Meanwhile, the default deadlines under this load: a head stalled half-way is answered
+        # 408 at about 10 s from its first byte, a body stalled half-way at about 30 s.
+        port = int(server.base_url.rsplit(":", 1)[1])
+        run_concurrently([scenario, stalled_head(port, 9, 20), stalled_body(port, 29, 40)])
+    result = results[0]
     summary = result.summary()
     # The load was there for the whole window: every tool call waited on Graph (holding a
     # server thread), none had come back, and 200 tricklers stayed connected.
@@ -51,6 +61,7 @@ def test_probes_keep_their_answers_while_slow_clients_and_a_stalled_upstream_hol
     head_lifetimes = result.trickles.lifetimes["head"]
     assert head_lifetimes and all(9 <= seconds <= 20 for seconds in head_lifetimes), summary
     assert set(result.trickles.statuses) == {"HTTP/1.1 408 Request Timeout"}, summary
+    assert "Request timeout from ip=127.0.0.1: headers not complete within 10s" in server.log_text()
     # The tool calls were answered in the end (Graph's timeout is a tool error, not a 5xx).
     assert {call.status for call in result.tool_calls} == {200}, summary
 
