@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from .config import DEFAULT_FORWARDED_ALLOW_IPS
 from .worker import serving_limits
 
 # Read (and validated) here so that a wrong value stops the server at start-up, naming the variable.
@@ -29,7 +30,7 @@ keepalive = _limits.keepalive
 timeout = 60
 graceful_timeout = 30
 # Trust X-Forwarded-* only from a proxy on this machine.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS)
 accesslog = "-"
 # The request path without its query string: codes, states and upstream codes travel in
 # query strings and must never reach the logs.
