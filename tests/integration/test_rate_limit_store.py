@@ -14,6 +14,7 @@ import pytest
 from limits import parse
 from limits.strategies import FixedWindowRateLimiter
 
+from mcp_oauth_bridge.adapters.http.ratelimit import RateLimited, RateLimits
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox, generate_key
 from mcp_oauth_bridge.adapters.storage.limits_storage import PURGE_INTERVAL_SECONDS, PortStorage
 from mcp_oauth_bridge.adapters.storage.sqlite import MIGRATIONS, SqliteDatabase
@@ -203,3 +204,63 @@ def test_expired_counters_are_purged_by_later_hits(limiter: FixedWindowRateLimit
     limiter.hit(per_minute, "198.51.100.4")
     # The three ended windows are gone, not merely ignored.
     assert len(fake_store.counters) == 1
+
+
+# -- batched counting of high limits (RateLimits._take) ---------------------------------------------
+
+
+class CountingStore(InMemoryRateLimitStore):
+    """The fake store, counting the increments that reach it (the writes a request would cost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.increments = 0
+
+    def increment(self, key: str, window: int, now: int, amount: int = 1) -> RateWindow:
+        self.increments += 1
+        return super().increment(key, window, now, amount)
+
+
+def _process(store: RateLimitStore, clock: FixedClock, introspect: str) -> RateLimits:
+    """One worker's rate limits on the shared store."""
+    return RateLimits(
+        strategy=FixedWindowRateLimiter(PortStorage(store=store, clock=clock)), clock=clock, introspect=introspect
+    )
+
+
+def _admitted(limits: RateLimits, client: str = "client-1") -> bool:
+    try:
+        limits.charge(limits.introspect, client, "too many")
+    except RateLimited:
+        return False
+    return True
+
+
+def test_a_high_limit_is_counted_in_blocks_and_admits_exactly_the_limit_in_one_process(clock: FixedClock) -> None:
+    store = CountingStore()
+    limits = _process(store, clock, "600/minute")
+    outcomes = [_admitted(limits) for _ in range(601)]
+    assert outcomes == [True] * 600 + [False]
+    # A write per block of 12 (1/50 of the limit), not one per request.
+    assert store.increments == 51
+    # The next window starts afresh, whatever this process still held.
+    clock.advance(MINUTE)
+    assert _admitted(limits)
+
+
+def test_processes_sharing_a_batched_limit_never_admit_more_than_it(clock: FixedClock) -> None:
+    store = CountingStore()
+    workers = [_process(store, clock, "600/minute") for _ in range(3)]
+    admitted = sum(_admitted(workers[index % 3]) for index in range(900))
+    # At most a block (12) per other process held back near the ceiling; never more than 600.
+    assert 600 - 2 * 11 <= admitted <= 600
+    # A write per block admitted (and one per refused request, as for any limit).
+    assert store.increments <= 600 // 12 + 3 + (900 - admitted)
+
+
+def test_low_limits_are_counted_request_by_request(clock: FixedClock) -> None:
+    store = CountingStore()
+    workers = [_process(store, clock, "60/minute") for _ in range(2)]
+    admitted = sum(_admitted(workers[index % 2]) for index in range(100))
+    assert admitted == 60
+    assert store.increments == 100

@@ -24,6 +24,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence, cast
 
@@ -50,6 +51,11 @@ IPV6_CLIENT_PREFIX = 64
 # Identifiers longer than this (client ids, addresses are shorter) are hashed before they reach
 # the counter store, so that no backend keeps a key a stranger made long.
 MAX_IDENTIFIER_LENGTH = 64
+# Limits of at least BATCHED_LIMIT requests a window are counted in blocks of 1/BLOCKS_PER_WINDOW
+# of the limit (RateLimits._take); MAX_HELD_BLOCKS bounds what a process remembers of them.
+BATCHED_LIMIT = 100
+BLOCKS_PER_WINDOW = 50
+MAX_HELD_BLOCKS = 10_000
 # A Redis that does not answer must not hold a request for long (the request then goes unlimited).
 REDIS_TIMEOUT_SECONDS = 2.0
 
@@ -222,6 +228,16 @@ class RateLimitConfig(Protocol):
     def forwarded_allow_ips(self) -> tuple[str, ...]: ...
 
 
+@dataclass
+class _HeldHits:
+    remaining: int
+    window_ends_at: float
+
+
+def _block_size(item: RateLimitItem) -> int:
+    return item.amount // BLOCKS_PER_WINDOW if item.amount >= BATCHED_LIMIT else 1
+
+
 @dataclass(frozen=True)
 class ClientLimit:
     """A limit keyed by something the view knows only after authentication."""
@@ -251,6 +267,9 @@ class RateLimits:
     ) -> None:
         self._strategy = strategy
         self._clock = clock
+        # Hits of batched limits this process counted in the store and has not used yet.
+        self._held: dict[str, _HeldHits] = {}
+        self._lock = threading.Lock()
         self.code_exchange = _client_limit("code-exchange", code_exchange)
         self.refresh = _client_limit("refresh", refresh)
         self.introspect = _client_limit("introspect", introspect)
@@ -264,10 +283,38 @@ class RateLimits:
         identifiers = (limit.name, _bounded(identifier))
         try:
             for item in limit.items:
-                if not self._strategy.hit(item, *identifiers):
+                if not self._take(item, identifiers):
                     raise RateLimited(self._retry_after(item, identifiers), description)
         except LimitsStorageError as exc:
             log.error("rate-limit counters unavailable, %s not limited: %s", limit.name, exc.storage_error)
+
+    def _take(self, item: RateLimitItem, identifiers: Sequence[str]) -> bool:
+        """One hit of ``item``. A limit of at least BATCHED_LIMIT a window (introspection and
+        revocation: 600 a minute) is counted in the shared store a block at a time (1/50 of the
+        limit), the block's other hits kept by this process until its window ends: one counter
+        write per block instead of one per request on the hot path. The shared count includes
+        every block handed out, so all processes together never admit more than the limit; near
+        it, a request may be refused while another process still holds unused hits (at most a
+        block per process)."""
+        assert self._strategy is not None and self._clock is not None
+        block = _block_size(item)
+        if block == 1:
+            return bool(self._strategy.hit(item, *identifiers))
+        key = item.key_for(*identifiers)
+        now = self._clock.now()
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None and held.remaining > 0 and now < held.window_ends_at:
+                held.remaining -= 1
+                return True
+        if not self._strategy.hit(item, *identifiers, cost=block):
+            return False
+        window_ends_at = self._strategy.get_window_stats(item, *identifiers).reset_time
+        with self._lock:
+            if len(self._held) >= MAX_HELD_BLOCKS:
+                self._held.clear()
+            self._held[key] = _HeldHits(remaining=block - 1, window_ends_at=window_ends_at)
+        return True
 
     def check_client_authentication(self, client_id: str) -> None:
         """RateLimited if ``client_id`` failed authentication too often in the current window:
