@@ -6,8 +6,8 @@ token's row with the storage adapter's own SQL on its connection (one primary-ke
 compute and compare the two keyed hashes, and answer the same JSON an introspection answers,
 with its no-store headers. No schema, no service, no dataclass, no dependency injection.
 
-What it costs next to /healthz bounds the introspection ratio in this stack (Flask, gunicorn's
-sync worker, SQLite) on the machine at hand: the project's own endpoint cannot cost less.
+What it costs next to /healthz bounds the introspection ratio in this stack (Flask, a
+gunicorn worker, SQLite) on the machine at hand: the project's own endpoint cannot cost less.
 Served only by the benchmark (gunicorn ... bench.floor_app:app from the repository root).
 """
 
