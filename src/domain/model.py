@@ -174,7 +174,7 @@ class AccessToken:
 class RefreshToken:
     """A refresh token of a grant (RFC 6749 §6). Every rotation issues the next ``generation``;
     only the grant's current generation and the token it replaced are kept, so storage per grant
-    stays constant however often it refreshes (services/refresh_tokens.py)."""
+    stays constant however often it refreshes (domain/refresh_tokens.py)."""
 
     token_hash: str
     grant_id: str

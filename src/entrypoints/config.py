@@ -23,8 +23,7 @@ from limits import parse_many
 from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
-from ..domain.services.registration import is_loopback_host
-from ..domain.uris import is_os_handler_scheme
+from ..domain.uris import is_loopback_host, is_os_handler_scheme
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -28,7 +28,7 @@ from joserfc.jws import extract_compact
 
 from ...domain.model import UpstreamIdentity, UpstreamLogin, UpstreamTokens
 from ...domain.ports import Clock, UpstreamIdentityError
-from ...domain.services.registration import is_loopback_host
+from ...domain.uris import is_loopback_host
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
-from ...domain.services.registration import is_loopback_host
+from ...domain.uris import is_loopback_host
 from ...domain.tools import ToolContext, ToolResult, ToolSpec, argument_problem
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ from ..policy import ServerPolicy
 from ..ports import ClientRepository, Clock, TokenGenerator, WebUrlParser
 from ..security import TokenHasher
 from ..uris import MAX_CLIENT_URL_LENGTH, canonical_client_url, canonical_redirect_uri, is_utf8_encodable
-from ..uris import is_loopback_host as is_loopback_host  # re-exported: adapters and config use it
 from .housekeeping import Housekeeping
 
 SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token")
