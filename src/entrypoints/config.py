@@ -212,13 +212,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, *, allow_zero
     return value
 
 
-def _boolean(env: Mapping[str, str], name: str) -> bool:
+def _boolean(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
     if raw in TRUE_VALUES:
         return True
     if raw in FALSE_VALUES:
         return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    raise ConfigError(f"{name} must be true or false (on or off), got {raw!r}")
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -228,17 +230,6 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
             raise ConfigError(f"MCP_ALLOWED_ORIGINS must be comma-separated origins such as http://localhost:6274 (or *), got {origin!r}")
     return origins
-
-
-def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw == "":
-        return default
-    if raw in TRUE_VALUES:
-        return True
-    if raw in FALSE_VALUES:
-        return False
-    raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
 
 def _rate_limit(env: Mapping[str, str], name: str) -> str | None:
@@ -293,7 +284,7 @@ def _forwarded_allow_ips(env: Mapping[str, str]) -> tuple[str, ...]:
 
 def _rate_limit_settings(env: Mapping[str, str]) -> RateLimitSettings:
     return RateLimitSettings(
-        enabled=_switch(env, "RATE_LIMITS", True),
+        enabled=_boolean(env, "RATE_LIMITS", default=True),
         storage_url=_rate_limit_storage_url(env),
         register=_rate_limit(env, "RATE_LIMIT_REGISTER"),
         authorize=_rate_limit(env, "RATE_LIMIT_AUTHORIZE"),
