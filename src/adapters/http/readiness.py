@@ -18,8 +18,9 @@ from .errors import error_page, oauth_error_response
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 2
-# Paths a person's browser opens: they get a page, everything else an OAuth JSON error.
-BROWSER_PATH_PREFIXES = ("/oauth/authorize", "/authorize", "/oauth/consent", "/oauth/callback", "/oauth/azure_callback", "/fake-idp/")
+# Blueprints of the pages a person's browser opens: they get a page, everything else an OAuth
+# JSON error (as errors.http_error_response decides by blueprint too).
+BROWSER_BLUEPRINTS = frozenset({"authorization", "fake_idp"})
 LIVENESS_PATH = "/healthz"
 
 
@@ -53,7 +54,7 @@ class StorageReadiness:
 
 
 def storage_unavailable() -> BaseResponse:
-    if request.path.startswith(BROWSER_PATH_PREFIXES):
+    if request.blueprint in BROWSER_BLUEPRINTS:
         response = error_page(
             "The service is starting", "Its database is not available yet. Try again in a moment.", 503
         )
