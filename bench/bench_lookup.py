@@ -5,13 +5,13 @@
 
 Builds one database per size in a temporary directory (or, with --reuse DIR, in DIR, kept and
 reused by later runs while the schema and settings match) through the project's own code
-(container, SqliteDatabase, SqliteGrantStore.add_grant / add_access_token inside one
+(container, SqliteDatabase, SqliteGrantStore.add_grant / SqliteAccessTokenStore.add_access_token inside one
 transaction), then times, batch by batch and alternating between the databases:
 
   sql           the adapter's own SELECT (the token row, with its copy of the grant, by the rowid
                 its hash gives) on the adapter's connection: the storage engine alone (a
                 diagnostic, not a port call)
-  get_access_token   SqliteGrantStore.get_access_token(hash): SQL + row mapping (the port)
+  get_access_token   SqliteAccessTokenStore.get_access_token(hash): SQL + row mapping (the port)
   authenticate  BearerAuthenticator.authenticate(token): HMAC + get_access_token + checks
 
 for random existing tokens, reporting the median microseconds per lookup of each size and the
@@ -37,14 +37,10 @@ from typing import Any, Callable, Sequence
 
 from benchlib import Seeder, load_average, open_container, print_header, print_table, server_environment
 
-from mcp_oauth_bridge.adapters.storage import sqlite as sqlite_adapter
-from mcp_oauth_bridge.adapters.storage.sqlite import (
-    _SELECT_ACCESS_TOKEN,
-    SqliteDatabase,
-    SqliteGrantStore,
-    _access_token_key,
-    _hash_key,
-)
+from mcp_oauth_bridge.adapters.storage.records import hash_key
+from mcp_oauth_bridge.adapters.storage.sqlite import SqliteAccessTokenStore, SqliteDatabase, SqliteGrantStore
+from mcp_oauth_bridge.adapters.storage.sqlite.migrations import MIGRATIONS, access_token_key
+from mcp_oauth_bridge.adapters.storage.sqlite.tokens import _SELECT_ACCESS_TOKEN
 from mcp_oauth_bridge.domain.model import Grant
 from mcp_oauth_bridge.domain.services.bearer import BearerAuthenticator
 from mcp_oauth_bridge.entrypoints.container import Container
@@ -68,7 +64,7 @@ REUSE_ACCESS_TOKEN_TTL = 30 * 24 * 3600
 
 def schema_fingerprint() -> str:
     """Changes whenever the adapter's migrations do: a reused database must have today's schema."""
-    return hashlib.sha256(repr(sqlite_adapter.MIGRATIONS).encode()).hexdigest()[:16]
+    return hashlib.sha256(repr(MIGRATIONS).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -92,12 +88,12 @@ class TokenDatabase:
 
     @property
     def db(self) -> SqliteDatabase:
-        database: SqliteDatabase = self.container.database()
+        database: SqliteDatabase = self.container.storage.database()
         return database
 
     @property
-    def grants(self) -> SqliteGrantStore:
-        store: SqliteGrantStore = self.container.grants()
+    def access_tokens(self) -> SqliteAccessTokenStore:
+        store: SqliteAccessTokenStore = self.container.access_tokens()
         return store
 
     @property
@@ -171,7 +167,7 @@ def load(size: int, data_dir: Path, manifest: dict[str, Any], *, rng: random.Ran
     operating system's page cache as it does right after a build."""
     env: dict[str, str] = manifest["env"]
     container = open_container(env)
-    database: SqliteDatabase = container.database()
+    database: SqliteDatabase = container.storage.database()
     path = Path(database.path)
     with open(path, "rb") as handle:
         while handle.read(1 << 20):
@@ -208,7 +204,8 @@ def build(
     seeder = Seeder(container)
     client = seeder.register_client()
     grants: SqliteGrantStore = container.grants()
-    database: SqliteDatabase = container.database()
+    access_tokens: SqliteAccessTokenStore = container.access_tokens()
+    database: SqliteDatabase = container.storage.database()
     # Keep every k-th token (tokens are random, so this is a random sample of the key space).
     keep_every = max(1, size // sample_size)
     values: list[str] = []
@@ -217,7 +214,7 @@ def build(
     now = int(time.time())
     made = 0
     database.connection().execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
-    with database.transaction():
+    with database.atomic():
         while made < size:
             login = seeder.upstream_login()
             grant: Grant | None = None
@@ -226,7 +223,7 @@ def build(
                     grant = seeder.new_grant(client.client_id, login, now)
                     grants.add_grant(grant, login.tokens)
                 value, row = seeder.access_token(grant, now)
-                grants.add_access_token(row)
+                access_tokens.add_access_token(row)
                 if made % keep_every == 0:
                     values.append(value)
                     hashes.append(row.token_hash)
@@ -274,8 +271,8 @@ def sql_keys(hashes: Sequence[str]) -> list[tuple[int | None, bytes | str]]:
     """The parameters the adapter binds for each token hash (the rowid derived from the hash and
     the 32-byte hash), for the ``sql`` diagnostic: converted before the timed loop, which then
     times the statement alone."""
-    keys = [_hash_key(token_hash) for token_hash in hashes]
-    return [(_access_token_key(key), key) for key in keys]
+    keys = [hash_key(token_hash) for token_hash in hashes]
+    return [(access_token_key(key), key) for key in keys]
 
 
 def operations(database: TokenDatabase) -> dict[str, Callable[[Any], object]]:
@@ -286,7 +283,7 @@ def operations(database: TokenDatabase) -> dict[str, Callable[[Any], object]]:
     def sql(params: tuple[int | None, bytes | str]) -> object:
         return connection.execute(_SELECT_ACCESS_TOKEN, params).fetchone()
 
-    return {"sql": sql, "get_access_token": database.grants.get_access_token, "authenticate": database.bearer.authenticate}
+    return {"sql": sql, "get_access_token": database.access_tokens.get_access_token, "authenticate": database.bearer.authenticate}
 
 
 def measure(databases: Sequence[TokenDatabase], *, batches: int, lookups: int, rng: random.Random) -> None:

@@ -79,17 +79,17 @@ def purge(app: Any) -> None:
     if hasattr(container, "housekeeping"):
         container.housekeeping().purge()
     else:
-        container.grants().purge_expired(container.clock().now())
+        container.storage_admin().purge_expired(container.clock().now())
 
 
 def file_size(app: Any) -> int:
-    connection: sqlite3.Connection = app.extensions["container"].database().connection()
+    connection: sqlite3.Connection = app.extensions["container"].storage.database().connection()
     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return int(connection.execute("PRAGMA page_count").fetchone()[0] * connection.execute("PRAGMA page_size").fetchone()[0])
 
 
 def rows(app: Any, table: str) -> int:
-    connection: sqlite3.Connection = app.extensions["container"].database().connection()
+    connection: sqlite3.Connection = app.extensions["container"].storage.database().connection()
     return int(connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 

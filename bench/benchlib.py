@@ -23,7 +23,7 @@ from cryptography.fernet import Fernet
 from mcp_oauth_bridge.adapters.identity.fake import FakeIdentityProvider
 from mcp_oauth_bridge.domain.model import AccessToken, AuthorizationCode, Grant, RefreshToken, UpstreamLogin
 from mcp_oauth_bridge.domain.policy import ServerPolicy
-from mcp_oauth_bridge.domain.ports import AuthorizationStore, GrantStore, TokenGenerator
+from mcp_oauth_bridge.domain.ports import AuthorizationStore, GrantStore, RefreshTokenStore, TokenGenerator, UnitOfWork
 from mcp_oauth_bridge.domain.security import TokenHasher, s256_challenge
 from mcp_oauth_bridge.domain.services.registration import RegistrationService
 from mcp_oauth_bridge.domain.refresh_tokens import refresh_token_value
@@ -135,7 +135,7 @@ def server_environment(data_dir: Path, public_url: str, **overrides: str) -> dic
 def open_container(env: dict[str, str]) -> Container:
     """The project's own container over the database and keys ``env`` names (no .env file)."""
     container = build_container(load_settings(env, dotenv_path=None))
-    container.database().migrate()
+    container.storage_admin().migrate()
     return container
 
 
@@ -165,6 +165,8 @@ class Seeder:
         self._hasher: TokenHasher = container.hasher()
         self._tokens: TokenGenerator = container.token_generator()
         self._grants: GrantStore = container.grants()
+        self._refresh_tokens: RefreshTokenStore = container.refresh_tokens()
+        self._unit_of_work: UnitOfWork = container.unit_of_work()
         self._authorizations: AuthorizationStore = container.authorizations()
         idp = container.identity_provider()
         if not isinstance(idp, FakeIdentityProvider):
@@ -222,7 +224,7 @@ class Seeder:
         the policy's authorization_code_ttl (AUTHORIZATION_CODE_TTL)."""
         login = self.upstream_login()
         issued: list[IssuedCode] = []
-        with self._grants.atomic():
+        with self._unit_of_work.atomic():
             for _ in range(count):
                 grant = self.new_grant(client.client_id, login, now)
                 verifier = secrets.token_urlsafe(48)
@@ -249,14 +251,14 @@ class Seeder:
         """``count`` unused, unrotated refresh tokens, each with its own grant."""
         login = self.upstream_login()
         values: list[str] = []
-        with self._grants.atomic():
+        with self._unit_of_work.atomic():
             for _ in range(count):
                 grant = self.new_grant(client.client_id, login, now)
                 value = refresh_token_value(
                     self._hasher, grant_id=grant.grant_id, generation=0, secret=self._tokens.generate("")
                 )
                 self._grants.add_grant(grant, login.tokens)
-                self._grants.add_refresh_token(
+                self._refresh_tokens.add_refresh_token(
                     RefreshToken(
                         token_hash=self._hasher.hash(value),
                         grant_id=grant.grant_id,

@@ -21,12 +21,14 @@ from urllib.parse import parse_qsl
 from flask import Response, request
 
 from mcp_oauth_bridge.adapters.http.errors import json_response
-from mcp_oauth_bridge.adapters.storage import sqlite as sqlite_adapter
+from mcp_oauth_bridge.adapters.storage.records import hash_key
+from mcp_oauth_bridge.adapters.storage.sqlite.migrations import access_token_key
+from mcp_oauth_bridge.adapters.storage.sqlite.tokens import _SELECT_ACCESS_TOKEN
 from mcp_oauth_bridge.entrypoints.app import create_app
 
 app = create_app()
 _container = app.extensions["container"]
-_database = _container.database()
+_database = _container.storage.database()
 _hasher = _container.hasher()
 _policy = _container.policy()
 _SELECT_SECRET = "SELECT secret_hash FROM clients WHERE client_id = ?"
@@ -41,9 +43,9 @@ def floor() -> Response:
     secret = connection.execute(_SELECT_SECRET, (params["client_id"],)).fetchone()
     if secret is None or not hmac.compare_digest(_hasher.hash(params["client_secret"]), secret[0]):
         return json_response({"error": "invalid_client"}, 401, no_store=True)
-    key = sqlite_adapter._hash_key(_hasher.hash(params["token"]))
-    lookup = (sqlite_adapter._access_token_key(key), key)
-    row: Any = connection.execute(sqlite_adapter._SELECT_ACCESS_TOKEN, lookup).fetchone()
+    key = hash_key(_hasher.hash(params["token"]))
+    lookup = (access_token_key(key), key)
+    row: Any = connection.execute(_SELECT_ACCESS_TOKEN, lookup).fetchone()
     # The columns of _SELECT_ACCESS_TOKEN: the token's (expiry at 6, revocation at 7), then its
     # grant's (subject at 10, revocation at 15).
     if row is None or row[7] is not None or row[15] is not None or row[6] <= time.time():

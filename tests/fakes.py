@@ -50,68 +50,113 @@ class SequentialTokenGenerator:
         return f"{prefix}{self.count:043d}"
 
 
+# As the SQL adapters keep them (adapters/storage/records.py).
+REVOKED_GRANT_RETENTION = 24 * 3600
+DEFAULT_GRANT_RETENTION = 30 * 24 * 3600
+
+
 class InMemoryClientRepository:
-    """Clients; with ``storage``, deleting a client deletes what was issued to it (as the SQL
-    adapters' ON DELETE CASCADE does)."""
+    """Clients, kept in ``storage`` (a new one if none is given) so that its transactions cover
+    them and deleting a client deletes what was issued to it (the SQL adapters' ON DELETE
+    CASCADE)."""
 
     def __init__(self, storage: "InMemoryStorage | None" = None) -> None:
-        self.clients: dict[str, Client] = {}
-        self.storage = storage
+        self.storage = storage if storage is not None else InMemoryStorage()
+
+    @property
+    def clients(self) -> dict[str, Client]:
+        return self.storage.clients
 
     def add(self, client: Client) -> None:
-        self.clients[client.client_id] = client
+        with self.storage.lock:
+            self.storage.clients[client.client_id] = client
 
     def get(self, client_id: str) -> Client | None:
-        return self.clients.get(client_id)
+        return self.storage.clients.get(client_id)
 
     def list(self) -> list[Client]:
-        return list(self.clients.values())
+        return list(self.storage.clients.values())
 
     def delete(self, client_id: str) -> bool:
-        if self.storage is not None:
+        with self.storage.lock:
             self.storage.delete_client_rows(client_id)
-        return self.clients.pop(client_id, None) is not None
+            return self.storage.clients.pop(client_id, None) is not None
 
     def touch(self, client_id: str, now: int) -> None:
-        if client_id in self.clients:
-            self.clients[client_id] = replace(self.clients[client_id], last_used_at=now)
+        with self.storage.lock:
+            if client_id in self.storage.clients:
+                self.storage.clients[client_id] = replace(self.storage.clients[client_id], last_used_at=now)
 
     def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
-        doomed = [
-            client.client_id
-            for client in self.clients.values()
-            if client.kind == kind
-            and (
-                (client.last_used_at is None and client.issued_at <= never_used_before)
-                or (
-                    (client.last_used_at or client.issued_at) <= idle_before
-                    and not (self.storage is not None and self.storage.has_live_grant(client.client_id, now))
+        with self.storage.lock:
+            doomed = [
+                client.client_id
+                for client in self.storage.clients.values()
+                if client.kind == kind
+                and (
+                    (client.last_used_at is None and client.issued_at <= never_used_before)
+                    or (
+                        (client.last_used_at or client.issued_at) <= idle_before
+                        and not self.storage.has_live_grant(client.client_id, now)
+                    )
                 )
-            )
-        ]
-        for client_id in doomed:
-            self.delete(client_id)
-        return len(doomed)
+            ]
+            for client_id in doomed:
+                self.delete(client_id)
+            return len(doomed)
+
+
+# The dictionaries a transaction restores when it fails.
+_TABLES = (
+    "clients",
+    "pending",
+    "codes",
+    "grants",
+    "upstream_tokens",
+    "access_tokens",
+    "refresh_tokens",
+    "refresh_locks",
+)
 
 
 class InMemoryStorage:
-    """Pending authorizations, codes, grants and tokens in dictionaries, under one lock."""
+    """Every store of one backend in dictionaries: pending authorizations, codes, grants,
+    upstream tokens, access and refresh tokens (and the clients of InMemoryClientRepository).
+    Writes hold one re-entrant lock; ``atomic()`` holds it for its block and puts every
+    dictionary back as it was if the block raises (a nested block, its own writes only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, grant_retention: int = DEFAULT_GRANT_RETENTION) -> None:
         self.lock = threading.RLock()
+        self.grant_retention = grant_retention
+        self.clients: dict[str, Client] = {}
         self.pending: dict[str, PendingAuthorization] = {}
         self.codes: dict[str, AuthorizationCode] = {}
         self.grants: dict[str, Grant] = {}
-        # Upstream tokens by grant id, apart from the grants (the SQLite adapter encrypts them).
+        # Upstream tokens by grant id, apart from the grants (the SQL adapters encrypt them).
         self.upstream_tokens: dict[str, UpstreamTokens] = {}
         self.access_tokens: dict[str, AccessToken] = {}
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.refresh_locks: dict[str, tuple[str, int]] = {}
 
+    # UnitOfWork
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        with self.lock:
+            # Values are frozen dataclasses: copying the dictionaries is a full snapshot.
+            saved = {name: dict(getattr(self, name)) for name in _TABLES}
+            try:
+                yield
+            except BaseException:
+                for name, table in saved.items():
+                    setattr(self, name, table)
+                raise
+
     # AuthorizationStore
 
     def add_pending(self, pending: PendingAuthorization) -> None:
-        self.pending[pending.pending_id] = pending
+        with self.lock:
+            self.pending[pending.pending_id] = pending
 
     def get_pending(self, pending_id: str) -> PendingAuthorization | None:
         return self.pending.get(pending_id)
@@ -136,10 +181,12 @@ class InMemoryStorage:
             return None
 
     def delete_pending(self, pending_id: str) -> None:
-        self.pending.pop(pending_id, None)
+        with self.lock:
+            self.pending.pop(pending_id, None)
 
     def add_code(self, code: AuthorizationCode) -> None:
-        self.codes[code.code_hash] = code
+        with self.lock:
+            self.codes[code.code_hash] = code
 
     def get_code(self, code_hash: str) -> tuple[AuthorizationCode, Grant] | None:
         code = self.codes.get(code_hash)
@@ -159,13 +206,24 @@ class InMemoryStorage:
         with self.lock:
             grant_ids = {g.grant_id for g in self.grants.values() if g.client_id == client_id}
             self.pending = {k: v for k, v in self.pending.items() if v.request.client_id != client_id}
+            self.delete_grants(grant_ids)
+
+    def delete_grants(self, grant_ids: set[str]) -> int:
+        """Delete the grants with everything issued from them; return how many rows went."""
+        with self.lock:
+            before = self.row_count()
             self.codes = {k: v for k, v in self.codes.items() if v.grant_id not in grant_ids}
             self.access_tokens = {k: v for k, v in self.access_tokens.items() if v.grant_id not in grant_ids}
             self.refresh_tokens = {k: v for k, v in self.refresh_tokens.items() if v.grant_id not in grant_ids}
             for grant_id in grant_ids:
-                del self.grants[grant_id]
+                self.grants.pop(grant_id, None)
+                # Like the adapters' grant_upstream_tokens rows, which go by cascade uncounted.
                 self.upstream_tokens.pop(grant_id, None)
                 self.refresh_locks.pop(grant_id, None)
+            return before - self.row_count()
+
+    def row_count(self) -> int:
+        return sum(len(table) for table in (self.pending, self.codes, self.grants, self.access_tokens, self.refresh_tokens))
 
     def has_live_grant(self, client_id: str, now: int) -> bool:
         live = {
@@ -180,17 +238,13 @@ class InMemoryStorage:
 
     # GrantStore
 
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        with self.lock:
-            yield
-
     def add_grant(self, grant: Grant, upstream: UpstreamTokens | None) -> None:
-        self.grants[grant.grant_id] = grant
-        if upstream is None:
-            self.upstream_tokens.pop(grant.grant_id, None)
-        else:
-            self.upstream_tokens[grant.grant_id] = upstream
+        with self.lock:
+            self.grants[grant.grant_id] = grant
+            if upstream is None:
+                self.upstream_tokens.pop(grant.grant_id, None)
+            else:
+                self.upstream_tokens[grant.grant_id] = upstream
 
     def get_grant(self, grant_id: str) -> Grant | None:
         return self.grants.get(grant_id)
@@ -208,18 +262,21 @@ class InMemoryStorage:
                     if token.grant_id == grant_id and token.revoked_at is None:
                         tokens[key] = replace(token, revoked_at=now)  # type: ignore[assignment]
 
+    # UpstreamTokenStore
+
     def get_upstream_tokens(self, grant_id: str) -> UpstreamTokens | None:
         return self.upstream_tokens.get(grant_id)
 
     def update_upstream_tokens(self, grant_id: str, tokens: UpstreamTokens) -> None:
-        # Like SQLite's UPDATE: nothing happens for an unknown grant.
-        if grant_id in self.grants:
-            self.upstream_tokens[grant_id] = tokens
+        # Like the SQL adapters: nothing happens for an unknown grant.
+        with self.lock:
+            if grant_id in self.grants:
+                self.upstream_tokens[grant_id] = tokens
 
     def acquire_upstream_refresh_lock(self, grant_id: str, holder: str, now: int, until: int) -> bool:
         with self.lock:
             current = self.refresh_locks.get(grant_id)
-            if grant_id not in self.grants or (current is not None and current[1] > now):
+            if grant_id not in self.upstream_tokens or (current is not None and current[1] > now):
                 return False
             self.refresh_locks[grant_id] = (holder, until)
             return True
@@ -229,20 +286,27 @@ class InMemoryStorage:
             if self.refresh_locks.get(grant_id, ("", 0))[0] == holder:
                 del self.refresh_locks[grant_id]
 
+    # AccessTokenStore
+
     def add_access_token(self, token: AccessToken) -> None:
-        self.access_tokens[token.token_hash] = token
+        with self.lock:
+            self.access_tokens[token.token_hash] = token
 
     def get_access_token(self, token_hash: str) -> tuple[AccessToken, Grant] | None:
         token = self.access_tokens.get(token_hash)
         return None if token is None else (token, self.grants[token.grant_id])
 
     def revoke_access_token(self, token_hash: str, now: int) -> None:
-        token = self.access_tokens.get(token_hash)
-        if token is not None and token.revoked_at is None:
-            self.access_tokens[token_hash] = replace(token, revoked_at=now)
+        with self.lock:
+            token = self.access_tokens.get(token_hash)
+            if token is not None and token.revoked_at is None:
+                self.access_tokens[token_hash] = replace(token, revoked_at=now)
+
+    # RefreshTokenStore
 
     def add_refresh_token(self, token: RefreshToken) -> None:
-        self.refresh_tokens[token.token_hash] = token
+        with self.lock:
+            self.refresh_tokens[token.token_hash] = token
 
     def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, Grant] | None:
         token = self.refresh_tokens.get(token_hash)
@@ -273,13 +337,58 @@ class InMemoryStorage:
             self.refresh_tokens[token_hash] = replace(token, retried_at=now)
             return True
 
+    # StorageAdministration (no schema: nothing to migrate or re-encrypt)
+
+    def migrate(self) -> list[int]:
+        return []
+
+    def pending_migrations(self) -> list[int]:
+        return []
+
+    def applied_migrations(self) -> list[int]:
+        return []
+
+    def ensure_schema(self, *, busy_wait: float) -> bool:
+        return True
+
+    def reencrypt(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "clients": len(self.clients),
+            "pending_authorizations": len(self.pending),
+            "authorization_codes": len(self.codes),
+            "grants": len(self.grants),
+            "access_tokens": len(self.access_tokens),
+            "refresh_tokens": len(self.refresh_tokens),
+        }
+
     def purge_expired(self, now: int) -> int:
-        removed = 0
-        for table in (self.pending, self.codes, self.access_tokens, self.refresh_tokens):
-            for key in [k for k, v in table.items() if v.expires_at <= now]:
-                del table[key]
-                removed += 1
-        return removed
+        """As the SQL adapters purge: expired rows; grants revoked more than a day ago, with
+        their rows; and grants older than ``grant_retention`` with no code or token left."""
+        with self.atomic():
+            removed = 0
+            for table in (self.pending, self.codes, self.access_tokens, self.refresh_tokens):
+                for key in [k for k, v in table.items() if v.expires_at <= now]:
+                    del table[key]
+                    removed += 1
+            revoked_before = now - REVOKED_GRANT_RETENTION
+            removed += self.delete_grants(
+                {g.grant_id for g in self.grants.values() if g.revoked_at is not None and g.revoked_at <= revoked_before}
+            )
+            in_use = {row.grant_id for table in (self.codes, self.access_tokens, self.refresh_tokens) for row in table.values()}
+            removed += self.delete_grants(
+                {
+                    g.grant_id
+                    for g in self.grants.values()
+                    if g.created_at <= now - self.grant_retention and g.grant_id not in in_use
+                }
+            )
+            return removed
 
 
 class ScriptedIdentityProvider:

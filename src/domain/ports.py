@@ -138,16 +138,28 @@ class AuthorizationStore(Protocol):
 
 
 @runtime_checkable
-class GrantStore(Protocol):
-    """Grants and the access and refresh tokens issued from them."""
+class UnitOfWork(Protocol):
+    """Transactions spanning every store of one storage backend (they share its connections).
+
+    Use cases that write to more than one store, or read then write, run inside ``atomic()``.
+    Races are still decided by the stores' conditional writes (``redeem_code``,
+    ``rotate_refresh_token`` …), which hold at any isolation level a backend uses (SQLite
+    serialises writers; PostgreSQL runs READ COMMITTED with row locks)."""
 
     def atomic(self) -> AbstractContextManager[None]:
-        """A transaction: reads and writes inside it are isolated from concurrent ones
-        (SQLite ``BEGIN IMMEDIATE``, PostgreSQL row locks)."""
+        """A transaction: what the stores write inside the block is committed when it ends, or
+        none of it if it raises; a nested block joins the open transaction and, if it raises,
+        undoes only its own writes."""
         ...
 
+
+@runtime_checkable
+class GrantStore(Protocol):
+    """Grants: what a person consented to, for one client."""
+
     def add_grant(self, grant: Grant, upstream: UpstreamTokens | None) -> None:
-        """Store the grant with its upstream tokens (kept encrypted, apart from the grant)."""
+        """Store the grant with its upstream tokens (kept encrypted, apart from the grant), both
+        or neither."""
         ...
 
     def get_grant(self, grant_id: str) -> Grant | None: ...
@@ -155,15 +167,22 @@ class GrantStore(Protocol):
     def list_grants(self, client_id: str | None = None) -> list[Grant]: ...
 
     def revoke_grant(self, grant_id: str, now: int) -> None:
-        """Revoke the grant and every token issued from it."""
+        """Revoke the grant and every token issued from it, at once (one transaction)."""
         ...
+
+
+@runtime_checkable
+class UpstreamTokenStore(Protocol):
+    """The upstream provider's tokens of each grant (encrypted at rest) and the lease that lets
+    one process at a time refresh them."""
 
     def get_upstream_tokens(self, grant_id: str) -> UpstreamTokens | None:
         """The grant's upstream tokens, decrypted; None for an unknown grant or none stored."""
         ...
 
     def update_upstream_tokens(self, grant_id: str, tokens: UpstreamTokens) -> None:
-        """Replace the grant's upstream tokens (after an upstream refresh)."""
+        """Replace the grant's upstream tokens (after an upstream refresh); nothing for an
+        unknown grant."""
         ...
 
     def acquire_upstream_refresh_lock(self, grant_id: str, holder: str, now: int, until: int) -> bool:
@@ -175,6 +194,12 @@ class GrantStore(Protocol):
         """Give the lease back, if ``holder`` still has it."""
         ...
 
+
+@runtime_checkable
+class AccessTokenStore(Protocol):
+    """Access tokens, stored by keyed hash; a lookup is one indexed probe that also returns the
+    token's grant (as it is now: revoked or not)."""
+
     def add_access_token(self, token: AccessToken) -> None: ...
 
     def get_access_token(self, token_hash: str) -> tuple[AccessToken, Grant] | None:
@@ -182,6 +207,11 @@ class GrantStore(Protocol):
         ...
 
     def revoke_access_token(self, token_hash: str, now: int) -> None: ...
+
+
+@runtime_checkable
+class RefreshTokenStore(Protocol):
+    """Refresh tokens, stored by keyed hash, with what rotation needs (domain/refresh_tokens.py)."""
 
     def add_refresh_token(self, token: RefreshToken) -> None: ...
 
@@ -194,16 +224,54 @@ class GrantStore(Protocol):
     def rotate_refresh_token(self, token_hash: str, now: int) -> bool:
         """Mark the token rotated and delete the rest of its grant's refresh tokens of its own
         and older generations (the sibling of a retry, the token it replaced), in one transaction
-        with the caller's; False if it was rotated before."""
+        with the caller's; False if it was rotated before (one conditional write decides)."""
         ...
 
     def mark_refresh_retried(self, token_hash: str, now: int) -> bool:
         """Record that a rotated token was accepted once more; False if it had been before."""
         ...
 
+
+@runtime_checkable
+class StorageAdministration(Protocol):
+    """What operating a storage backend needs (the CLI, start-up, housekeeping), apart from the
+    stores the use cases read and write."""
+
+    def migrate(self) -> list[int]:
+        """Apply the schema migrations the database lacks, in order, with an exclusive lock so
+        that instances starting at once do not race; return the versions applied now."""
+        ...
+
+    def pending_migrations(self) -> list[int]:
+        """The schema versions the database lacks (read without the migration lock)."""
+        ...
+
+    def applied_migrations(self) -> list[int]:
+        """The schema versions recorded in the database, oldest first."""
+        ...
+
+    def ensure_schema(self, *, busy_wait: float) -> bool:
+        """True when the schema is current, migrating it first if needed and waiting at most
+        ``busy_wait`` seconds for the lock; False (logged, never raised) while the database is
+        busy or unreachable, so that a server starts, answers 503 and retries."""
+        ...
+
+    def reencrypt(self) -> int:
+        """Re-encrypt every sealed value under the newest encryption key; return how many rows
+        were rewritten."""
+        ...
+
     def purge_expired(self, now: int) -> int:
-        """Delete expired codes, pending authorizations, tokens and long-revoked grants;
-        return how many rows went."""
+        """Delete expired codes, pending authorizations, tokens and long-revoked or unused
+        grants; return how many rows went."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """How many rows each kind of record has (clients, grants, tokens …), for operators."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections this process holds; the next use opens new ones."""
         ...
 
 

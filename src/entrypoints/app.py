@@ -44,8 +44,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     container.wire(modules=modules)
     # Never fail to start for the database: a worker whose schema check finds the file busy
     # (another process holding the write lock) or unreachable answers 503 and retries.
-    database = container.database()
-    storage = readiness.StorageReadiness(lambda: database.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT))
+    admin = container.storage_admin()
+    storage = readiness.StorageReadiness(lambda: admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT))
     storage.ready()
     readiness.install(app, storage)
     app.extensions["container"] = container

@@ -23,7 +23,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     # Migrate once in the master so workers start on a ready schema; if the database is busy
     # or down now, the workers answer 503 and retry rather than the server not starting.
-    build_container(settings).database().ensure_schema(busy_wait=MASTER_SCHEMA_BUSY_WAIT)
+    build_container(settings).storage_admin().ensure_schema(busy_wait=MASTER_SCHEMA_BUSY_WAIT)
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -48,7 +48,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        applied = build_container(settings).database().migrate()
+        applied = build_container(settings).storage_admin().migrate()
     except StorageError as exc:
         print(f"mcp-oauth-bridge: migration failed: {exc}", file=sys.stderr)
         return 1

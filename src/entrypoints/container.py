@@ -11,14 +11,6 @@ from ..adapters.http.mcp_protocol import McpServer, ServerInfo
 from ..adapters.identity.entra import EntraIdentityProvider
 from ..adapters.identity.fake import FakeIdentityProvider
 from ..adapters.identity.oidc import OidcIdentityProvider
-from ..adapters.storage.crypto import SecretBox
-from ..adapters.storage.sqlite import (
-    SqliteAuthorizationStore,
-    SqliteClientRepository,
-    SqliteDatabase,
-    SqliteGrantStore,
-)
-from ..adapters.storage.sqlite_ratelimit import SqliteRateLimitStore
 from ..adapters.system import SecretsTokenGenerator, SystemClock
 from ..adapters.tools.graph_mail import GraphMailToolset
 from ..adapters.tools.identity import IdentityToolset
@@ -34,6 +26,7 @@ from ..domain.services.tokens import ClientAuthenticator, TokenService
 from ..domain.services.tools import ToolService
 from ..domain.services.upstream import UpstreamTokenService
 from .config import Settings
+from .storage import StorageContainer, build_storage
 
 SERVER_NAME = "mcp-oauth-bridge"
 INSTRUCTIONS = "Tools of your organisation, used on behalf of the signed-in person."
@@ -90,21 +83,18 @@ class Container(containers.DeclarativeContainer):
     # The WHATWG parse browsers make, for redirect URIs and what the consent page shows.
     web_urls = providers.Singleton(AdaWebUrlParser)
     hasher = providers.Singleton(TokenHasher, key=settings.provided.token_hash_key)
-    secret_box = providers.Singleton(SecretBox, settings.provided.encryption_keys)
 
-    # Storage is chosen by the STORAGE_URL scheme.
-    database = providers.Selector(
-        config.storage,
-        sqlite=providers.Singleton(SqliteDatabase, settings.provided.sqlite_path, secret_box),
-    )
-    clients = providers.Selector(config.storage, sqlite=providers.Singleton(SqliteClientRepository, database))
-    authorizations = providers.Selector(config.storage, sqlite=providers.Singleton(SqliteAuthorizationStore, database))
-    grants = providers.Selector(
-        config.storage,
-        sqlite=providers.Singleton(SqliteGrantStore, database, grant_retention=settings.provided.refresh_token_ttl),
-    )
-    # Rate-limit counters in the same database (unless RATE_LIMIT_STORAGE_URL names a Redis).
-    rate_limit_store = providers.Selector(config.storage, sqlite=providers.Singleton(SqliteRateLimitStore, database))
+    # Storage is a sub-container chosen by the STORAGE_URL scheme (entrypoints/storage.py).
+    storage = providers.DependenciesContainer()
+    unit_of_work = storage.unit_of_work
+    clients = storage.clients
+    authorizations = storage.authorizations
+    grants = storage.grants
+    upstream_token_store = storage.upstream_tokens
+    access_tokens = storage.access_tokens
+    refresh_tokens = storage.refresh_tokens
+    rate_limit_store = storage.rate_limit_store
+    storage_admin = storage.admin
 
     # The upstream identity provider is chosen by IDP_PROVIDER.
     identity_provider = providers.Selector(
@@ -139,14 +129,19 @@ class Container(containers.DeclarativeContainer):
     )
 
     upstream_tokens = providers.Singleton(
-        UpstreamTokenService, grants=grants, identity_provider=identity_provider, clock=clock, tokens=token_generator
+        UpstreamTokenService,
+        grants=grants,
+        upstream_tokens=upstream_token_store,
+        identity_provider=identity_provider,
+        clock=clock,
+        tokens=token_generator,
     )
     # The tools decide which scopes the server offers.
     toolsets = providers.Singleton(build_toolsets, settings)
     tool_service = providers.Singleton(ToolService, toolsets=toolsets, upstream=upstream_tokens)
     policy = providers.Singleton(server_policy, settings, tool_service)
 
-    housekeeping = providers.Singleton(Housekeeping, clients=clients, grants=grants, clock=clock, policy=policy)
+    housekeeping = providers.Singleton(Housekeeping, clients=clients, storage=storage_admin, clock=clock, policy=policy)
     registration_service = providers.Singleton(
         RegistrationService,
         clients=clients,
@@ -162,6 +157,7 @@ class Container(containers.DeclarativeContainer):
         clients=clients,
         authorizations=authorizations,
         grants=grants,
+        unit_of_work=unit_of_work,
         identity_provider=identity_provider,
         clock=clock,
         tokens=token_generator,
@@ -176,6 +172,9 @@ class Container(containers.DeclarativeContainer):
         clients=clients,
         authorizations=authorizations,
         grants=grants,
+        access_tokens=access_tokens,
+        refresh_tokens=refresh_tokens,
+        unit_of_work=unit_of_work,
         clock=clock,
         tokens=token_generator,
         hasher=hasher,
@@ -183,7 +182,7 @@ class Container(containers.DeclarativeContainer):
         housekeeping=housekeeping,
     )
     bearer_authenticator = providers.Singleton(
-        BearerAuthenticator, grants=grants, clock=clock, hasher=hasher, policy=policy
+        BearerAuthenticator, access_tokens=access_tokens, clock=clock, hasher=hasher, policy=policy
     )
 
     mcp_server = providers.Singleton(McpServer, tools=tool_service, info=providers.Callable(server_info))
@@ -192,7 +191,7 @@ class Container(containers.DeclarativeContainer):
     )
 
 
-def build_container(settings: Settings) -> Container:
-    container = Container(settings=settings)
-    container.config.from_dict({"storage": settings.storage_scheme, "idp": settings.idp_provider})
+def build_container(settings: Settings, *, storage: StorageContainer | None = None) -> Container:
+    container = Container(settings=settings, storage=storage or build_storage(settings))
+    container.config.from_dict({"idp": settings.idp_provider})
     return container

@@ -39,7 +39,7 @@ def settings(tmp_path: Path) -> Settings:
 def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings)
     yield app
-    app.extensions["container"].database().close()
+    app.extensions["container"].storage_admin().close()
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from typing import Any, Iterator
 import pytest
 
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox, generate_key
-from mcp_oauth_bridge.adapters.storage.sqlite import MIGRATIONS, SqliteDatabase
+from mcp_oauth_bridge.adapters.storage.sqlite import SqliteDatabase
+from mcp_oauth_bridge.adapters.storage.sqlite.migrations import MIGRATIONS
 from mcp_oauth_bridge.domain.model import Grant
 
 NOW = 1_700_000_000

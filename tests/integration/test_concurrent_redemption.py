@@ -12,21 +12,17 @@ from typing import Any
 import pytest
 
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox
-from mcp_oauth_bridge.adapters.storage.sqlite import (
-    SqliteAuthorizationStore,
-    SqliteClientRepository,
-    SqliteDatabase,
-    SqliteGrantStore,
-)
+from mcp_oauth_bridge.adapters.storage.sqlite import SqliteAuthorizationStore, SqliteDatabase
 from mcp_oauth_bridge.adapters.system import SecretsTokenGenerator
 from mcp_oauth_bridge.domain.errors import InvalidGrant
 from mcp_oauth_bridge.domain.policy import ServerPolicy
 from mcp_oauth_bridge.domain.security import TokenHasher, s256_challenge
 from mcp_oauth_bridge.domain.services.housekeeping import Housekeeping
 from mcp_oauth_bridge.domain.services.tokens import TokenService
+from tests.contract.stores import sqlite_stores
 from tests.fakes import FixedClock
 
-from .storage_contract import NOW, RESOURCE, make_client, make_code, make_grant, make_upstream_tokens
+from tests.contract.samples import NOW, RESOURCE, make_client, make_code, make_grant, make_upstream_tokens
 from .storage_fixtures import sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
 
 PROCESSES = 8
@@ -54,20 +50,22 @@ def _redeem_at_the_store(path: str, key: str, barrier: Barrier, results: Any) ->
 def _exchange_through_the_token_service(path: str, key: str, barrier: Barrier, results: Any) -> None:
     database = SqliteDatabase(path, SecretBox([key]))
     try:
-        clients = SqliteClientRepository(database)
-        grants = SqliteGrantStore(database)
+        stores = sqlite_stores(database)
         clock = FixedClock(NOW + 1)
         service = TokenService(
-            clients=clients,
-            authorizations=SqliteAuthorizationStore(database),
-            grants=grants,
+            clients=stores.clients,
+            authorizations=stores.authorizations,
+            grants=stores.grants,
+            access_tokens=stores.access_tokens,
+            refresh_tokens=stores.refresh_tokens,
+            unit_of_work=stores.unit_of_work,
             clock=clock,
             tokens=SecretsTokenGenerator(),
             hasher=TokenHasher(HASH_KEY),
             policy=POLICY,
-            housekeeping=Housekeeping(clients=clients, grants=grants, clock=clock, policy=POLICY),
+            housekeeping=Housekeeping(clients=stores.clients, storage=stores.admin, clock=clock, policy=POLICY),
         )
-        client = clients.get("client-1")
+        client = stores.clients.get("client-1")
         assert client is not None
         barrier.wait()
         try:
@@ -84,11 +82,10 @@ def _exchange_through_the_token_service(path: str, key: str, barrier: Barrier, r
 
 
 def _seed(database: SqliteDatabase) -> None:
-    SqliteClientRepository(database).add(
-        make_client(token_endpoint_auth_method="none", secret_hash=None, scope="mcp:read")
-    )
-    SqliteGrantStore(database).add_grant(make_grant(scopes=("mcp:read",)), make_upstream_tokens())
-    SqliteAuthorizationStore(database).add_code(
+    stores = sqlite_stores(database)
+    stores.clients.add(make_client(token_endpoint_auth_method="none", secret_hash=None, scope="mcp:read"))
+    stores.grants.add_grant(make_grant(scopes=("mcp:read",)), make_upstream_tokens())
+    stores.authorizations.add_code(
         make_code(TokenHasher(HASH_KEY).hash(CODE), code_challenge=s256_challenge(VERIFIER), expires_at=NOW + 60)
     )
 
@@ -124,5 +121,5 @@ def test_eight_processes_exchange_one_code_and_exactly_one_gets_tokens(
     outcomes = _race(_exchange_through_the_token_service, sqlite_path, sqlite_key)
     assert outcomes == ["invalid_grant"] * (PROCESSES - 1) + ["tokens"]
     # The replays revoked the grant, so even the winner's tokens are now unusable.
-    grant = SqliteGrantStore(sqlite_database).get_grant("grant-1")
+    grant = sqlite_stores(sqlite_database).grants.get_grant("grant-1")
     assert grant is not None and grant.is_revoked

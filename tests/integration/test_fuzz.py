@@ -94,7 +94,7 @@ FORM = "application/x-www-form-urlencoded"
 def fuzz_app(tmp_path: Path) -> Iterator[Flask]:
     app = create_app(load_settings(environment_for(tmp_path), dotenv_path=None))
     yield app
-    app.extensions["container"].database().close()
+    app.extensions["container"].storage_admin().close()
 
 
 @pytest.fixture

@@ -484,7 +484,7 @@ def test_database_files_hold_no_secret_in_clear(app: Any, oauth: OAuthClient, se
     refreshed = oauth.refresh(issued["refresh_token"]).json()
     container = app.extensions["container"]
     (grant,) = container.grants().list_grants(oauth.client_id)
-    upstream = container.grants().get_upstream_tokens(grant.grant_id)
+    upstream = container.upstream_token_store().get_upstream_tokens(grant.grant_id)
     assert upstream is not None and upstream.refresh_token
     secrets_issued = [
         oauth.client_secret, code, issued["access_token"], issued["refresh_token"],

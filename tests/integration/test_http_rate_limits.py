@@ -57,7 +57,7 @@ def make_app(tmp_path: Path, clock: FixedClock) -> Iterator[AppFactory]:
 
     yield make
     for app in built:
-        app.extensions["container"].database().close()
+        app.extensions["container"].storage_admin().close()
 
 
 def register(client: FlaskClient, address: str = "127.0.0.1", forwarded_for: str | None = None) -> Any:
@@ -88,7 +88,7 @@ def assert_page_429(reply: Any, retry_after: int) -> None:
 
 
 def counter_rows(app: Flask) -> int:
-    connection = app.extensions["container"].database().connection()
+    connection = app.extensions["container"].storage.database().connection()
     count: int = connection.execute("SELECT COUNT(*) FROM rate_limit_counters").fetchone()[0]
     return count
 

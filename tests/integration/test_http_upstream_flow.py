@@ -84,7 +84,7 @@ def test_flow_with_a_real_provider_adapter(tmp_path: Path, provider: Any) -> Non
         assert info["username"] == claims_for(sent["nonce"])["preferred_username"]
         container = app.extensions["container"]
         (grant,) = container.grants().list_grants(oauth.client_id)
-        upstream_tokens = container.grants().get_upstream_tokens(grant.grant_id)
+        upstream_tokens = container.upstream_token_store().get_upstream_tokens(grant.grant_id)
         assert upstream_tokens is not None and upstream_tokens.access_token == idp.ACCESS_TOKEN
 
 

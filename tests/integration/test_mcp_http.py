@@ -77,7 +77,7 @@ def build_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
 
     yield build
     for app in built:
-        app.extensions["container"].database().close()
+        app.extensions["container"].storage_admin().close()
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FlaskClie
     app = create_app(load_settings(environment_for(tmp_path_factory.mktemp("shared")), dotenv_path=None))
     _, issued = sign_in(app)
     yield app.test_client(), issued["access_token"]
-    app.extensions["container"].database().close()
+    app.extensions["container"].storage_admin().close()
 
 
 def sign_in(app: Flask, username: str = "alice", *, scope: str | None = None, **details: str) -> tuple[OAuthClient, dict[str, Any]]:
@@ -667,11 +667,10 @@ def test_tokens_die_with_their_grant(client: FlaskClient, oauth: OAuthClient, to
 def plant_access_token(app: Flask, resource: str) -> str:
     """Store an access token for the existing grant, as the token service would, for ``resource``."""
     container = app.extensions["container"]
-    store = container.grants()
-    (grant,) = store.list_grants()
+    (grant,) = container.grants().list_grants()
     value = "mob_at_" + secrets.token_urlsafe(32)
     now = container.clock().now()
-    store.add_access_token(
+    container.access_tokens().add_access_token(
         AccessToken(
             token_hash=container.hasher().hash(value),
             grant_id=grant.grant_id,

@@ -1,4 +1,4 @@
-"""The RateLimitStore port: one contract for the in-memory fake and SQLite (migration 5), its
+"""The RateLimitStore port beyond its contract (tests/contract): SQLite's migration 5, its
 atomicity across threads and processes, and the limits Storage adapter on top of it (fixed
 windows, expiry, opportunistic purge) with a fixed clock."""
 
@@ -17,8 +17,8 @@ from limits.strategies import FixedWindowRateLimiter
 from mcp_oauth_bridge.adapters.http.ratelimit import RateLimited, RateLimits
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox, generate_key
 from mcp_oauth_bridge.adapters.storage.limits_storage import PURGE_INTERVAL_SECONDS, PortStorage
-from mcp_oauth_bridge.adapters.storage.sqlite import MIGRATIONS, SqliteDatabase
-from mcp_oauth_bridge.adapters.storage.sqlite_ratelimit import SqliteRateLimitStore
+from mcp_oauth_bridge.adapters.storage.sqlite import SqliteDatabase, SqliteRateLimitStore
+from mcp_oauth_bridge.adapters.storage.sqlite.migrations import MIGRATIONS
 from mcp_oauth_bridge.domain.ports import RateLimitStore, RateWindow
 from tests.fakes import FixedClock, InMemoryRateLimitStore
 
@@ -28,67 +28,12 @@ NOW = 1_700_000_000
 MINUTE = 60
 
 
-class RateLimitStoreContract:
-    """What every RateLimitStore does; subclasses provide the ``store`` fixture."""
-
-    def test_a_first_hit_opens_a_window_that_later_hits_count_in(self, store: RateLimitStore) -> None:
-        assert store.increment("k", MINUTE, NOW) == RateWindow(1, NOW + MINUTE)
-        assert store.increment("k", MINUTE, NOW + 30) == RateWindow(2, NOW + MINUTE)
-        assert store.increment("k", MINUTE, NOW + 59, amount=3) == RateWindow(5, NOW + MINUTE)
-        assert store.current("k", NOW + 59) == RateWindow(5, NOW + MINUTE)
-
-    def test_a_hit_after_the_window_ends_starts_a_new_one(self, store: RateLimitStore) -> None:
-        store.increment("k", MINUTE, NOW)
-        store.increment("k", MINUTE, NOW + 1)
-        assert store.current("k", NOW + MINUTE) is None
-        assert store.increment("k", MINUTE, NOW + MINUTE) == RateWindow(1, NOW + 2 * MINUTE)
-
-    def test_keys_count_apart(self, store: RateLimitStore) -> None:
-        store.increment("a", MINUTE, NOW)
-        store.increment("a", MINUTE, NOW)
-        assert store.increment("b", 10, NOW + 5) == RateWindow(1, NOW + 15)
-        assert store.current("a", NOW + 5) == RateWindow(2, NOW + MINUTE)
-        assert store.current("never", NOW) is None
-
-    def test_clear_forgets_one_key(self, store: RateLimitStore) -> None:
-        store.increment("a", MINUTE, NOW)
-        store.increment("b", MINUTE, NOW)
-        store.clear("a")
-        assert store.current("a", NOW) is None
-        assert store.current("b", NOW) == RateWindow(1, NOW + MINUTE)
-
-    def test_purge_deletes_exactly_the_ended_windows(self, store: RateLimitStore) -> None:
-        store.increment("short", 10, NOW)
-        store.increment("long", MINUTE, NOW)
-        assert store.purge_expired(NOW + 9) == 0
-        assert store.purge_expired(NOW + 10) == 1
-        assert store.current("long", NOW + 10) == RateWindow(1, NOW + MINUTE)
-        assert store.purge_expired(NOW + 10) == 0
-
-    def test_any_text_is_a_key(self, store: RateLimitStore) -> None:
-        odd = ["", "é/\u2028", "x" * 100_000, "\ud800 lone surrogate"]
-        for number, key in enumerate(odd, start=1):
-            for _ in range(number):
-                store.increment(key, MINUTE, NOW)
-        assert [store.current(key, NOW) for key in odd] == [RateWindow(n, NOW + MINUTE) for n in range(1, 5)]
-
-
-class TestInMemoryRateLimitStore(RateLimitStoreContract):
-    @pytest.fixture
-    def store(self) -> RateLimitStore:
-        return InMemoryRateLimitStore()
-
-
-class TestSqliteRateLimitStore(RateLimitStoreContract):
-    @pytest.fixture
-    def store(self, sqlite_database: SqliteDatabase) -> RateLimitStore:  # noqa: F811
-        return SqliteRateLimitStore(sqlite_database)
-
-    def test_a_key_is_stored_as_32_bytes_whatever_its_length(self, store: RateLimitStore, sqlite_database: SqliteDatabase) -> None:  # noqa: F811
-        store.increment("x" * 100_000, MINUTE, NOW)
-        store.increment("short", MINUTE, NOW)
-        lengths = sqlite_database.connection().execute("SELECT length(counter_key) FROM rate_limit_counters").fetchall()
-        assert lengths == [(32,), (32,)]
+def test_sqlite_stores_a_key_as_32_bytes_whatever_its_length(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
+    store = SqliteRateLimitStore(sqlite_database)
+    store.increment("x" * 100_000, MINUTE, NOW)
+    store.increment("short", MINUTE, NOW)
+    lengths = sqlite_database.connection().execute("SELECT length(counter_key) FROM rate_limit_counters").fetchall()
+    assert lengths == [(32,), (32,)]
 
 
 # -- migration 5 --------------------------------------------------------------------------------
@@ -98,7 +43,7 @@ def test_migration_5_needs_no_other_table(tmp_path: Path) -> None:
     # The lead's migration 4 may come after it on existing databases: 5 stands on its own.
     connection = sqlite3.connect(tmp_path / "bare.db")
     try:
-        for statement in dict(MIGRATIONS)[5]:
+        for statement in MIGRATIONS[4].statements:
             connection.execute(statement)
         assert connection.execute("SELECT name FROM sqlite_schema").fetchall() == [("rate_limit_counters",)]
     finally:

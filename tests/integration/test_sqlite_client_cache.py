@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from mcp_oauth_bridge.adapters.storage import sqlite as sqlite_adapter
+from mcp_oauth_bridge.adapters.storage.sqlite import clients as sqlite_clients
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox
 from mcp_oauth_bridge.adapters.storage.sqlite import SqliteClientRepository, SqliteDatabase
 
-from .storage_contract import make_client
+from tests.contract.samples import make_client
 from .storage_fixtures import sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
 
 
@@ -50,7 +50,7 @@ def test_a_client_deleted_elsewhere_is_gone_at_once(sqlite_database: SqliteDatab
 
 
 def test_decoded_clients_are_bounded_and_read_only(sqlite_database: SqliteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    monkeypatch.setattr(sqlite_adapter, "DECODED_CLIENTS", 3)
+    monkeypatch.setattr(sqlite_clients, "DECODED_CLIENTS", 3)
     repo = SqliteClientRepository(sqlite_database)
     for n in range(10):
         repo.add(make_client(f"client-{n}"))

@@ -1,5 +1,5 @@
-"""The SQLite adapter: the storage contract on a real file, plus encryption at rest, migrations,
-key rotation and transactions."""
+"""The SQLite adapter beyond the storage contract (tests/contract): encryption at rest,
+migrations, key rotation, transactions across threads and processes."""
 
 from __future__ import annotations
 
@@ -16,21 +16,19 @@ import pytest
 
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox, generate_key
 from mcp_oauth_bridge.adapters.storage.sqlite import (
-    MIGRATIONS,
-    MMAP_SIZE_BYTES,
+    SqliteAdministration,
     SqliteAuthorizationStore,
     SqliteClientRepository,
     SqliteDatabase,
-    SqliteGrantStore,
 )
+from mcp_oauth_bridge.adapters.storage.sqlite.database import MMAP_SIZE_BYTES
+from mcp_oauth_bridge.adapters.storage.sqlite.migrations import MIGRATIONS
 from mcp_oauth_bridge.domain.model import AccessToken
-from mcp_oauth_bridge.domain.ports import AuthorizationStore, ClientRepository, GrantStore, StorageError
-
-from .storage_contract import (
+from mcp_oauth_bridge.domain.ports import StorageError
+from tests.contract.samples import (
     DAY,
     NOW,
     RESOURCE,
-    StorageContract,
     make_access_token,
     make_client,
     make_grant,
@@ -39,29 +37,11 @@ from .storage_contract import (
     make_upstream,
     make_upstream_tokens,
 )
+from tests.contract.stores import sqlite_stores
+
 from .storage_fixtures import database_at_version, sqlite_database, sqlite_key, sqlite_path  # noqa: F401  (fixtures)
 
 ALL_VERSIONS = [version for version, _ in MIGRATIONS]
-
-
-class TestSqliteStorageContract(StorageContract):
-    @pytest.fixture
-    def clients_repo(self, sqlite_database: SqliteDatabase) -> SqliteClientRepository:  # noqa: F811
-        return SqliteClientRepository(sqlite_database)
-
-    @pytest.fixture
-    def authorization_store(self, sqlite_database: SqliteDatabase) -> SqliteAuthorizationStore:  # noqa: F811
-        return SqliteAuthorizationStore(sqlite_database)
-
-    @pytest.fixture
-    def grant_store(self, sqlite_database: SqliteDatabase) -> SqliteGrantStore:  # noqa: F811
-        return SqliteGrantStore(sqlite_database)
-
-
-def test_adapters_implement_the_ports(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
-    assert isinstance(SqliteClientRepository(sqlite_database), ClientRepository)
-    assert isinstance(SqliteAuthorizationStore(sqlite_database), AuthorizationStore)
-    assert isinstance(SqliteGrantStore(sqlite_database), GrantStore)
 
 
 # -- encryption at rest -------------------------------------------------------------------------
@@ -80,7 +60,7 @@ def test_upstream_tokens_and_pkce_verifier_are_never_stored_in_clear(
     }
     clients = SqliteClientRepository(sqlite_database)
     authorizations = SqliteAuthorizationStore(sqlite_database)
-    grants = SqliteGrantStore(sqlite_database)
+    stores = sqlite_stores(sqlite_database)
     clients.add(make_client())
     authorizations.add_pending(make_pending())
     authorizations.attach_upstream(
@@ -92,9 +72,9 @@ def test_upstream_tokens_and_pkce_verifier_are_never_stored_in_clear(
     upstream = make_upstream_tokens(
         access_token=secrets["access"], refresh_token=secrets["refresh"], id_token=secrets["id_token"]
     )
-    grants.add_grant(make_grant(subject="VISIBLE-SUBJECT-42"), upstream)
-    grants.add_grant(make_grant("grant-2"), upstream)
-    grants.update_upstream_tokens("grant-2", replace(upstream, access_token=secrets["refreshed"]))
+    stores.grants.add_grant(make_grant(subject="VISIBLE-SUBJECT-42"), upstream)
+    stores.grants.add_grant(make_grant("grant-2"), upstream)
+    stores.upstream_tokens.update_upstream_tokens("grant-2", replace(upstream, access_token=secrets["refreshed"]))
 
     on_disk = b"".join(
         path.read_bytes() for path in sqlite_path.parent.iterdir() if path.name.startswith(sqlite_path.name)
@@ -104,8 +84,8 @@ def test_upstream_tokens_and_pkce_verifier_are_never_stored_in_clear(
     for name, value in secrets.items():
         assert value.encode() not in on_disk, f"{name} is stored in clear"
     # ... and yet everything reads back.
-    assert grants.get_upstream_tokens("grant-1") == upstream
-    assert grants.get_upstream_tokens("grant-2") == replace(upstream, access_token=secrets["refreshed"])
+    assert stores.upstream_tokens.get_upstream_tokens("grant-1") == upstream
+    assert stores.upstream_tokens.get_upstream_tokens("grant-2") == replace(upstream, access_token=secrets["refreshed"])
     pending = authorizations.get_pending("pending-1")
     assert pending is not None and pending.upstream is not None
     assert (pending.upstream.code_verifier, pending.upstream.nonce) == (secrets["verifier"], secrets["nonce"])
@@ -115,16 +95,16 @@ def test_undecryptable_value_raises_storage_error(
     sqlite_database: SqliteDatabase, sqlite_path: Path  # noqa: F811
 ) -> None:
     SqliteClientRepository(sqlite_database).add(make_client())
-    SqliteGrantStore(sqlite_database).add_grant(make_grant(), make_upstream_tokens())
-    SqliteGrantStore(sqlite_database).add_access_token(make_access_token())
+    sqlite_stores(sqlite_database).grants.add_grant(make_grant(), make_upstream_tokens())
+    sqlite_stores(sqlite_database).access_tokens.add_access_token(make_access_token())
 
     other_key = SqliteDatabase(str(sqlite_path), SecretBox([generate_key()]))
     try:
         with pytest.raises(StorageError):
-            SqliteGrantStore(other_key).get_upstream_tokens("grant-1")
+            sqlite_stores(other_key).upstream_tokens.get_upstream_tokens("grant-1")
         # Grant and token lookups never read the ciphertext, so the wrong key does not matter.
-        assert SqliteGrantStore(other_key).get_grant("grant-1") == make_grant()
-        assert SqliteGrantStore(other_key).get_access_token("at-hash-1") == (make_access_token(), make_grant())
+        assert sqlite_stores(other_key).grants.get_grant("grant-1") == make_grant()
+        assert sqlite_stores(other_key).access_tokens.get_access_token("at-hash-1") == (make_access_token(), make_grant())
     finally:
         other_key.close()
 
@@ -133,29 +113,29 @@ def test_key_rotation(sqlite_path: Path) -> None:  # noqa: F811
     key_a, key_b = generate_key(), generate_key()
     written = SqliteDatabase(str(sqlite_path), SecretBox([key_a]))
     SqliteClientRepository(written).add(make_client())
-    SqliteGrantStore(written).add_grant(make_grant(), make_upstream_tokens())
-    SqliteGrantStore(written).add_grant(make_grant("grant-2"), None)
+    sqlite_stores(written).grants.add_grant(make_grant(), make_upstream_tokens())
+    sqlite_stores(written).grants.add_grant(make_grant("grant-2"), None)
     SqliteAuthorizationStore(written).add_pending(make_pending(upstream=make_upstream()))
     SqliteAuthorizationStore(written).add_pending(make_pending("pending-2"))
     written.close()
 
     rotating = SqliteDatabase(str(sqlite_path), SecretBox([key_b, key_a]))
-    assert SqliteGrantStore(rotating).get_upstream_tokens("grant-1") == make_upstream_tokens()
+    assert sqlite_stores(rotating).upstream_tokens.get_upstream_tokens("grant-1") == make_upstream_tokens()
     # One grant and one pending authorization hold ciphertext.
-    assert rotating.reencrypt() == 2
+    assert SqliteAdministration(rotating).reencrypt() == 2
     rotating.close()
 
     only_b = SqliteDatabase(str(sqlite_path), SecretBox([key_b]))
-    assert SqliteGrantStore(only_b).get_grant("grant-1") == make_grant()
-    assert SqliteGrantStore(only_b).get_upstream_tokens("grant-1") == make_upstream_tokens()
-    assert SqliteGrantStore(only_b).get_grant("grant-2") == make_grant("grant-2")
-    assert SqliteGrantStore(only_b).get_upstream_tokens("grant-2") is None
+    assert sqlite_stores(only_b).grants.get_grant("grant-1") == make_grant()
+    assert sqlite_stores(only_b).upstream_tokens.get_upstream_tokens("grant-1") == make_upstream_tokens()
+    assert sqlite_stores(only_b).grants.get_grant("grant-2") == make_grant("grant-2")
+    assert sqlite_stores(only_b).upstream_tokens.get_upstream_tokens("grant-2") is None
     assert SqliteAuthorizationStore(only_b).get_pending("pending-1") == make_pending(upstream=make_upstream())
     only_b.close()
 
     only_a = SqliteDatabase(str(sqlite_path), SecretBox([key_a]))
     with pytest.raises(StorageError):
-        SqliteGrantStore(only_a).get_upstream_tokens("grant-1")
+        sqlite_stores(only_a).upstream_tokens.get_upstream_tokens("grant-1")
     only_a.close()
 
 
@@ -257,26 +237,26 @@ def test_migration_3_moves_existing_access_tokens_into_the_one_probe_layout(
         assert {"access_tokens_grant_id", "access_tokens_expires_at"} <= indexes
         assert connection.execute("SELECT name FROM sqlite_schema WHERE name LIKE '%_v3%'").fetchall() == []
 
-        grants = SqliteGrantStore(database)
+        stores = sqlite_stores(database)
         for token in tokens:
             grant = live if token.grant_id == "grant-live" else revoked
-            assert grants.get_access_token(token.token_hash) == (token, grant)
-        assert grants.get_access_token(prefix + "03" * 24) is None
+            assert stores.access_tokens.get_access_token(token.token_hash) == (token, grant)
+        assert stores.access_tokens.get_access_token(prefix + "03" * 24) is None
         # Existing tokens are where new ones would be: one probe (one of the pair is moved).
         keys = _token_keys(database)
         assert [keys[token.token_hash] == _signed_prefix(token.token_hash) for token in tokens[:3]] == [True] * 3
         assert sorted(keys[token.token_hash] == _signed_prefix(prefix) for token in tokens[3:5]) == [False, True]
 
         # The migrated rows behave as new ones: revocation, purge, cascade.
-        grants.add_access_token(make_access_token("2c" * 32, grant_id="grant-live"))
-        grants.revoke_grant("grant-live", NOW + 20)
-        found = grants.get_access_token("0a" * 32)
+        stores.access_tokens.add_access_token(make_access_token("2c" * 32, grant_id="grant-live"))
+        stores.grants.revoke_grant("grant-live", NOW + 20)
+        found = stores.access_tokens.get_access_token("0a" * 32)
         assert found is not None and found[0].revoked_at == NOW + 20 and found[1].revoked_at == NOW + 20
-        found = grants.get_access_token("f0" * 32)
+        found = stores.access_tokens.get_access_token("f0" * 32)
         assert found is not None and found[0].revoked_at == NOW + 3 and found[1].revoked_at == NOW + 20
-        assert grants.purge_expired(NOW + 10) == 1
-        assert grants.get_access_token(prefix + "01" * 24) is None
-        assert grants.get_access_token(prefix + "02" * 24) is not None
+        assert stores.admin.purge_expired(NOW + 10) == 1
+        assert stores.access_tokens.get_access_token(prefix + "01" * 24) is None
+        assert stores.access_tokens.get_access_token(prefix + "02" * 24) is not None
         SqliteClientRepository(database).delete("client-1")
         assert connection.execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 0
     finally:
@@ -299,21 +279,21 @@ def test_migration_4_keeps_current_refresh_tokens_and_drops_rotated_ones(
     database = SqliteDatabase(str(sqlite_path), SecretBox([sqlite_key]))
     try:
         assert database.migrate() == ALL_VERSIONS[3:]
-        grants = SqliteGrantStore(database)
-        assert grants.get_refresh_token(current) == (
+        stores = sqlite_stores(database)
+        assert stores.refresh_tokens.get_refresh_token(current) == (
             make_refresh_token(current, scopes=("mcp:read", "mcp:write"), expires_at=NOW + DAY), grant
         )
-        assert grants.get_refresh_token(revoked) == (
+        assert stores.refresh_tokens.get_refresh_token(revoked) == (
             make_refresh_token(revoked, scopes=("mcp:read",), expires_at=NOW + DAY, revoked_at=NOW + 1), grant
         )
-        assert grants.get_refresh_token(rotated) is None
-        assert grants.current_refresh_generation("grant-1") == 0
+        assert stores.refresh_tokens.get_refresh_token(rotated) is None
+        assert stores.refresh_tokens.current_refresh_generation("grant-1") == 0
         connection = database.connection()
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
         indexes = {row[1] for row in connection.execute("PRAGMA index_list(refresh_tokens)")}
         assert {"refresh_tokens_grant_id", "refresh_tokens_expires_at"} <= indexes
         # The carried-over token rotates like a new one.
-        assert grants.rotate_refresh_token(current, NOW + 5) is True
+        assert stores.refresh_tokens.rotate_refresh_token(current, NOW + 5) is True
     finally:
         database.close()
 
@@ -379,24 +359,24 @@ def test_keyed_hashes_are_stored_as_32_byte_blobs_and_other_strings_as_text(
     sqlite_database: SqliteDatabase,  # noqa: F811
 ) -> None:
     SqliteClientRepository(sqlite_database).add(make_client())
-    grants = SqliteGrantStore(sqlite_database)
-    grants.add_grant(make_grant(), make_upstream_tokens())
+    stores = sqlite_stores(sqlite_database)
+    stores.grants.add_grant(make_grant(), make_upstream_tokens())
     hex_hash = "0f" * 32
     upper_hash = hex_hash.upper()  # a different string: not packed, so not the same key
     for token_hash in (hex_hash, upper_hash, "at-hash-1"):
-        grants.add_access_token(make_access_token(token_hash))
-    grants.add_refresh_token(make_refresh_token("ab" * 32))
+        stores.access_tokens.add_access_token(make_access_token(token_hash))
+    stores.refresh_tokens.add_refresh_token(make_refresh_token("ab" * 32))
 
     stored = dict(sqlite_database.connection().execute("SELECT token_hash, typeof(token_hash) FROM access_tokens"))
     assert stored == {bytes.fromhex(hex_hash): "blob", upper_hash: "text", "at-hash-1": "text"}
     refresh_key = sqlite_database.connection().execute("SELECT token_hash FROM refresh_tokens").fetchone()[0]
     assert refresh_key == bytes.fromhex("ab" * 32)
     for token_hash in (hex_hash, upper_hash, "at-hash-1"):
-        found = grants.get_access_token(token_hash)
+        found = stores.access_tokens.get_access_token(token_hash)
         assert found is not None and found[0] == make_access_token(token_hash)
-    refresh = grants.get_refresh_token("ab" * 32)
+    refresh = stores.refresh_tokens.get_refresh_token("ab" * 32)
     assert refresh is not None and refresh[0].token_hash == "ab" * 32
-    assert grants.get_access_token("0F" * 31 + "0f") is None
+    assert stores.access_tokens.get_access_token("0F" * 31 + "0f") is None
 
 
 def _token_keys(database: SqliteDatabase) -> dict[str, int]:
@@ -413,13 +393,13 @@ def test_access_tokens_are_stored_at_the_key_their_hash_gives_with_a_copy_of_the
     sqlite_database: SqliteDatabase,  # noqa: F811
 ) -> None:
     SqliteClientRepository(sqlite_database).add(make_client())
-    grants = SqliteGrantStore(sqlite_database)
-    grants.add_grant(make_grant(), make_upstream_tokens())
+    stores = sqlite_stores(sqlite_database)
+    stores.grants.add_grant(make_grant(), make_upstream_tokens())
     # Both signs and both ends of the signed 64-bit range.
     hashes = ["0123456789abcdef" + "aa" * 24, "fedcba9876543210" + "aa" * 24, "7f" + "ff" * 31, "80" + "00" * 31]
     for token_hash in hashes:
-        grants.add_access_token(make_access_token(token_hash))
-    grants.add_access_token(make_access_token("at-text"))
+        stores.access_tokens.add_access_token(make_access_token(token_hash))
+    stores.access_tokens.add_access_token(make_access_token("at-text"))
 
     keys = _token_keys(sqlite_database)
     assert {token_hash: keys[token_hash] for token_hash in hashes} == {
@@ -439,7 +419,7 @@ def test_access_tokens_are_stored_at_the_key_their_hash_gives_with_a_copy_of_the
     claims = json.dumps(dict(grant.claims))
     assert row == (grant.client_id, grant.subject, claims, "mcp:read mcp:write", grant.resource, NOW, None)
     for token_hash in [*hashes, "at-text"]:
-        assert grants.get_access_token(token_hash) == (make_access_token(token_hash), grant)
+        assert stores.access_tokens.get_access_token(token_hash) == (make_access_token(token_hash), grant)
 
 
 @pytest.mark.parametrize(
@@ -451,69 +431,69 @@ def test_access_tokens_whose_hashes_share_their_first_8_bytes_are_both_kept(
     sqlite_database: SqliteDatabase, prefix: str  # noqa: F811
 ) -> None:
     SqliteClientRepository(sqlite_database).add(make_client())
-    grants = SqliteGrantStore(sqlite_database)
-    grants.add_grant(make_grant(), make_upstream_tokens())
-    grants.add_grant(make_grant("grant-2", subject="user-2"), make_upstream_tokens())
+    stores = sqlite_stores(sqlite_database)
+    stores.grants.add_grant(make_grant(), make_upstream_tokens())
+    stores.grants.add_grant(make_grant("grant-2", subject="user-2"), make_upstream_tokens())
     first_hash, second_hash, unknown_hash = prefix + "11" * 24, prefix + "22" * 24, prefix + "33" * 24
     first = make_access_token(first_hash, expires_at=NOW + 10)
     second = make_access_token(second_hash, grant_id="grant-2", scopes=("mcp:write",), expires_at=NOW + 20)
-    grants.add_access_token(first)
-    grants.add_access_token(second)
+    stores.access_tokens.add_access_token(first)
+    stores.access_tokens.add_access_token(second)
 
     # The first has the key; the second, issued all the same, has another one.
     keys = _token_keys(sqlite_database)
     assert keys[first_hash] == _signed_prefix(first_hash)
     assert keys[second_hash] != keys[first_hash]
     grant_1, grant_2 = make_grant(), make_grant("grant-2", subject="user-2")
-    assert grants.get_access_token(first_hash) == (first, grant_1)
-    assert grants.get_access_token(second_hash) == (second, grant_2)
-    assert grants.get_access_token(unknown_hash) is None
+    assert stores.access_tokens.get_access_token(first_hash) == (first, grant_1)
+    assert stores.access_tokens.get_access_token(second_hash) == (second, grant_2)
+    assert stores.access_tokens.get_access_token(unknown_hash) is None
 
     # Revoked independently.
-    grants.revoke_access_token(second_hash, NOW + 1)
-    assert grants.get_access_token(first_hash) == (first, grant_1)
-    assert grants.get_access_token(second_hash) == (replace(second, revoked_at=NOW + 1), grant_2)
-    grants.revoke_access_token(first_hash, NOW + 2)
-    assert grants.get_access_token(first_hash) == (replace(first, revoked_at=NOW + 2), grant_1)
-    assert grants.get_access_token(second_hash) == (replace(second, revoked_at=NOW + 1), grant_2)
+    stores.access_tokens.revoke_access_token(second_hash, NOW + 1)
+    assert stores.access_tokens.get_access_token(first_hash) == (first, grant_1)
+    assert stores.access_tokens.get_access_token(second_hash) == (replace(second, revoked_at=NOW + 1), grant_2)
+    stores.access_tokens.revoke_access_token(first_hash, NOW + 2)
+    assert stores.access_tokens.get_access_token(first_hash) == (replace(first, revoked_at=NOW + 2), grant_1)
+    assert stores.access_tokens.get_access_token(second_hash) == (replace(second, revoked_at=NOW + 1), grant_2)
     # A grant's revocation reaches its own token only.
-    grants.revoke_grant("grant-2", NOW + 3)
-    found = grants.get_access_token(first_hash)
+    stores.grants.revoke_grant("grant-2", NOW + 3)
+    found = stores.access_tokens.get_access_token(first_hash)
     assert found is not None and not found[1].is_revoked
-    found = grants.get_access_token(second_hash)
+    found = stores.access_tokens.get_access_token(second_hash)
     assert found is not None and found[1].revoked_at == NOW + 3
 
     # Purged independently: the first goes, the second stays where it is and still resolves, and a
     # third hash with the same prefix takes the freed key.
-    assert grants.purge_expired(NOW + 10) == 1
-    assert grants.get_access_token(first_hash) is None
+    assert stores.admin.purge_expired(NOW + 10) == 1
+    assert stores.access_tokens.get_access_token(first_hash) is None
     revoked_second = (replace(second, revoked_at=NOW + 1), replace(grant_2, revoked_at=NOW + 3))
-    assert grants.get_access_token(second_hash) == revoked_second
+    assert stores.access_tokens.get_access_token(second_hash) == revoked_second
     third = make_access_token(unknown_hash, expires_at=NOW + 30)
-    grants.add_access_token(third)
+    stores.access_tokens.add_access_token(third)
     assert _token_keys(sqlite_database)[unknown_hash] == _signed_prefix(unknown_hash)
-    assert grants.get_access_token(unknown_hash) == (third, grant_1)
-    assert grants.get_access_token(first_hash) is None
-    assert grants.purge_expired(NOW + 20) == 1
-    assert grants.get_access_token(second_hash) is None
-    assert grants.get_access_token(unknown_hash) == (third, grant_1)
+    assert stores.access_tokens.get_access_token(unknown_hash) == (third, grant_1)
+    assert stores.access_tokens.get_access_token(first_hash) is None
+    assert stores.admin.purge_expired(NOW + 20) == 1
+    assert stores.access_tokens.get_access_token(second_hash) is None
+    assert stores.access_tokens.get_access_token(unknown_hash) == (third, grant_1)
 
     # The foreign key still cascades, whichever key a row has.
-    grants.add_access_token(replace(second, expires_at=NOW + 40))
-    assert grants.get_access_token(second_hash) is not None
+    stores.access_tokens.add_access_token(replace(second, expires_at=NOW + 40))
+    assert stores.access_tokens.get_access_token(second_hash) is not None
     SqliteClientRepository(sqlite_database).delete("client-1")
     assert sqlite_database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 0
 
 
 def test_an_access_token_hash_is_stored_once(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
     SqliteClientRepository(sqlite_database).add(make_client())
-    grants = SqliteGrantStore(sqlite_database)
-    grants.add_grant(make_grant(), make_upstream_tokens())
+    stores = sqlite_stores(sqlite_database)
+    stores.grants.add_grant(make_grant(), make_upstream_tokens())
     token_hash = "5a" * 32
-    grants.add_access_token(make_access_token(token_hash))
+    stores.access_tokens.add_access_token(make_access_token(token_hash))
     with pytest.raises(StorageError):
-        grants.add_access_token(make_access_token(token_hash, expires_at=NOW + 5))
-    assert grants.get_access_token(token_hash) == (make_access_token(token_hash), make_grant())
+        stores.access_tokens.add_access_token(make_access_token(token_hash, expires_at=NOW + 5))
+    assert stores.access_tokens.get_access_token(token_hash) == (make_access_token(token_hash), make_grant())
     assert sqlite_database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 1
 
 
@@ -521,19 +501,19 @@ def test_upstream_tokens_live_apart_from_the_grant_and_go_with_it(
     sqlite_database: SqliteDatabase,  # noqa: F811
 ) -> None:
     SqliteClientRepository(sqlite_database).add(make_client())
-    grants = SqliteGrantStore(sqlite_database)
-    grants.add_grant(make_grant(), make_upstream_tokens())
-    grants.add_grant(make_grant("grant-2"), None)
+    stores = sqlite_stores(sqlite_database)
+    stores.grants.add_grant(make_grant(), make_upstream_tokens())
+    stores.grants.add_grant(make_grant("grant-2"), None)
     connection = sqlite_database.connection()
     columns = [row[1] for row in connection.execute("PRAGMA table_info(grants)")]
     assert not any("upstream" in column or column.endswith("_enc") for column in columns)
     assert [row[0] for row in connection.execute("SELECT grant_id FROM grant_upstream_tokens")] == ["grant-1"]
     # A grant whose upstream tokens cannot be stored is not stored either.
     with pytest.raises(StorageError):
-        grants.add_grant(make_grant("grant-3"), replace(make_upstream_tokens(), expires_at=cast(int, None)))
-    assert grants.get_grant("grant-3") is None
+        stores.grants.add_grant(make_grant("grant-3"), replace(make_upstream_tokens(), expires_at=cast(int, None)))
+    assert stores.grants.get_grant("grant-3") is None
     # Updating the tokens of an unknown grant stores nothing.
-    grants.update_upstream_tokens("unknown", make_upstream_tokens())
+    stores.upstream_tokens.update_upstream_tokens("unknown", make_upstream_tokens())
     assert connection.execute("SELECT COUNT(*) FROM grant_upstream_tokens").fetchone()[0] == 1
     SqliteClientRepository(sqlite_database).delete("client-1")
     assert connection.execute("SELECT COUNT(*) FROM grant_upstream_tokens").fetchone()[0] == 0
@@ -558,10 +538,10 @@ def test_closed_database_reopens_on_next_use(sqlite_database: SqliteDatabase) ->
 
 def test_nested_transaction_failure_undoes_only_its_own_writes(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
     clients = SqliteClientRepository(sqlite_database)
-    with sqlite_database.transaction():
+    with sqlite_database.atomic():
         clients.add(make_client("outer"))
         with pytest.raises(RuntimeError):
-            with sqlite_database.transaction():
+            with sqlite_database.atomic():
                 clients.add(make_client("inner"))
                 raise RuntimeError("inner block fails")
         clients.add(make_client("after"))
@@ -571,7 +551,7 @@ def test_nested_transaction_failure_undoes_only_its_own_writes(sqlite_database: 
 def test_transactions_are_isolated_until_commit(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
     clients = SqliteClientRepository(sqlite_database)
     seen_inside: list[object] = []
-    with sqlite_database.transaction():
+    with sqlite_database.atomic():
         clients.add(make_client())
         reader = threading.Thread(target=lambda: seen_inside.append(clients.get("client-1")))
         reader.start()
@@ -581,34 +561,34 @@ def test_transactions_are_isolated_until_commit(sqlite_database: SqliteDatabase)
 
 
 def test_sqlite_errors_become_storage_errors(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
-    grants = SqliteGrantStore(sqlite_database)
+    stores = sqlite_stores(sqlite_database)
     # A token for an unknown grant is refused (and nothing is stored).
     with pytest.raises(StorageError):
-        grants.add_access_token(make_access_token(grant_id="no-such-grant"))
+        stores.access_tokens.add_access_token(make_access_token(grant_id="no-such-grant"))
     assert sqlite_database.connection().execute("SELECT COUNT(*) FROM access_tokens").fetchone()[0] == 0
     SqliteClientRepository(sqlite_database).add(make_client())
-    grants.add_grant(make_grant(), make_upstream_tokens())
+    stores.grants.add_grant(make_grant(), make_upstream_tokens())
     with pytest.raises(StorageError):
-        grants.add_grant(make_grant(), make_upstream_tokens())
+        stores.grants.add_grant(make_grant(), make_upstream_tokens())
     with pytest.raises(StorageError):
-        with grants.atomic():
-            grants.add_grant(make_grant("grant-2"), make_upstream_tokens())
+        with stores.unit_of_work.atomic():
+            stores.grants.add_grant(make_grant("grant-2"), make_upstream_tokens())
             sqlite_database.connection().execute("SELECT * FROM no_such_table")
-    assert grants.get_grant("grant-2") is None
+    assert stores.grants.get_grant("grant-2") is None
 
 
 def test_purge_removes_grants_left_without_codes_or_tokens(sqlite_database: SqliteDatabase) -> None:  # noqa: F811
     SqliteClientRepository(sqlite_database).add(make_client())
-    grants = SqliteGrantStore(sqlite_database, grant_retention=30 * DAY)
-    grants.add_grant(make_grant("grant-unused"), make_upstream_tokens())
-    grants.add_grant(make_grant("grant-in-use"), make_upstream_tokens())
-    grants.add_access_token(make_access_token("at", grant_id="grant-in-use", expires_at=NOW + 31 * DAY))
-    grants.add_grant(make_grant("grant-young", created_at=NOW + 20 * DAY), make_upstream_tokens())
+    stores = sqlite_stores(sqlite_database, grant_retention=30 * DAY)
+    stores.grants.add_grant(make_grant("grant-unused"), make_upstream_tokens())
+    stores.grants.add_grant(make_grant("grant-in-use"), make_upstream_tokens())
+    stores.access_tokens.add_access_token(make_access_token("at", grant_id="grant-in-use", expires_at=NOW + 31 * DAY))
+    stores.grants.add_grant(make_grant("grant-young", created_at=NOW + 20 * DAY), make_upstream_tokens())
 
-    assert grants.purge_expired(NOW + 30 * DAY) == 1
-    assert grants.get_grant("grant-unused") is None
-    assert grants.get_grant("grant-in-use") is not None
-    assert grants.get_grant("grant-young") is not None
+    assert stores.admin.purge_expired(NOW + 30 * DAY) == 1
+    assert stores.grants.get_grant("grant-unused") is None
+    assert stores.grants.get_grant("grant-in-use") is not None
+    assert stores.grants.get_grant("grant-young") is not None
 
 
 def _read_client_after_fork(database: SqliteDatabase, parent_connection_id: int, results: Any) -> None:

@@ -75,7 +75,7 @@ def flood_app(tmp_path: Path, clock: FixedClock) -> Iterator[Flask]:
         PURGE_INTERVAL=str(PURGE_INTERVAL),
     )
     yield app
-    app.extensions["container"].database().close()
+    app.extensions["container"].storage_admin().close()
 
 
 # -- one connection, refreshed hourly -------------------------------------------------------------
@@ -83,7 +83,7 @@ def flood_app(tmp_path: Path, clock: FixedClock) -> Iterator[Flask]:
 
 def test_a_grant_refreshed_every_hour_for_thirty_days_keeps_a_constant_size(tmp_path: Path, clock: FixedClock) -> None:
     app = _app(tmp_path, clock)
-    database: SqliteDatabase = app.extensions["container"].database()
+    database: SqliteDatabase = app.extensions["container"].storage.database()
     try:
         oauth = OAuthClient(FlaskTransport(app.test_client()))
         assert oauth.register().status == 201
@@ -144,7 +144,7 @@ def _row_cost(tmp_path: Path, clock: FixedClock, kind: str, count: int = 200) ->
     """Bytes one more of the largest row of ``kind`` adds to a database file (rows, indexes,
     page overhead), measured on a fresh file."""
     app = _app(tmp_path / f"cost-{kind}", clock, UNUSED_CLIENT_TTL=str(10 * 365 * 24 * HOUR))
-    database: SqliteDatabase = app.extensions["container"].database()
+    database: SqliteDatabase = app.extensions["container"].storage.database()
     client = app.test_client()
     try:
         body = _largest_registration()
@@ -166,7 +166,7 @@ def _row_cost(tmp_path: Path, clock: FixedClock, kind: str, count: int = 200) ->
 def test_a_flood_at_the_rate_limits_leaves_the_database_within_its_bound(
     tmp_path: Path, clock: FixedClock, flood_app: Flask
 ) -> None:
-    database: SqliteDatabase = flood_app.extensions["container"].database()
+    database: SqliteDatabase = flood_app.extensions["container"].storage.database()
     client = flood_app.test_client()
     body = _largest_registration()
     state = "s" * MAX_STATE_LENGTH

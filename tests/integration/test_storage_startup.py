@@ -18,7 +18,7 @@ import requests
 from flask import Flask
 
 from mcp_oauth_bridge.adapters.http.readiness import StorageReadiness
-from mcp_oauth_bridge.adapters.storage.sqlite import MIGRATIONS
+from mcp_oauth_bridge.adapters.storage.sqlite.migrations import MIGRATIONS
 from mcp_oauth_bridge.entrypoints.app import create_app
 from mcp_oauth_bridge.entrypoints.config import load_settings
 
@@ -27,7 +27,7 @@ from .oauth_flow import REDIRECT_URI
 from .servers import running_server
 from .storage_fixtures import database_at_version
 
-LATEST = MIGRATIONS[-1][0]
+LATEST = MIGRATIONS[-1].version
 
 
 @contextmanager
@@ -114,13 +114,13 @@ def test_an_app_started_while_the_database_is_locked_answers_503_then_serves(tmp
         time.sleep(0.2)
     assert reply.status_code == 201
     assert versions(path) == {version for version, _ in MIGRATIONS}
-    app.extensions["container"].database().close()
+    app.extensions["container"].storage_admin().close()
 
 
 def test_an_app_on_a_current_schema_starts_while_the_database_is_locked(tmp_path: Path) -> None:
     path = tmp_path / "current.db"
     first = _app_on(path, tmp_path)
-    first.extensions["container"].database().close()
+    first.extensions["container"].storage_admin().close()
     with write_lock(path):
         started = time.monotonic()
         app = _app_on(path, tmp_path)
@@ -129,7 +129,7 @@ def test_an_app_on_a_current_schema_starts_while_the_database_is_locked(tmp_path
         metadata = client.get("/.well-known/oauth-authorization-server")
         assert metadata.status_code == 200
     assert client.post("/oauth/register", json=REGISTRATION).status_code == 201
-    app.extensions["container"].database().close()
+    app.extensions["container"].storage_admin().close()
 
 
 # -- gunicorn -------------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_a_timed_out_upstream_refresh_keeps_the_grant_and_is_retried_with_the_sa
     )
     storage.add_grant(grant, UpstreamTokens(access_token="old-at", expires_at=NOW, refresh_token="upstream-rt"))
     service = UpstreamTokenService(
-        grants=storage, identity_provider=provider(trickling, timeout=1.0), clock=clock, tokens=SequentialTokenGenerator()
+        grants=storage, upstream_tokens=storage, identity_provider=provider(trickling, timeout=1.0), clock=clock, tokens=SequentialTokenGenerator()
     )
     with pytest.raises(TemporarilyUnavailable):
         service.access_token("grant-1")

@@ -179,7 +179,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
     hasher = TokenHasher(HASH_KEY)
     policy = policy or ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES)
     web_urls = RecordedWebUrlParser()
-    housekeeping = Housekeeping(clients=clients, grants=storage, clock=clock, policy=policy)
+    housekeeping = Housekeeping(clients=clients, storage=storage, clock=clock, policy=policy)
     return World(
         clock=clock,
         tokens=tokens,
@@ -202,6 +202,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             clients=clients,
             authorizations=storage,
             grants=storage,
+            unit_of_work=storage,
             identity_provider=idp,
             clock=clock,
             tokens=tokens,
@@ -214,6 +215,9 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             clients=clients,
             authorizations=storage,
             grants=storage,
+            access_tokens=storage,
+            refresh_tokens=storage,
+            unit_of_work=storage,
             clock=clock,
             tokens=tokens,
             hasher=hasher,
@@ -221,7 +225,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             housekeeping=housekeeping,
         ),
         client_auth=ClientAuthenticator(clients=clients, hasher=hasher),
-        bearer=BearerAuthenticator(grants=storage, clock=clock, hasher=hasher, policy=policy),
+        bearer=BearerAuthenticator(access_tokens=storage, clock=clock, hasher=hasher, policy=policy),
     )
 
 

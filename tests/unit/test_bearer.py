@@ -115,7 +115,7 @@ def test_token_hashed_under_another_key_is_not_found(world: World, issued: Issue
     from mcp_oauth_bridge.domain.security import TokenHasher
 
     other = BearerAuthenticator(
-        grants=world.storage, clock=world.clock, hasher=TokenHasher(b"x" * 32), policy=world.policy
+        access_tokens=world.storage, clock=world.clock, hasher=TokenHasher(b"x" * 32), policy=world.policy
     )
     with pytest.raises(InvalidToken):
         other.authenticate(issued.access_token)

@@ -18,7 +18,7 @@ GRANT = "grant"
 
 @pytest.fixture
 def upstream(world: World) -> UpstreamTokenService:
-    return UpstreamTokenService(grants=world.storage, identity_provider=world.idp, clock=world.clock, tokens=world.tokens)
+    return UpstreamTokenService(grants=world.storage, upstream_tokens=world.storage, identity_provider=world.idp, clock=world.clock, tokens=world.tokens)
 
 
 def store(world: World, *, expires_in: int, refresh_token: str | None = "rt-1", access_token: str = "at-1") -> None:
@@ -77,7 +77,7 @@ def test_while_another_request_holds_the_lease_its_result_is_used(world: World, 
             )
 
     clock = RefreshedMeanwhile(NOW)
-    service = UpstreamTokenService(grants=world.storage, identity_provider=world.idp, clock=clock, tokens=world.tokens)
+    service = UpstreamTokenService(grants=world.storage, upstream_tokens=world.storage, identity_provider=world.idp, clock=clock, tokens=world.tokens)
     assert service.access_token(GRANT) == "at-other"
     assert world.idp.refreshes == []
 

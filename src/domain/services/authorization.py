@@ -37,6 +37,7 @@ from ..ports import (
     GrantStore,
     IdentityProvider,
     TokenGenerator,
+    UnitOfWork,
     UpstreamIdentityError,
     WebUrlParser,
 )
@@ -93,6 +94,7 @@ class AuthorizationService:
         clients: ClientRepository,
         authorizations: AuthorizationStore,
         grants: GrantStore,
+        unit_of_work: UnitOfWork,
         identity_provider: IdentityProvider,
         clock: Clock,
         tokens: TokenGenerator,
@@ -105,6 +107,7 @@ class AuthorizationService:
         self._authorizations = authorizations
         self._web_urls = web_urls
         self._grants = grants
+        self._unit_of_work = unit_of_work
         self._idp = identity_provider
         self._clock = clock
         self._tokens = tokens
@@ -367,7 +370,7 @@ class AuthorizationService:
             issued_at=now,
             expires_at=now + self._policy.authorization_code_ttl,
         )
-        with self._grants.atomic():
+        with self._unit_of_work.atomic():
             self._grants.add_grant(grant, login.tokens)
             self._authorizations.add_code(authorization_code)
         return ClientRedirect.build(

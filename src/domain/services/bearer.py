@@ -5,14 +5,14 @@ from __future__ import annotations
 from ..errors import InsufficientScope, InvalidToken
 from ..model import AccessContext
 from ..policy import ServerPolicy
-from ..ports import Clock, GrantStore
+from ..ports import AccessTokenStore, Clock
 from ..security import TokenHasher
 from .tokens import ACCESS_TOKEN_PREFIX
 
 
 class BearerAuthenticator:
-    def __init__(self, *, grants: GrantStore, clock: Clock, hasher: TokenHasher, policy: ServerPolicy) -> None:
-        self._grants = grants
+    def __init__(self, *, access_tokens: AccessTokenStore, clock: Clock, hasher: TokenHasher, policy: ServerPolicy) -> None:
+        self._access_tokens = access_tokens
         self._clock = clock
         self._hasher = hasher
         self._policy = policy
@@ -23,7 +23,7 @@ class BearerAuthenticator:
             raise InvalidToken("no access token")
         if not token.startswith(ACCESS_TOKEN_PREFIX):
             raise InvalidToken("not an access token issued by this server")
-        found = self._grants.get_access_token(self._hasher.hash(token))
+        found = self._access_tokens.get_access_token(self._hasher.hash(token))
         if found is None:
             raise InvalidToken("unknown access token")
         access, grant = found

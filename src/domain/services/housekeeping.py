@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..model import DYNAMIC_CLIENT_KIND
 from ..policy import ServerPolicy
-from ..ports import ClientRepository, Clock, GrantStore, StorageError
+from ..ports import ClientRepository, Clock, StorageAdministration, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,11 @@ class Housekeeping:
     """``purge`` on demand (the CLI); ``tick`` from the services that create rows, which purges
     at most every ``policy.purge_interval`` seconds per process."""
 
-    def __init__(self, *, clients: ClientRepository, grants: GrantStore, clock: Clock, policy: ServerPolicy) -> None:
+    def __init__(
+        self, *, clients: ClientRepository, storage: StorageAdministration, clock: Clock, policy: ServerPolicy
+    ) -> None:
         self._clients = clients
-        self._grants = grants
+        self._storage = storage
         self._clock = clock
         self._policy = policy
         self._next_purge = 0
@@ -42,7 +44,7 @@ class Housekeeping:
             idle_before=now - self._policy.idle_client_ttl,
             now=now,
         )
-        return PurgeResult(expired_rows=self._grants.purge_expired(now), deleted_clients=deleted)
+        return PurgeResult(expired_rows=self._storage.purge_expired(now), deleted_clients=deleted)
 
     def tick(self) -> None:
         now = self._clock.now()

@@ -15,7 +15,16 @@ from ..errors import (
 )
 from ..model import AccessToken, Client, Grant, Introspection, IssuedTokens, RefreshToken
 from ..policy import ServerPolicy
-from ..ports import AuthorizationStore, ClientRepository, Clock, GrantStore, TokenGenerator
+from ..ports import (
+    AccessTokenStore,
+    AuthorizationStore,
+    ClientRepository,
+    Clock,
+    GrantStore,
+    RefreshTokenStore,
+    TokenGenerator,
+    UnitOfWork,
+)
 from ..refresh_tokens import parse_refresh_token, refresh_token_value
 from ..security import TokenHasher, verify_pkce
 from .authorization import parse_scope, resource_matches
@@ -72,6 +81,9 @@ class TokenService:
         clients: ClientRepository,
         authorizations: AuthorizationStore,
         grants: GrantStore,
+        access_tokens: AccessTokenStore,
+        refresh_tokens: RefreshTokenStore,
+        unit_of_work: UnitOfWork,
         clock: Clock,
         tokens: TokenGenerator,
         hasher: TokenHasher,
@@ -81,6 +93,9 @@ class TokenService:
         self._clients = clients
         self._authorizations = authorizations
         self._grants = grants
+        self._access_tokens = access_tokens
+        self._refresh_tokens = refresh_tokens
+        self._unit_of_work = unit_of_work
         self._clock = clock
         self._tokens = tokens
         self._hasher = hasher
@@ -130,7 +145,7 @@ class TokenService:
             raise InvalidTarget("resource does not match the authorization request")
 
         try:
-            with self._grants.atomic():
+            with self._unit_of_work.atomic():
                 # One conditional write decides which of several concurrent redemptions wins.
                 if not self._authorizations.redeem_code(code_hash, now):
                     raise _Replay(grant.grant_id)
@@ -171,7 +186,7 @@ class TokenService:
         now = self._clock.now()
         try:
             # Read-then-write in one transaction, so two refreshes cannot both rotate one token.
-            with self._grants.atomic():
+            with self._unit_of_work.atomic():
                 response = self._refresh_locked(client, refresh_token, parse_scope(scope), resource, now)
         except _Replay as replay:
             # Revoked outside the rolled-back transaction; tokens issued meanwhile die with the grant.
@@ -184,7 +199,7 @@ class TokenService:
     def _refresh_locked(
         self, client: Client, refresh_token: str, requested: tuple[str, ...], resource: str | None, now: int
     ) -> IssuedTokens:
-        found = self._grants.get_refresh_token(self._hasher.hash(refresh_token))
+        found = self._refresh_tokens.get_refresh_token(self._hasher.hash(refresh_token))
         if found is None:
             self._check_forgotten_generation(client, refresh_token)
             raise InvalidGrant("unknown refresh token")
@@ -207,9 +222,9 @@ class TokenService:
             raise InvalidScope("scope exceeds what was granted")
 
         marked = (
-            self._grants.mark_refresh_retried(token.token_hash, now)
+            self._refresh_tokens.mark_refresh_retried(token.token_hash, now)
             if retry
-            else self._grants.rotate_refresh_token(token.token_hash, now)
+            else self._refresh_tokens.rotate_refresh_token(token.token_hash, now)
         )
         if not marked:
             raise _Replay(grant.grant_id)
@@ -221,7 +236,7 @@ class TokenService:
         assert token.rotated_at is not None
         if token.retried_at is not None or now - token.rotated_at > self._policy.refresh_grace_period:
             return False
-        return self._grants.current_refresh_generation(token.grant_id) == token.generation + 1
+        return self._refresh_tokens.current_refresh_generation(token.grant_id) == token.generation + 1
 
     def _check_forgotten_generation(self, client: Client, refresh_token: str) -> None:
         """A genuine token of an older generation is no longer stored: recognise it by its tag
@@ -232,7 +247,7 @@ class TokenService:
         grant = self._grants.get_grant(name.grant_id)
         if grant is None or grant.is_revoked or grant.client_id != client.client_id:
             return
-        current = self._grants.current_refresh_generation(grant.grant_id)
+        current = self._refresh_tokens.current_refresh_generation(grant.grant_id)
         if current is not None and name.generation < current:
             raise _Replay(grant.grant_id)
 
@@ -247,7 +262,7 @@ class TokenService:
     ) -> IssuedTokens:
         now = self._clock.now()
         access_value = self._tokens.generate(ACCESS_TOKEN_PREFIX)
-        self._grants.add_access_token(
+        self._access_tokens.add_access_token(
             AccessToken(
                 token_hash=self._hasher.hash(access_value),
                 grant_id=grant.grant_id,
@@ -265,7 +280,7 @@ class TokenService:
             refresh_value = refresh_token_value(
                 self._hasher, grant_id=grant.grant_id, generation=generation, secret=self._tokens.generate("")
             )
-            self._grants.add_refresh_token(
+            self._refresh_tokens.add_refresh_token(
                 RefreshToken(
                     token_hash=self._hasher.hash(refresh_value),
                     grant_id=grant.grant_id,
@@ -293,15 +308,15 @@ class TokenService:
         now = self._clock.now()
         for kind in self._lookup_order(token_type_hint):
             if kind == "access_token":
-                access = self._grants.get_access_token(token_hash)
+                access = self._access_tokens.get_access_token(token_hash)
                 if access is not None:
                     # RFC 7009 §2.1: only tokens issued to the requesting client are revoked;
                     # anything else is answered like an unknown token (§2.2), revealing nothing.
                     if access[0].client_id == client.client_id:
-                        self._grants.revoke_access_token(token_hash, now)
+                        self._access_tokens.revoke_access_token(token_hash, now)
                     return
             else:
-                refresh = self._grants.get_refresh_token(token_hash)
+                refresh = self._refresh_tokens.get_refresh_token(token_hash)
                 if refresh is not None:
                     # RFC 7009 §2.1: revoking a refresh token invalidates the whole grant.
                     if refresh[0].client_id == client.client_id:
@@ -324,13 +339,13 @@ class TokenService:
         now = self._clock.now()
         for kind in self._lookup_order(token_type_hint):
             if kind == "access_token":
-                access = self._grants.get_access_token(token_hash)
+                access = self._access_tokens.get_access_token(token_hash)
                 if access is not None:
                     at, grant = access
                     active = at.revoked_at is None and at.expires_at > now
                     return self._introspection(client, grant, active, at.scopes, at.issued_at, at.expires_at, "Bearer")
             else:
-                refresh = self._grants.get_refresh_token(token_hash)
+                refresh = self._refresh_tokens.get_refresh_token(token_hash)
                 if refresh is not None:
                     rt, grant = refresh
                     active = rt.revoked_at is None and rt.rotated_at is None and rt.expires_at > now

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..errors import InvalidToken, TemporarilyUnavailable
 from ..model import UpstreamTokens
-from ..ports import Clock, GrantStore, IdentityProvider, TokenGenerator, UpstreamIdentityError
+from ..ports import Clock, GrantStore, IdentityProvider, TokenGenerator, UpstreamIdentityError, UpstreamTokenStore
 
 # Refresh when the upstream token expires within this many seconds.
 REFRESH_MARGIN = 120
@@ -19,9 +19,16 @@ WAIT_STEP = 0.1
 
 class UpstreamTokenService:
     def __init__(
-        self, *, grants: GrantStore, identity_provider: IdentityProvider, clock: Clock, tokens: TokenGenerator
+        self,
+        *,
+        grants: GrantStore,
+        upstream_tokens: UpstreamTokenStore,
+        identity_provider: IdentityProvider,
+        clock: Clock,
+        tokens: TokenGenerator,
     ) -> None:
         self._grants = grants
+        self._upstream_tokens = upstream_tokens
         self._idp = identity_provider
         self._clock = clock
         self._tokens = tokens
@@ -40,11 +47,11 @@ class UpstreamTokenService:
         deadline = self._clock.now() + WAIT_SECONDS
         while True:
             now = self._clock.now()
-            if self._grants.acquire_upstream_refresh_lock(grant_id, holder, now, now + LEASE_SECONDS):
+            if self._upstream_tokens.acquire_upstream_refresh_lock(grant_id, holder, now, now + LEASE_SECONDS):
                 try:
                     return self._refresh(grant_id, rejected)
                 finally:
-                    self._grants.release_upstream_refresh_lock(grant_id, holder)
+                    self._upstream_tokens.release_upstream_refresh_lock(grant_id, holder)
             # Someone else is refreshing: use their result as soon as it is stored.
             self._clock.sleep(WAIT_STEP)
             current = self._usable(grant_id, rejected)
@@ -54,7 +61,7 @@ class UpstreamTokenService:
                 raise TemporarilyUnavailable("the upstream token is being refreshed; try again")
 
     def _stored(self, grant_id: str) -> UpstreamTokens:
-        tokens = self._grants.get_upstream_tokens(grant_id)
+        tokens = self._upstream_tokens.get_upstream_tokens(grant_id)
         if tokens is None:
             raise InvalidToken("no upstream session for this authorization; sign in again")
         return tokens
@@ -91,5 +98,5 @@ class UpstreamTokenService:
                 scope=refreshed.scope,
                 id_token=refreshed.id_token,
             )
-        self._grants.update_upstream_tokens(grant_id, refreshed)
+        self._upstream_tokens.update_upstream_tokens(grant_id, refreshed)
         return refreshed.access_token

@@ -3,10 +3,9 @@ every worker that opens the same file (table ``rate_limit_counters``, migration 
 
 from __future__ import annotations
 
-import hashlib
-
-from ...domain.ports import RateWindow
-from .sqlite import SqliteDatabase, _storage_errors
+from ....domain.ports import RateWindow
+from ..records import counter_key
+from .database import SqliteDatabase, storage_errors
 
 # One statement per hit: SQLite runs it under the database's write lock, so two workers
 # counting the same key never both read the same count (UPSERT needs SQLite 3.24, RETURNING
@@ -23,12 +22,6 @@ _CLEAR = "DELETE FROM rate_limit_counters WHERE counter_key = ?"
 _PURGE = "DELETE FROM rate_limit_counters WHERE ends_at <= ?"
 
 
-def counter_key(key: str) -> bytes:
-    """What a key is stored as: its SHA-256, so that a row has the same size whatever a
-    stranger put in the client id or address the key is made of."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-
-
 class SqliteRateLimitStore:
     """Rate-limit counters in the project's SQLite file: one row per live key, rewritten in
     place by each hit, deleted by ``purge_expired`` once its window has ended."""
@@ -36,21 +29,21 @@ class SqliteRateLimitStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
 
-    @_storage_errors
+    @storage_errors
     def increment(self, key: str, window: int, now: int, amount: int = 1) -> RateWindow:
         # fetchall(): an autocommit statement with RETURNING commits only once fully stepped.
         rows = self._db.connection().execute(_INCREMENT, (counter_key(key), amount, now, window)).fetchall()
         return RateWindow(*rows[0])
 
-    @_storage_errors
+    @storage_errors
     def current(self, key: str, now: int) -> RateWindow | None:
         row = self._db.connection().execute(_CURRENT, (counter_key(key), now)).fetchone()
         return None if row is None else RateWindow(*row)
 
-    @_storage_errors
+    @storage_errors
     def clear(self, key: str) -> None:
         self._db.connection().execute(_CLEAR, (counter_key(key),))
 
-    @_storage_errors
+    @storage_errors
     def purge_expired(self, now: int) -> int:
         return self._db.connection().execute(_PURGE, (now,)).rowcount

@@ -1,0 +1,371 @@
+"""Records as every SQL backend stores them: row <-> model, keyed hashes packed to bytes, scopes
+and JSON as text, upstream secrets sealed (Fernet). SQLite and PostgreSQL share the tables' names,
+columns and this encoding; only their SQL dialect and connections differ.
+
+Column lists are selected in this order and mapped by position; ``*_row`` functions give the
+parameters of an INSERT in the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from types import MappingProxyType
+from typing import Any
+
+from ...domain.model import (
+    AccessToken,
+    AuthorizationCode,
+    AuthorizationRequest,
+    Client,
+    Grant,
+    PendingAuthorization,
+    RefreshToken,
+    UpstreamTokens,
+    UpstreamTransaction,
+)
+from ...domain.ports import StorageError
+from .crypto import SecretBox
+
+# Revoked grants stay a day so a late replay still meets "revoked", not "unknown".
+REVOKED_GRANT_RETENTION = 24 * 3600
+# A grant with no code or token left is kept this long (default: ServerPolicy.refresh_token_ttl).
+DEFAULT_GRANT_RETENTION = 30 * 24 * 3600
+
+# Every column that holds ciphertext, by table and primary key (for key rotation).
+ENCRYPTED_COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("pending_authorizations", "pending_id", ("upstream_code_verifier_enc", "upstream_nonce_enc")),
+    ("grant_upstream_tokens", "grant_id", ("tokens_enc",)),
+)
+
+def hash_key(value: str) -> bytes | str:
+    """A keyed hash as stored: the 32 bytes of the domain's 64 lower-case hex digits (half the
+    size in every key, index and page that holds it). Any other string is stored as the text
+    it is, so every value round-trips; SQLite never finds a text equal to a blob."""
+    if len(value) == 64:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            return value
+        # fromhex() also accepts upper case and spaces: only the canonical form is packed.
+        if raw.hex() == value:
+            return raw
+    return value
+
+
+def hash_text(value: bytes | str) -> str:
+    """The domain's hex string for a stored hash (the inverse of ``hash_key``)."""
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def split_scopes(text: str) -> tuple[str, ...]:
+    # RFC 6749 §3.3: scope tokens never contain a space, so the scope string is a safe encoding.
+    return tuple(text.split())
+
+
+def load_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StorageError("a stored JSON value is corrupt") from exc
+
+
+def client_metadata(client: Client) -> str:
+    return json.dumps(
+        {
+            "redirect_uris": list(client.redirect_uris),
+            "grant_types": list(client.grant_types),
+            "response_types": list(client.response_types),
+            "token_endpoint_auth_method": client.token_endpoint_auth_method,
+            "client_name": client.client_name,
+            "scope": client.scope,
+            "extra_metadata": dict(client.extra_metadata),
+        }
+    )
+
+
+CLIENT_COLUMNS = "client_id, secret_hash, metadata, kind, issued_at, last_used_at"
+
+
+def client_from_row(row: tuple[Any, ...]) -> Client:
+    metadata = load_json(row[2])
+    return Client(
+        client_id=row[0],
+        redirect_uris=tuple(metadata["redirect_uris"]),
+        grant_types=tuple(metadata["grant_types"]),
+        response_types=tuple(metadata["response_types"]),
+        token_endpoint_auth_method=metadata["token_endpoint_auth_method"],
+        issued_at=row[4],
+        client_name=metadata.get("client_name"),
+        scope=metadata.get("scope"),
+        # Read-only: the same Client may be handed out again (SqliteClientRepository.get).
+        extra_metadata=MappingProxyType(metadata.get("extra_metadata") or {}),
+        secret_hash=row[1],
+        kind=row[3],
+        last_used_at=row[5],
+    )
+
+
+PENDING_COLUMNS = (
+    "pending_id, client_id, redirect_uri, scopes, resource, code_challenge, code_challenge_method, state, "
+    "csrf_token_hash, browser_binding_hash, upstream_state_hash, upstream_code_verifier_enc, "
+    "upstream_nonce_enc, created_at, expires_at, consumed_at"
+)
+
+
+def pending_from_row(row: tuple[Any, ...], box: SecretBox) -> PendingAuthorization:
+    upstream = None
+    if row[10] is not None:
+        upstream = UpstreamTransaction(
+            state_hash=hash_text(row[10]), code_verifier=box.decrypt(row[11]), nonce=box.decrypt(row[12])
+        )
+    return PendingAuthorization(
+        pending_id=row[0],
+        request=AuthorizationRequest(
+            client_id=row[1],
+            redirect_uri=row[2],
+            scopes=split_scopes(row[3]),
+            resource=row[4],
+            code_challenge=row[5],
+            code_challenge_method=row[6],
+            state=row[7],
+        ),
+        csrf_token_hash=row[8],
+        browser_binding_hash=row[9],
+        upstream=upstream,
+        created_at=row[13],
+        expires_at=row[14],
+        consumed_at=row[15],
+    )
+
+
+def seal_upstream(tokens: UpstreamTokens, box: SecretBox) -> str:
+    return box.encrypt(
+        json.dumps(
+            {
+                "access_token": tokens.access_token,
+                "expires_at": tokens.expires_at,
+                "refresh_token": tokens.refresh_token,
+                "scope": tokens.scope,
+                "id_token": tokens.id_token,
+            }
+        )
+    )
+
+
+def open_upstream(ciphertext: str | None, box: SecretBox) -> UpstreamTokens | None:
+    if ciphertext is None:
+        return None
+    fields = load_json(box.decrypt(ciphertext))
+    return UpstreamTokens(
+        access_token=fields["access_token"],
+        expires_at=fields["expires_at"],
+        refresh_token=fields.get("refresh_token"),
+        scope=fields.get("scope"),
+        id_token=fields.get("id_token"),
+    )
+
+
+# The encrypted upstream tokens live in grant_upstream_tokens: only get_upstream_tokens reads
+# (and decrypts) them, and grant rows stay small for the token lookups that join them.
+GRANT_COLUMNS = "g.grant_id, g.client_id, g.subject, g.claims, g.scopes, g.resource, g.created_at, g.revoked_at"
+
+
+def grant_from_row(row: tuple[Any, ...]) -> Grant:
+    return Grant(
+        grant_id=row[0],
+        client_id=row[1],
+        subject=row[2],
+        claims=load_json(row[3]),
+        scopes=split_scopes(row[4]),
+        resource=row[5],
+        created_at=row[6],
+        revoked_at=row[7],
+    )
+
+
+CODE_COLUMNS = (
+    "c.code_hash, c.grant_id, c.client_id, c.redirect_uri, c.code_challenge, c.code_challenge_method, "
+    "c.resource, c.scopes, c.issued_at, c.expires_at, c.redeemed_at"
+)
+CODE_WIDTH = 11
+
+
+def code_from_row(row: tuple[Any, ...]) -> AuthorizationCode:
+    return AuthorizationCode(
+        code_hash=hash_text(row[0]),
+        grant_id=row[1],
+        client_id=row[2],
+        redirect_uri=row[3],
+        code_challenge=row[4],
+        code_challenge_method=row[5],
+        resource=row[6],
+        scopes=split_scopes(row[7]),
+        issued_at=row[8],
+        expires_at=row[9],
+        redeemed_at=row[10],
+    )
+
+
+ACCESS_COLUMNS = "a.token_hash, a.grant_id, a.client_id, a.scopes, a.resource, a.issued_at, a.expires_at, a.revoked_at"
+ACCESS_WIDTH = 8
+# The copy of its grant each access-token row holds (migration 3): selected after a.grant_id
+# (the token's own column), they are in the order of GRANT_COLUMNS, which grant_from_row() maps.
+ACCESS_GRANT_COLUMNS = (
+    "a.grant_client_id, a.grant_subject, a.grant_claims, a.grant_scopes, a.grant_resource, a.grant_created_at, "
+    "a.grant_revoked_at"
+)
+
+
+def access_token_from_row(row: tuple[Any, ...]) -> AccessToken:
+    return AccessToken(
+        token_hash=hash_text(row[0]),
+        grant_id=row[1],
+        client_id=row[2],
+        scopes=split_scopes(row[3]),
+        resource=row[4],
+        issued_at=row[5],
+        expires_at=row[6],
+        revoked_at=row[7],
+    )
+
+
+REFRESH_COLUMNS = (
+    "r.token_hash, r.grant_id, r.client_id, r.generation, r.scopes, r.resource, r.issued_at, r.expires_at, "
+    "r.rotated_at, r.retried_at, r.revoked_at"
+)
+REFRESH_WIDTH = 11
+
+
+def refresh_token_from_row(row: tuple[Any, ...]) -> RefreshToken:
+    return RefreshToken(
+        token_hash=hash_text(row[0]),
+        grant_id=row[1],
+        client_id=row[2],
+        generation=row[3],
+        scopes=split_scopes(row[4]),
+        resource=row[5],
+        issued_at=row[6],
+        expires_at=row[7],
+        rotated_at=row[8],
+        retried_at=row[9],
+        revoked_at=row[10],
+    )
+
+
+# -- model -> INSERT parameters, in the column order above ---------------------------------------
+
+
+def client_row(client: Client) -> tuple[Any, ...]:
+    return (
+        client.client_id,
+        client.secret_hash,
+        client_metadata(client),
+        client.kind,
+        client.issued_at,
+        client.last_used_at,
+    )
+
+
+def pending_row(pending: PendingAuthorization, box: SecretBox) -> tuple[Any, ...]:
+    request, upstream = pending.request, pending.upstream
+    return (
+        pending.pending_id,
+        request.client_id,
+        request.redirect_uri,
+        " ".join(request.scopes),
+        request.resource,
+        request.code_challenge,
+        request.code_challenge_method,
+        request.state,
+        pending.csrf_token_hash,
+        pending.browser_binding_hash,
+        None if upstream is None else hash_key(upstream.state_hash),
+        None if upstream is None else box.encrypt(upstream.code_verifier),
+        None if upstream is None else box.encrypt(upstream.nonce),
+        pending.created_at,
+        pending.expires_at,
+        pending.consumed_at,
+    )
+
+
+def grant_row(grant: Grant) -> tuple[Any, ...]:
+    return (
+        grant.grant_id,
+        grant.client_id,
+        grant.subject,
+        json.dumps(dict(grant.claims)),
+        " ".join(grant.scopes),
+        grant.resource,
+        grant.created_at,
+        grant.revoked_at,
+    )
+
+
+def code_row(code: AuthorizationCode) -> tuple[Any, ...]:
+    return (
+        hash_key(code.code_hash),
+        code.grant_id,
+        code.client_id,
+        code.redirect_uri,
+        code.code_challenge,
+        code.code_challenge_method,
+        code.resource,
+        " ".join(code.scopes),
+        code.issued_at,
+        code.expires_at,
+        code.redeemed_at,
+    )
+
+
+def access_token_row(token: AccessToken) -> tuple[Any, ...]:
+    return (
+        hash_key(token.token_hash),
+        token.grant_id,
+        token.client_id,
+        " ".join(token.scopes),
+        token.resource,
+        token.issued_at,
+        token.expires_at,
+        token.revoked_at,
+    )
+
+
+def refresh_token_row(token: RefreshToken) -> tuple[Any, ...]:
+    return (
+        hash_key(token.token_hash),
+        token.grant_id,
+        token.client_id,
+        token.generation,
+        " ".join(token.scopes),
+        token.resource,
+        token.issued_at,
+        token.expires_at,
+        token.rotated_at,
+        token.retried_at,
+        token.revoked_at,
+    )
+
+
+# -- rate-limit counters ------------------------------------------------------------------------
+
+
+def counter_key(key: str) -> bytes:
+    """What a key is stored as: its SHA-256, so that a row has the same size whatever a
+    stranger put in the client id or address the key is made of."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+# -- a record joined with its grant (the grant's columns follow the record's) ------------------
+
+
+def code_and_grant(row: tuple[Any, ...]) -> tuple[AuthorizationCode, Grant]:
+    return code_from_row(row[:CODE_WIDTH]), grant_from_row(row[CODE_WIDTH:])
+
+
+def access_token_and_grant(row: tuple[Any, ...]) -> tuple[AccessToken, Grant]:
+    return access_token_from_row(row[:ACCESS_WIDTH]), grant_from_row(row[ACCESS_WIDTH:])
+
+
+def refresh_token_and_grant(row: tuple[Any, ...]) -> tuple[RefreshToken, Grant]:
+    return refresh_token_from_row(row[:REFRESH_WIDTH]), grant_from_row(row[REFRESH_WIDTH:])

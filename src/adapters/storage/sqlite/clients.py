@@ -1,0 +1,86 @@
+"""SQLite behind the ClientRepository port: registered (RFC 7591) clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ....domain.model import Client
+from .. import records
+from .database import SqliteDatabase, storage_errors
+
+
+_UPSERT_CLIENT = f"""
+    INSERT INTO clients ({records.CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (client_id) DO UPDATE SET
+        secret_hash = excluded.secret_hash, metadata = excluded.metadata, kind = excluded.kind,
+        issued_at = excluded.issued_at, last_used_at = excluded.last_used_at
+"""
+_SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id = ?"
+_SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
+_DELETE_CLIENT = "DELETE FROM clients WHERE client_id = ?"
+_TOUCH_CLIENT = "UPDATE clients SET last_used_at = ? WHERE client_id = ?"
+# ON DELETE CASCADE takes the clients' pending authorizations, grants and tokens with them.
+_DELETE_UNUSED_CLIENTS = """
+    DELETE FROM clients WHERE kind = :kind AND (
+        (last_used_at IS NULL AND issued_at <= :never_used_before)
+        OR (coalesce(last_used_at, issued_at) <= :idle_before AND NOT EXISTS (
+            SELECT 1 FROM grants g WHERE g.client_id = clients.client_id AND g.revoked_at IS NULL AND (
+                EXISTS (SELECT 1 FROM refresh_tokens r
+                        WHERE r.grant_id = g.grant_id AND r.revoked_at IS NULL AND r.expires_at > :now)
+                OR EXISTS (SELECT 1 FROM access_tokens a
+                           WHERE a.grant_id = g.grant_id AND a.revoked_at IS NULL AND a.expires_at > :now))))
+    )
+"""
+
+
+# How many decoded clients SqliteClientRepository keeps (per worker process); past it, it starts over.
+DECODED_CLIENTS = 1024
+
+
+class SqliteClientRepository:
+    """Registered and CIMD clients (RFC 7591); deleting one deletes its grants and tokens."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+        # The Client decoded from each stored row, keyed by the whole row: get() reads the row
+        # every time (a deleted or changed client is seen at once), but an unchanged row is not
+        # decoded again. Decoding (the JSON metadata and the dataclass) costs more than the read,
+        # on every token, revocation and introspection request.
+        self._decoded: dict[tuple[Any, ...], Client] = {}
+
+    @storage_errors
+    def add(self, client: Client) -> None:
+        # An upsert, not INSERT OR REPLACE: REPLACE deletes the row first, cascading to grants.
+        self._db.connection().execute(_UPSERT_CLIENT, records.client_row(client))
+
+    @storage_errors
+    def get(self, client_id: str) -> Client | None:
+        row = self._db.connection().execute(_SELECT_CLIENT, (client_id,)).fetchone()
+        if row is None:
+            return None
+        client = self._decoded.get(row)
+        if client is None:
+            client = records.client_from_row(row)
+            if len(self._decoded) >= DECODED_CLIENTS:
+                self._decoded.clear()
+            self._decoded[row] = client
+        return client
+
+    @storage_errors
+    def delete(self, client_id: str) -> bool:
+        return self._db.connection().execute(_DELETE_CLIENT, (client_id,)).rowcount > 0
+
+    @storage_errors
+    def touch(self, client_id: str, now: int) -> None:
+        self._db.connection().execute(_TOUCH_CLIENT, (now, client_id))
+
+    @storage_errors
+    def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
+        parameters = {"kind": kind, "never_used_before": never_used_before, "idle_before": idle_before, "now": now}
+        with self._db.atomic():
+            return self._db.connection().execute(_DELETE_UNUSED_CLIENTS, parameters).rowcount
+
+    # Last, so that the name `list` in the annotations above still means the builtin.
+    @storage_errors
+    def list(self) -> list[Client]:
+        return [records.client_from_row(row) for row in self._db.connection().execute(_SELECT_CLIENTS).fetchall()]

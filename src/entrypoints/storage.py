@@ -1,0 +1,78 @@
+"""Storage backends as swappable sub-containers of the DI container, chosen by STORAGE_URL's
+scheme. Each provides every storage port; the main container takes whichever one is built."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from ..adapters.storage.crypto import SecretBox
+from ..adapters.storage.sqlite import (
+    SqliteAccessTokenStore,
+    SqliteAdministration,
+    SqliteAuthorizationStore,
+    SqliteClientRepository,
+    SqliteDatabase,
+    SqliteGrantStore,
+    SqliteRateLimitStore,
+    SqliteRefreshTokenStore,
+    SqliteUpstreamTokenStore,
+)
+from ..domain.ports import (
+    AccessTokenStore,
+    AuthorizationStore,
+    ClientRepository,
+    GrantStore,
+    RateLimitStore,
+    RefreshTokenStore,
+    StorageAdministration,
+    UnitOfWork,
+    UpstreamTokenStore,
+)
+from .config import Settings
+
+
+class StorageContainer(containers.DeclarativeContainer):
+    """What every backend provides (the providers a backend leaves out fail when used)."""
+
+    settings = providers.Dependency(instance_of=Settings)
+    # Upstream secrets are sealed by the storage backend (records.seal_upstream).
+    secret_box = providers.Singleton(SecretBox, settings.provided.encryption_keys)
+
+    # Typed as the ports: a backend's providers must give objects that satisfy them.
+    unit_of_work: providers.Provider[UnitOfWork] = providers.Dependency()
+    clients: providers.Provider[ClientRepository] = providers.Dependency()
+    authorizations: providers.Provider[AuthorizationStore] = providers.Dependency()
+    grants: providers.Provider[GrantStore] = providers.Dependency()
+    upstream_tokens: providers.Provider[UpstreamTokenStore] = providers.Dependency()
+    access_tokens: providers.Provider[AccessTokenStore] = providers.Dependency()
+    refresh_tokens: providers.Provider[RefreshTokenStore] = providers.Dependency()
+    rate_limit_store: providers.Provider[RateLimitStore] = providers.Dependency()
+    admin: providers.Provider[StorageAdministration] = providers.Dependency()
+
+
+class SqliteStorage(StorageContainer):
+    # One database object per process: the stores share its per-thread connection, so it is
+    # also the unit of work.
+    database = providers.Singleton(
+        SqliteDatabase, StorageContainer.settings.provided.sqlite_path, StorageContainer.secret_box
+    )
+    unit_of_work = providers.Callable(lambda database: database, database)
+    clients = providers.Singleton(SqliteClientRepository, database)
+    authorizations = providers.Singleton(SqliteAuthorizationStore, database)
+    grants = providers.Singleton(SqliteGrantStore, database)
+    upstream_tokens = providers.Singleton(SqliteUpstreamTokenStore, database)
+    access_tokens = providers.Singleton(SqliteAccessTokenStore, database)
+    refresh_tokens = providers.Singleton(SqliteRefreshTokenStore, database)
+    # Rate-limit counters in the same database (unless RATE_LIMIT_STORAGE_URL names a Redis).
+    rate_limit_store = providers.Singleton(SqliteRateLimitStore, database)
+    admin = providers.Singleton(
+        SqliteAdministration, database, grant_retention=StorageContainer.settings.provided.refresh_token_ttl
+    )
+
+
+# By STORAGE_URL scheme (config.STORAGE_SCHEMES lists the same names).
+STORAGE_BACKENDS: dict[str, type[StorageContainer]] = {"sqlite": SqliteStorage}
+
+
+def build_storage(settings: Settings) -> StorageContainer:
+    return STORAGE_BACKENDS[settings.storage_scheme](settings=settings)

@@ -1,0 +1,135 @@
+"""Sample records for the storage tests: every field set, in the shapes the services write."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from mcp_oauth_bridge.domain.model import (
+    AccessToken,
+    AuthorizationCode,
+    AuthorizationRequest,
+    Client,
+    Grant,
+    PendingAuthorization,
+    RefreshToken,
+    UpstreamTokens,
+    UpstreamTransaction,
+)
+
+NOW = 1_700_000_000
+HOUR = 3600
+DAY = 24 * HOUR
+RESOURCE = "https://auth.example.com/mcp"
+REDIRECT_URI = "http://127.0.0.1:33418/callback"
+# RFC 7636 Appendix B.
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def make_client(client_id: str = "client-1", **changes: Any) -> Client:
+    client = Client(
+        client_id=client_id,
+        redirect_uris=(REDIRECT_URI, "https://app.example/cb"),
+        grant_types=("authorization_code", "refresh_token"),
+        response_types=("code",),
+        token_endpoint_auth_method="client_secret_post",
+        issued_at=NOW,
+        client_name="Example Client",
+        scope="mcp:read mcp:write",
+        extra_metadata={"logo_uri": "https://app.example/logo.png", "contacts": ["ops@app.example"], "x": {"n": 1}},
+        secret_hash="c" * 64,
+        kind="registered",
+        last_used_at=None,
+    )
+    return replace(client, **changes)
+
+
+def make_pending(pending_id: str = "pending-1", client_id: str = "client-1", **changes: Any) -> PendingAuthorization:
+    pending = PendingAuthorization(
+        pending_id=pending_id,
+        request=AuthorizationRequest(
+            client_id=client_id,
+            redirect_uri=REDIRECT_URI,
+            scopes=("mcp:read", "mcp:write"),
+            resource=RESOURCE,
+            code_challenge=CHALLENGE,
+            code_challenge_method="S256",
+            state="client-state-é",
+        ),
+        csrf_token_hash="f" * 64,
+        browser_binding_hash="b" * 64,
+        created_at=NOW,
+        expires_at=NOW + 600,
+    )
+    return replace(pending, **changes)
+
+
+def make_upstream(state_hash: str = "s" * 64) -> UpstreamTransaction:
+    return UpstreamTransaction(state_hash=state_hash, code_verifier="mob_pv_" + "v" * 43, nonce="mob_n_" + "n" * 43)
+
+
+def make_upstream_tokens(**changes: Any) -> UpstreamTokens:
+    tokens = UpstreamTokens(
+        access_token="upstream-access-token",
+        expires_at=NOW + HOUR,
+        refresh_token="upstream-refresh-token",
+        scope="openid profile offline_access",
+        id_token="header.payload.signature",
+    )
+    return replace(tokens, **changes)
+
+
+def make_grant(grant_id: str = "grant-1", client_id: str = "client-1", **changes: Any) -> Grant:
+    grant = Grant(
+        grant_id=grant_id,
+        client_id=client_id,
+        subject="user-1",
+        claims={"preferred_username": "alice", "email": "alice@example.com", "groups": ["a", "b"], "n": 1},
+        scopes=("mcp:read", "mcp:write"),
+        resource=RESOURCE,
+        created_at=NOW,
+    )
+    return replace(grant, **changes)
+
+
+def make_code(code_hash: str = "code-hash-1", grant_id: str = "grant-1", **changes: Any) -> AuthorizationCode:
+    code = AuthorizationCode(
+        code_hash=code_hash,
+        grant_id=grant_id,
+        client_id="client-1",
+        redirect_uri=REDIRECT_URI,
+        code_challenge=CHALLENGE,
+        code_challenge_method="S256",
+        resource=RESOURCE,
+        scopes=("mcp:read",),
+        issued_at=NOW,
+        expires_at=NOW + 60,
+    )
+    return replace(code, **changes)
+
+
+def make_access_token(token_hash: str = "at-hash-1", grant_id: str = "grant-1", **changes: Any) -> AccessToken:
+    token = AccessToken(
+        token_hash=token_hash,
+        grant_id=grant_id,
+        client_id="client-1",
+        scopes=("mcp:read",),
+        resource=RESOURCE,
+        issued_at=NOW,
+        expires_at=NOW + HOUR,
+    )
+    return replace(token, **changes)
+
+
+def make_refresh_token(token_hash: str = "rt-hash-1", grant_id: str = "grant-1", **changes: Any) -> RefreshToken:
+    token = RefreshToken(
+        token_hash=token_hash,
+        grant_id=grant_id,
+        client_id="client-1",
+        generation=0,
+        scopes=("mcp:read", "mcp:write"),
+        resource=RESOURCE,
+        issued_at=NOW,
+        expires_at=NOW + 30 * DAY,
+    )
+    return replace(token, **changes)
