@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from ..adapters.http import authorization, fake_idp, mcp, metadata, ratelimit, readiness, registration, security_headers, token
+from ..adapters.http import authorization, fake_idp, mcp, metadata, ratelimit, readiness, registration, security_headers, services, token
 from ..adapters.http.errors import register_error_handlers
 from .config import Settings, load_settings
 from .container import Container, build_container
@@ -40,8 +40,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     security_headers.install(app)
     install_cors(app, settings)
 
-    # Blueprints receive services through @inject; this binds them to this app's container.
-    container.wire(modules=modules)
+    # The views look their services up in their own app, never in process-wide wiring.
+    services.install(app, app_services(container))
     # Never fail to start for the database: a worker whose schema check finds the file busy
     # (another process holding the write lock) or unreachable answers 503 and retries.
     admin = container.storage_admin()
@@ -50,6 +50,22 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     readiness.install(app, storage)
     app.extensions["container"] = container
     return app
+
+
+def app_services(container: Container) -> services.Services:
+    """This container's providers, called per request: nothing is built before it is used."""
+    return services.Services(
+        policy=container.policy,
+        registration_service=container.registration_service,
+        authorization_service=container.authorization_service,
+        token_service=container.token_service,
+        client_authenticator=container.client_authenticator,
+        hasher=container.hasher,
+        bearer_authenticator=container.bearer_authenticator,
+        mcp_server=container.mcp_server,
+        mcp_origins=container.mcp_origins,
+        identity_provider=container.identity_provider,
+    )
 
 
 def install_cors(app: Flask, settings: Settings) -> None:

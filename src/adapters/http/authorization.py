@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import logging
 
-from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from ...domain.errors import AuthorizationRedirect, OAuthError, RefusedAuthorizationRequest, UpstreamSignInFailed
 from ...domain.ports import UpstreamIdentityError
 from ...domain.policy import ServerPolicy
-from ...domain.services.authorization import AuthorizationService, ConsentPrompt
+from ...domain.services.authorization import ConsentPrompt
 from ...domain.services.redirects import ClientRedirect
 from .errors import error_page, render_page
 from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse, query_params
+from .services import services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("authorization", __name__)
@@ -42,16 +42,13 @@ def authorization_error_page(error: OAuthError) -> BaseResponse:
 
 
 @bp.errorhandler(RefusedAuthorizationRequest)
-@inject
-def refused_authorization_request(
-    exc: RefusedAuthorizationRequest, policy: ServerPolicy = Provide["policy"]
-) -> BaseResponse:
+def refused_authorization_request(exc: RefusedAuthorizationRequest) -> BaseResponse:
     # RFC 9700 §4.11.2: nobody has seen the consent page, so the person chooses whether to go
     # back to the client; the link carries what an error redirect would (RFC 6749 §4.1.2.1).
     params = {"error": exc.error.error}
     if exc.error.description:
         params["error_description"] = exc.error.description
-    back = ClientRedirect.build(exc.redirect_uri, issuer=policy.issuer, state=exc.state, **params)
+    back = ClientRedirect.build(exc.redirect_uri, issuer=services().policy().issuer, state=exc.state, **params)
     return error_page(
         "This sign-in request cannot be completed",
         exc.error.description or exc.error.error,
@@ -80,15 +77,14 @@ def upstream_sign_in_failed(error: UpstreamSignInFailed) -> BaseResponse:
 
 
 @bp.errorhandler(AuthorizationRedirect)
-@inject
-def authorization_error_redirect(exc: AuthorizationRedirect, policy: ServerPolicy = Provide["policy"]) -> BaseResponse:
+def authorization_error_redirect(exc: AuthorizationRedirect) -> BaseResponse:
     if isinstance(exc.__cause__, UpstreamIdentityError):
         # The adapter's message says what to fix and carries no secret.
         log.warning("sign-in failed at the identity provider: %s", exc.__cause__)
     params = {"error": exc.error.error}
     if exc.error.description:
         params["error_description"] = exc.error.description
-    target = ClientRedirect.build(exc.redirect_uri, issuer=policy.issuer, state=exc.state, **params)
+    target = ClientRedirect.build(exc.redirect_uri, issuer=services().policy().issuer, state=exc.state, **params)
     return _redirect(target.url())
 
 
@@ -100,11 +96,8 @@ def _redirect(url: str) -> BaseResponse:
 
 @bp.get("/oauth/authorize")
 @bp.get("/authorize")
-@inject
-def authorize(
-    service: AuthorizationService = Provide["authorization_service"],
-    policy: ServerPolicy = Provide["policy"],
-) -> BaseResponse:
+def authorize() -> BaseResponse:
+    service, policy = services().authorization_service(), services().policy()
     params = parse(AuthorizationRequestSchema, query_params())
     prompt = service.start(params, browser_id=_browser_id(policy))
     response = Response(_render_consent(prompt), content_type="text/html; charset=utf-8")
@@ -139,11 +132,8 @@ def _render_consent(prompt: ConsentPrompt) -> bytes:
 
 
 @bp.post(CONSENT_PATH)
-@inject
-def consent(
-    service: AuthorizationService = Provide["authorization_service"],
-    policy: ServerPolicy = Provide["policy"],
-) -> BaseResponse:
+def consent() -> BaseResponse:
+    service, policy = services().authorization_service(), services().policy()
     form = parse(ConsentSchema, form_params())
     target = service.decide(
         pending_id=form["pending_id"],
@@ -159,11 +149,8 @@ def consent(
 
 @bp.get("/oauth/callback")
 @bp.get("/oauth/azure_callback")
-@inject
-def callback(
-    service: AuthorizationService = Provide["authorization_service"],
-    policy: ServerPolicy = Provide["policy"],
-) -> BaseResponse:
+def callback() -> BaseResponse:
+    service, policy = services().authorization_service(), services().policy()
     params = parse(CallbackSchema, query_params())
     if params.get("error"):
         log.warning("identity provider returned error %r: %r", params["error"], params.get("error_description"))

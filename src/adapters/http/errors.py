@@ -1,4 +1,5 @@
-"""One place mapping domain errors to HTTP (RFC 6749 §5.2, RFC 6750 §3, RFC 7591 §3.2.2)."""
+"""One place mapping domain errors to HTTP (RFC 6749 §5.2, RFC 6750 §3, RFC 7591 §3.2.2; 503 with
+Retry-After, RFC 9110 §15.6.4 and §10.2.3, when storage fails)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ CLIENT_AUTH_CHALLENGE = 'Basic realm="mcp-oauth-bridge"'
 # take, a body cut short) is an OAuth error object (RFC 6749 §5.2), or JSON-RPC on /mcp.
 OAUTH_JSON_BLUEPRINTS = frozenset({"token", "registration", "metadata"})
 JSONRPC_BLUEPRINT = "mcp"
+# Blueprints of the pages a person's browser opens (authorize, consent, the upstream callback,
+# the fake IdP's sign-in): a failure there is shown as the error page, not as JSON.
+BROWSER_BLUEPRINTS = frozenset({"authorization", "fake_idp"})
+# Seconds a client should wait before retrying a 503 of ours.
+RETRY_AFTER_SECONDS = 2
 
 
 # RFC 6749 §5.1: responses with tokens or credentials must not be cached.
@@ -74,6 +80,17 @@ def error_page(
     page = render_page("error.html", title=title, message=message, return_url=return_url, destination=destination)
     response = Response(page, status=status, content_type="text/html; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def service_unavailable(description: str, *, title: str, message: str) -> Response:
+    """503 with Retry-After: on a browser step the error page (``title``, ``message``), elsewhere
+    the OAuth error ``temporarily_unavailable`` (RFC 6749 §4.1.2.1, §5.2) with ``description``."""
+    if request.blueprint in BROWSER_BLUEPRINTS:
+        response = error_page(title, message, 503)
+    else:
+        response = oauth_error_response(TemporarilyUnavailable(description))
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
@@ -124,8 +141,13 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(StorageError)
     def storage_failed(exc: StorageError) -> Response:
-        log.error("storage failure: %s", exc)
-        return oauth_error_response(TemporarilyUnavailable("storage is unavailable"))
+        # The adapters' messages name what failed, never a value that was bound or stored.
+        log.error("storage failure in %s: %s", request.endpoint, exc)
+        return service_unavailable(
+            "storage is unavailable; retry shortly",
+            title="The service is unavailable",
+            message="Its database could not be reached. Try again in a moment.",
+        )
 
     @app.errorhandler(UpstreamIdentityError)
     def upstream_failed(exc: UpstreamIdentityError) -> Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 from marshmallow import fields, validate
@@ -13,6 +12,7 @@ from ...domain.errors import OAuthError
 from ..identity.fake import SIGN_IN_PATH, FakeIdentityProvider
 from .errors import error_page
 from .schemas import _FormSchema, _text, form_params, parse, query_params
+from .services import services
 
 bp = Blueprint("fake_idp", __name__)
 
@@ -55,9 +55,17 @@ def sign_in_page() -> BaseResponse:
     return _page(parse(SignInRequestSchema, query_params()))
 
 
+def _fake_identity_provider() -> FakeIdentityProvider:
+    idp = services().identity_provider()
+    if not isinstance(idp, FakeIdentityProvider):
+        # create_app registers this blueprint only with IDP_PROVIDER=fake.
+        raise RuntimeError(f"the fake sign-in page is served with the {idp.name!r} identity provider")
+    return idp
+
+
 @bp.post(SIGN_IN_PATH)
-@inject
-def sign_in(idp: FakeIdentityProvider = Provide["identity_provider"]) -> BaseResponse:
+def sign_in() -> BaseResponse:
+    idp = _fake_identity_provider()
     form = parse(SignInSchema, form_params())
     state = form["state"]
     if form["action"] == "cancel":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
@@ -14,11 +13,11 @@ from werkzeug.wsgi import get_input_stream
 from ...domain.errors import InsufficientScope, InvalidRequest, InvalidToken, OAuthError, TemporarilyUnavailable
 from ...domain.model import AccessContext
 from ...domain.policy import ServerPolicy
-from ...domain.services.bearer import BearerAuthenticator
 from .errors import json_response, oauth_error_response
 from .metadata import MCP_PATH
 from .schemas import read_body
 from .mcp_protocol import INTERNAL_ERROR, INVALID_REQUEST, McpError, McpReply, McpServer, error_body, parse_request
+from .services import services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("mcp", __name__)
@@ -88,21 +87,17 @@ def method_not_allowed() -> Response:
 
 
 @bp.post(MCP_PATH)
-@inject
-def mcp_endpoint(
-    server: McpServer = Provide["mcp_server"],
-    bearer: BearerAuthenticator = Provide["bearer_authenticator"],
-    policy: ServerPolicy = Provide["policy"],
-    origins: OriginPolicy = Provide["mcp_origins"],
-) -> Response:
+def mcp_endpoint() -> Response:
+    app_services = services()
     origin = request.headers.get("Origin")
     # Streamable HTTP: servers MUST validate Origin (DNS rebinding); an invalid one is a 403.
-    if origin is not None and not origins.allows(origin):
+    if origin is not None and not app_services.mcp_origins().allows(origin):
         return _jsonrpc_error(403, INVALID_REQUEST, f"Forbidden: origin {origin!r} is not allowed")
 
+    policy = app_services.policy()
     token = _bearer_token()
     try:
-        access = bearer.authenticate(token)
+        access = app_services.bearer_authenticator().authenticate(token)
     except InvalidToken as error:
         # No token: a bare challenge (RFC 6750 §3.1); a bad one says invalid_token.
         return _challenge(policy, error, named=token is not None)
@@ -113,7 +108,7 @@ def mcp_endpoint(
         return _jsonrpc_error(400, INVALID_REQUEST, f"Invalid Request: {error.description}")
     if body is None:
         return _jsonrpc_error(413, INVALID_REQUEST, f"Invalid Request: body larger than {MAX_MCP_BODY} bytes")
-    return _answer(server, policy, access, body)
+    return _answer(app_services.mcp_server(), policy, access, body)
 
 
 def _read_body() -> bytes | None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response
 
 from ...domain.policy import ServerPolicy
 from ...domain.security import SUPPORTED_CODE_CHALLENGE_METHODS
 from ...domain.services.registration import SUPPORTED_GRANT_TYPES, SUPPORTED_TOKEN_ENDPOINT_AUTH_METHODS
 from .errors import json_response
+from .services import services
 
 bp = Blueprint("metadata", __name__)
 
@@ -67,16 +67,14 @@ def _document(document: dict[str, Any]) -> Response:
 
 @bp.get("/.well-known/oauth-authorization-server")
 @bp.get("/.well-known/openid-configuration")
-@inject
-def authorization_server(policy: ServerPolicy = Provide["policy"]) -> Response:
-    return _document(authorization_server_metadata(policy))
+def authorization_server() -> Response:
+    return _document(authorization_server_metadata(services().policy()))
 
 
 @bp.get("/.well-known/oauth-protected-resource")
 @bp.get("/.well-known/oauth-protected-resource" + MCP_PATH)
-@inject
-def protected_resource(policy: ServerPolicy = Provide["policy"]) -> Response:
-    return _document(protected_resource_metadata(policy))
+def protected_resource() -> Response:
+    return _document(protected_resource_metadata(services().policy()))
 
 
 @bp.get("/healthz")

@@ -12,15 +12,10 @@ from typing import Callable
 from flask import Flask, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from ...domain.errors import TemporarilyUnavailable
-from .errors import error_page, oauth_error_response
+from .errors import RETRY_AFTER_SECONDS, service_unavailable
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = 2
-# Blueprints of the pages a person's browser opens: they get a page, everything else an OAuth
-# JSON error (as errors.http_error_response decides by blueprint too).
-BROWSER_BLUEPRINTS = frozenset({"authorization", "fake_idp"})
 LIVENESS_PATH = "/healthz"
 
 
@@ -54,14 +49,11 @@ class StorageReadiness:
 
 
 def storage_unavailable() -> BaseResponse:
-    if request.blueprint in BROWSER_BLUEPRINTS:
-        response = error_page(
-            "The service is starting", "Its database is not available yet. Try again in a moment.", 503
-        )
-    else:
-        response = oauth_error_response(TemporarilyUnavailable("storage is not available yet; retry shortly"))
-    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
+    return service_unavailable(
+        "storage is not available yet; retry shortly",
+        title="The service is starting",
+        message="Its database is not available yet. Try again in a moment.",
+    )
 
 
 def install(app: Flask, readiness: StorageReadiness) -> None:

@@ -6,13 +6,13 @@ import json
 import logging
 from urllib.parse import urlsplit
 
-from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, request
 
 from ...domain.errors import InvalidClientMetadata
-from ...domain.services.registration import MAX_METADATA_DOCUMENT_BYTES, RegistrationService
+from ...domain.services.registration import MAX_METADATA_DOCUMENT_BYTES
 from .errors import json_response
 from .schemas import read_body
+from .services import services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("registration", __name__)
@@ -43,9 +43,8 @@ def _read_metadata() -> dict[str, object]:
 
 @bp.post("/oauth/register")
 @bp.post("/register")
-@inject
-def register(registration: RegistrationService = Provide["registration_service"]) -> Response:
-    registered = registration.register(_read_metadata())
+def register() -> Response:
+    registered = services().registration_service().register(_read_metadata())
     # Bounded: a stranger chooses these values, and must not be able to flood the log.
     client = registered.client
     log.info(

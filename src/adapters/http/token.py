@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from dependency_injector.wiring import Provide, inject
 from flask import Blueprint, Response, request
 
 from ...domain.errors import InvalidClient, UnsupportedGrantType
 from ...domain.model import Client
-from ...domain.security import TokenHasher
-from ...domain.services.tokens import ClientAuthenticator, TokenService
+from ...domain.services.tokens import ClientAuthenticator
 from .errors import NO_STORE_HEADERS, json_response
 from .ratelimit import RateLimits, rate_limits, refresh_limit_key
 from .schemas import TokenReferenceSchema, TokenRequestSchema, client_credentials, form_params, parse
+from .services import services
 
 bp = Blueprint("token", __name__)
 
@@ -38,18 +37,15 @@ def _authenticated(form: dict[str, Any], authenticator: ClientAuthenticator, lim
 
 @bp.post("/oauth/token")
 @bp.post("/token")
-@inject
-def token(
-    tokens: TokenService = Provide["token_service"],
-    authenticator: ClientAuthenticator = Provide["client_authenticator"],
-    hasher: TokenHasher = Provide["hasher"],
-) -> Response:
+def token() -> Response:
     form = parse(TokenRequestSchema, form_params())
     grant_type = form["grant_type"]
     if grant_type not in ("authorization_code", "refresh_token"):
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     limits = rate_limits()
-    client = _authenticated(form, authenticator, limits)
+    app_services = services()
+    tokens = app_services.token_service()
+    client = _authenticated(form, app_services.client_authenticator(), limits)
     if grant_type == "authorization_code":
         limits.charge(limits.code_exchange, client.client_id, "too many code exchanges by this client; try again later")
         issued = tokens.exchange_code(
@@ -61,7 +57,7 @@ def token(
         )
     else:
         if form.get("refresh_token"):
-            limits.charge(limits.refresh, refresh_limit_key(form["refresh_token"], hasher), "too many refreshes of this grant; try again later")
+            limits.charge(limits.refresh, refresh_limit_key(form["refresh_token"], app_services.hasher()), "too many refreshes of this grant; try again later")
         issued = tokens.refresh(
             client,
             refresh_token=form.get("refresh_token"),
@@ -81,30 +77,24 @@ def token(
 
 @bp.post("/oauth/revoke")
 @bp.post("/revoke")
-@inject
-def revoke(
-    tokens: TokenService = Provide["token_service"],
-    authenticator: ClientAuthenticator = Provide["client_authenticator"],
-) -> Response:
+def revoke() -> Response:
     form = parse(TokenReferenceSchema, form_params())
     limits = rate_limits()
-    client = _authenticated(form, authenticator, limits)
+    app_services = services()
+    client = _authenticated(form, app_services.client_authenticator(), limits)
     limits.charge(limits.revoke, client.client_id, "too many revocation requests by this client; try again later")
-    tokens.revoke(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
+    app_services.token_service().revoke(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
     # RFC 7009 §2.2: 200 whether or not the token was valid.
     return Response(status=200, headers=NO_STORE_HEADERS)
 
 
 @bp.post("/oauth/introspect")
 @bp.post("/introspect")
-@inject
-def introspect(
-    tokens: TokenService = Provide["token_service"],
-    authenticator: ClientAuthenticator = Provide["client_authenticator"],
-) -> Response:
+def introspect() -> Response:
     form = parse(TokenReferenceSchema, form_params())
     limits = rate_limits()
-    client = _authenticated(form, authenticator, limits)
+    app_services = services()
+    client = _authenticated(form, app_services.client_authenticator(), limits)
     limits.charge(limits.introspect, client.client_id, "too many introspection requests by this client; try again later")
-    result = tokens.introspect(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
+    result = app_services.token_service().introspect(client, token=form["token"], token_type_hint=form.get("token_type_hint"))
     return json_response(result.as_dict(), no_store=True)
