@@ -34,7 +34,7 @@ def apps(tmp_path: Path) -> Iterator[tuple[Flask, Flask]]:
     first, second = built
     yield first, second
     for app in built:
-        app.extensions["container"].database().close()
+        app.extensions["container"].storage_admin().close()
 
 
 def bare_challenge_names(public_url: str, app: Flask, token: str | None = None) -> bool:

@@ -76,9 +76,10 @@ def _process_uids(pid: int) -> set[int]:
 def test_the_server_never_runs_as_root(postgres_server: str) -> None:  # noqa: F811
     with psycopg.connect(postgres_server) as connection:
         row = connection.execute("SELECT pg_backend_pid(), current_setting('data_directory')").fetchone()
-    assert row is not None
-    backend_pid, data_directory = row
-    uids = _process_uids(backend_pid)
+        assert row is not None
+        backend_pid, data_directory = row
+        # While the connection is open: its backend process exits when it closes.
+        uids = _process_uids(backend_pid)
     assert 0 not in uids
     assert Path(data_directory).stat().st_uid in uids
     if os.geteuid() != 0:

@@ -24,7 +24,7 @@ CAUSE = "unable to open database file"
 def take_database_away(app: Flask, settings: Settings) -> None:
     """The database goes away under the running app (its volume unmounted, say): every
     connection is closed and the file is replaced by something SQLite cannot open."""
-    app.extensions["container"].database().close()
+    app.extensions["container"].storage_admin().close()
     path = Path(settings.sqlite_path)
     for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         leftover.unlink(missing_ok=True)
