@@ -1,7 +1,9 @@
-"""Sample records for the storage tests: every field set, in the shapes the services write."""
+"""Sample records for the storage tests: every field set, in the shapes the services write
+(hashes are 64 lower-case hex digits, as TokenHasher makes them)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +18,11 @@ from mcp_oauth_bridge.domain.model import (
     UpstreamTokens,
     UpstreamTransaction,
 )
+
+def h(label: str) -> str:
+    """A keyed hash as the domain makes them (64 lower-case hex digits), named by ``label``."""
+    return hashlib.sha256(label.encode()).hexdigest()
+
 
 NOW = 1_700_000_000
 HOUR = 3600
@@ -64,7 +71,7 @@ def make_pending(pending_id: str = "pending-1", client_id: str = "client-1", **c
     return replace(pending, **changes)
 
 
-def make_upstream(state_hash: str = "s" * 64) -> UpstreamTransaction:
+def make_upstream(state_hash: str = h("state-1")) -> UpstreamTransaction:
     return UpstreamTransaction(state_hash=state_hash, code_verifier="mob_pv_" + "v" * 43, nonce="mob_n_" + "n" * 43)
 
 
@@ -92,7 +99,7 @@ def make_grant(grant_id: str = "grant-1", client_id: str = "client-1", **changes
     return replace(grant, **changes)
 
 
-def make_code(code_hash: str = "code-hash-1", grant_id: str = "grant-1", **changes: Any) -> AuthorizationCode:
+def make_code(code_hash: str = h("code-hash-1"), grant_id: str = "grant-1", **changes: Any) -> AuthorizationCode:
     code = AuthorizationCode(
         code_hash=code_hash,
         grant_id=grant_id,
@@ -108,7 +115,7 @@ def make_code(code_hash: str = "code-hash-1", grant_id: str = "grant-1", **chang
     return replace(code, **changes)
 
 
-def make_access_token(token_hash: str = "at-hash-1", grant_id: str = "grant-1", **changes: Any) -> AccessToken:
+def make_access_token(token_hash: str = h("at-hash-1"), grant_id: str = "grant-1", **changes: Any) -> AccessToken:
     token = AccessToken(
         token_hash=token_hash,
         grant_id=grant_id,
@@ -121,7 +128,7 @@ def make_access_token(token_hash: str = "at-hash-1", grant_id: str = "grant-1", 
     return replace(token, **changes)
 
 
-def make_refresh_token(token_hash: str = "rt-hash-1", grant_id: str = "grant-1", **changes: Any) -> RefreshToken:
+def make_refresh_token(token_hash: str = h("rt-hash-1"), grant_id: str = "grant-1", **changes: Any) -> RefreshToken:
     token = RefreshToken(
         token_hash=token_hash,
         grant_id=grant_id,

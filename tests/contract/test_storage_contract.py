@@ -23,6 +23,7 @@ from mcp_oauth_bridge.domain.ports import (
 
 from .stores import Stores
 from .samples import (
+    h,
     NOW,
     HOUR,
     DAY,
@@ -118,9 +119,9 @@ def test_delete_removes_the_client_and_everything_issued_to_it(storage: Stores) 
     assert storage.clients.get("client-1") is None
     assert storage.grants.get_grant("grant-1") is None
     assert storage.upstream_tokens.get_upstream_tokens("grant-1") is None
-    assert storage.access_tokens.get_access_token("at-hash-1") is None
-    assert storage.refresh_tokens.get_refresh_token("rt-hash-1") is None
-    assert storage.authorizations.get_code("code-hash-1") is None
+    assert storage.access_tokens.get_access_token(h("at-hash-1")) is None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-hash-1")) is None
+    assert storage.authorizations.get_code(h("code-hash-1")) is None
     assert storage.authorizations.get_pending("pending-1") is None
 
 
@@ -133,16 +134,16 @@ def test_delete_unused_takes_only_unused_or_idle_clients_of_the_kind(storage: St
     # Used once, long ago, nothing live: goes with its dead grant.
     storage.clients.add(make_client("idle", issued_at=cutoff_idle - DAY, last_used_at=cutoff_idle))
     given_grant(storage, make_grant("grant-idle", client_id="idle"))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-idle", grant_id="grant-idle", expires_at=now))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-idle"), grant_id="grant-idle", expires_at=now))
     # Used long ago but its refresh token still lives: stays.
     storage.clients.add(make_client("idle-live", issued_at=cutoff_idle - DAY, last_used_at=cutoff_idle))
     given_grant(storage, make_grant("grant-live", client_id="idle-live"))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-live", grant_id="grant-live", expires_at=now + 1))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-live"), grant_id="grant-live", expires_at=now + 1))
     # Used long ago, its only live token belongs to a revoked grant: goes.
     storage.clients.add(make_client("idle-revoked", issued_at=cutoff_idle - DAY, last_used_at=cutoff_idle))
     given_grant(storage, make_grant("grant-revoked", client_id="idle-revoked"))
     storage.access_tokens.add_access_token(
-        make_access_token("at-revoked", grant_id="grant-revoked", expires_at=now + 1)
+        make_access_token(h("at-revoked"), grant_id="grant-revoked", expires_at=now + 1)
     )
     storage.grants.revoke_grant("grant-revoked", NOW - DAY)
     # Used recently: stays.
@@ -160,9 +161,9 @@ def test_delete_unused_takes_only_unused_or_idle_clients_of_the_kind(storage: St
     ]
     assert storage.authorizations.get_pending("pending-of-old") is None
     assert storage.grants.get_grant("grant-idle") is None
-    assert storage.refresh_tokens.get_refresh_token("rt-idle") is None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-idle")) is None
     assert storage.grants.get_grant("grant-revoked") is None
-    assert storage.refresh_tokens.get_refresh_token("rt-live") is not None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-live")) is not None
 
 
 # -- AuthorizationStore: pending authorizations ---------------------------------------------
@@ -188,10 +189,10 @@ def test_attach_upstream_only_once(storage: Stores) -> None:
     storage.authorizations.add_pending(make_pending())
     upstream = make_upstream()
     assert storage.authorizations.attach_upstream("pending-1", upstream) is True
-    assert storage.authorizations.attach_upstream("pending-1", make_upstream("t" * 64)) is False
+    assert storage.authorizations.attach_upstream("pending-1", make_upstream(h("state-2"))) is False
     stored = storage.authorizations.get_pending("pending-1")
     assert stored is not None and stored.upstream == upstream
-    assert storage.authorizations.attach_upstream("unknown", make_upstream("u" * 64)) is False
+    assert storage.authorizations.attach_upstream("unknown", make_upstream(h("state-3"))) is False
 
 
 def test_consume_upstream_is_single_use(storage: Stores) -> None:
@@ -234,13 +235,13 @@ def test_redeem_code_once(storage: Stores) -> None:
     grant = given_grant(storage)
     code = make_code()
     storage.authorizations.add_code(code)
-    assert storage.authorizations.get_code("code-hash-1") == (code, grant)
+    assert storage.authorizations.get_code(h("code-hash-1")) == (code, grant)
 
-    assert storage.authorizations.redeem_code("code-hash-1", NOW + 5) is True
-    assert storage.authorizations.get_code("code-hash-1") == (replace(code, redeemed_at=NOW + 5), grant)
+    assert storage.authorizations.redeem_code(h("code-hash-1"), NOW + 5) is True
+    assert storage.authorizations.get_code(h("code-hash-1")) == (replace(code, redeemed_at=NOW + 5), grant)
     # Only the first redemption changes the row.
-    assert storage.authorizations.redeem_code("code-hash-1", NOW + 9) is False
-    assert storage.authorizations.get_code("code-hash-1") == (replace(code, redeemed_at=NOW + 5), grant)
+    assert storage.authorizations.redeem_code(h("code-hash-1"), NOW + 9) is False
+    assert storage.authorizations.get_code(h("code-hash-1")) == (replace(code, redeemed_at=NOW + 5), grant)
 
 
 def test_unknown_code(storage: Stores) -> None:
@@ -251,7 +252,7 @@ def test_unknown_code(storage: Stores) -> None:
 def test_get_code_returns_an_expired_code_for_the_service_to_judge(storage: Stores) -> None:
     given_grant(storage)
     storage.authorizations.add_code(make_code())
-    found = storage.authorizations.get_code("code-hash-1")
+    found = storage.authorizations.get_code(h("code-hash-1"))
     assert found is not None and found[0].expires_at == NOW + 60
 
 
@@ -266,7 +267,7 @@ def test_grant_round_trip_keeps_claims_and_upstream_tokens(storage: Stores) -> N
 
 
 def test_grant_without_upstream_tokens_round_trips(storage: Stores) -> None:
-    upstream = UpstreamTokens(access_token="at-only", expires_at=NOW + 1)
+    upstream = UpstreamTokens(access_token=h("at-only"), expires_at=NOW + 1)
     for grant, tokens in ((make_grant("grant-1"), None), (make_grant("grant-2", claims={}), upstream)):
         given_grant(storage, grant, tokens)
         assert storage.grants.get_grant(grant.grant_id) == grant
@@ -318,9 +319,9 @@ def test_update_upstream_tokens(storage: Stores) -> None:
 def test_revoke_grant_revokes_every_token_issued_from_it(storage: Stores) -> None:
     given_grant(storage)
     given_grant(storage, make_grant("grant-2"))
-    storage.access_tokens.add_access_token(make_access_token("at-1"))
-    storage.access_tokens.add_access_token(make_access_token("at-2", revoked_at=NOW + 1))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-1"))
+    storage.access_tokens.add_access_token(make_access_token(h("at-1")))
+    storage.access_tokens.add_access_token(make_access_token(h("at-2"), revoked_at=NOW + 1))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-1")))
     storage.access_tokens.add_access_token(make_access_token("other-at", grant_id="grant-2"))
 
     storage.grants.revoke_grant("grant-1", NOW + 50)
@@ -328,9 +329,9 @@ def test_revoke_grant_revokes_every_token_issued_from_it(storage: Stores) -> Non
     grant = storage.grants.get_grant("grant-1")
     assert grant is not None and grant.revoked_at == NOW + 50 and grant.is_revoked
     at1, at2, rt1 = (
-        storage.access_tokens.get_access_token("at-1"),
-        storage.access_tokens.get_access_token("at-2"),
-        storage.refresh_tokens.get_refresh_token("rt-1"),
+        storage.access_tokens.get_access_token(h("at-1")),
+        storage.access_tokens.get_access_token(h("at-2")),
+        storage.refresh_tokens.get_refresh_token(h("rt-1")),
     )
     assert at1 is not None and at1[0].revoked_at == NOW + 50 and at1[1].is_revoked
     # An earlier revocation keeps its time.
@@ -352,18 +353,18 @@ def test_get_access_token_returns_the_token_and_its_grant(storage: Stores) -> No
     grant = given_grant(storage)
     token = make_access_token()
     storage.access_tokens.add_access_token(token)
-    assert storage.access_tokens.get_access_token("at-hash-1") == (token, grant)
+    assert storage.access_tokens.get_access_token(h("at-hash-1")) == (token, grant)
     assert storage.access_tokens.get_access_token("unknown") is None
 
 
 def test_revoke_access_token_only_that_token(storage: Stores) -> None:
     given_grant(storage)
-    storage.access_tokens.add_access_token(make_access_token("at-1"))
-    storage.access_tokens.add_access_token(make_access_token("at-2"))
-    storage.access_tokens.revoke_access_token("at-1", NOW + 7)
-    storage.access_tokens.revoke_access_token("at-1", NOW + 8)
+    storage.access_tokens.add_access_token(make_access_token(h("at-1")))
+    storage.access_tokens.add_access_token(make_access_token(h("at-2")))
+    storage.access_tokens.revoke_access_token(h("at-1"), NOW + 7)
+    storage.access_tokens.revoke_access_token(h("at-1"), NOW + 8)
     storage.access_tokens.revoke_access_token("unknown", NOW)
-    first, second = storage.access_tokens.get_access_token("at-1"), storage.access_tokens.get_access_token("at-2")
+    first, second = storage.access_tokens.get_access_token(h("at-1")), storage.access_tokens.get_access_token(h("at-2"))
     assert first is not None and first[0].revoked_at == NOW + 7
     assert second is not None and second[0].revoked_at is None
     assert not first[1].is_revoked
@@ -371,19 +372,19 @@ def test_revoke_access_token_only_that_token(storage: Stores) -> None:
 
 def test_the_grant_of_an_access_token_is_the_grant_as_it_is_now(storage: Stores) -> None:
     grant = given_grant(storage)
-    storage.access_tokens.add_access_token(make_access_token("at-alone"))
-    storage.access_tokens.add_access_token(make_access_token("at-live"))
-    storage.access_tokens.revoke_access_token("at-alone", NOW + 5)
-    alone = storage.access_tokens.get_access_token("at-alone")
+    storage.access_tokens.add_access_token(make_access_token(h("at-alone")))
+    storage.access_tokens.add_access_token(make_access_token(h("at-live")))
+    storage.access_tokens.revoke_access_token(h("at-alone"), NOW + 5)
+    alone = storage.access_tokens.get_access_token(h("at-alone"))
     assert alone is not None and alone[1] == grant
 
     storage.grants.revoke_grant("grant-1", NOW + 50)
     storage.grants.revoke_grant("grant-1", NOW + 60)
     # A token issued after the revocation (the service never does it) still shows it.
-    storage.access_tokens.add_access_token(make_access_token("at-after"))
+    storage.access_tokens.add_access_token(make_access_token(h("at-after")))
     revoked = replace(grant, revoked_at=NOW + 50)
     assert storage.grants.get_grant("grant-1") == revoked
-    for token_hash, revoked_at in (("at-alone", NOW + 5), ("at-live", NOW + 50), ("at-after", None)):
+    for token_hash, revoked_at in ((h("at-alone"), NOW + 5), (h("at-live"), NOW + 50), (h("at-after"), None)):
         found = storage.access_tokens.get_access_token(token_hash)
         assert found is not None and found == (make_access_token(token_hash, revoked_at=revoked_at), revoked)
 
@@ -412,7 +413,7 @@ def test_refresh_token_round_trip(storage: Stores) -> None:
     grant = given_grant(storage)
     token = make_refresh_token()
     storage.refresh_tokens.add_refresh_token(token)
-    assert storage.refresh_tokens.get_refresh_token("rt-hash-1") == (token, grant)
+    assert storage.refresh_tokens.get_refresh_token(h("rt-hash-1")) == (token, grant)
     assert storage.refresh_tokens.get_refresh_token("unknown") is None
 
 
@@ -421,36 +422,36 @@ def test_rotation_keeps_the_rotated_token_and_newer_generations(storage: Stores)
     given_grant(storage, make_grant("grant-2"))
     assert storage.refresh_tokens.current_refresh_generation("grant-1") is None
     storage.refresh_tokens.add_refresh_token(
-        make_refresh_token("rt-0", generation=0, rotated_at=NOW, retried_at=NOW + 1)
+        make_refresh_token(h("rt-0"), generation=0, rotated_at=NOW, retried_at=NOW + 1)
     )
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-1a", generation=1))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-1b", generation=1))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-other", grant_id="grant-2", generation=0))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-1a"), generation=1))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-1b"), generation=1))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-other"), grant_id="grant-2", generation=0))
     assert storage.refresh_tokens.current_refresh_generation("grant-1") == 1
 
-    assert storage.refresh_tokens.rotate_refresh_token("rt-1b", NOW + 10) is True
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-2", generation=2))
+    assert storage.refresh_tokens.rotate_refresh_token(h("rt-1b"), NOW + 10) is True
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-2"), generation=2))
     assert storage.refresh_tokens.current_refresh_generation("grant-1") == 2
     # The token rotated now stays (a retry within the grace); its sibling and the older
     # generation go; other grants are untouched.
-    rotated = storage.refresh_tokens.get_refresh_token("rt-1b")
-    assert rotated is not None and rotated[0] == make_refresh_token("rt-1b", generation=1, rotated_at=NOW + 10)
-    assert storage.refresh_tokens.get_refresh_token("rt-1a") is None
-    assert storage.refresh_tokens.get_refresh_token("rt-0") is None
-    assert storage.refresh_tokens.get_refresh_token("rt-2") is not None
-    assert storage.refresh_tokens.get_refresh_token("rt-other") is not None
+    rotated = storage.refresh_tokens.get_refresh_token(h("rt-1b"))
+    assert rotated is not None and rotated[0] == make_refresh_token(h("rt-1b"), generation=1, rotated_at=NOW + 10)
+    assert storage.refresh_tokens.get_refresh_token(h("rt-1a")) is None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-0")) is None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-2")) is not None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-other")) is not None
     # A token is rotated once.
-    assert storage.refresh_tokens.rotate_refresh_token("rt-1b", NOW + 11) is False
+    assert storage.refresh_tokens.rotate_refresh_token(h("rt-1b"), NOW + 11) is False
     assert storage.refresh_tokens.rotate_refresh_token("unknown", NOW + 11) is False
 
 
 def test_a_retry_is_recorded_once(storage: Stores) -> None:
     given_grant(storage)
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-0", rotated_at=NOW))
-    assert storage.refresh_tokens.mark_refresh_retried("rt-0", NOW + 5) is True
-    assert storage.refresh_tokens.mark_refresh_retried("rt-0", NOW + 6) is False
-    retried = storage.refresh_tokens.get_refresh_token("rt-0")
-    assert retried is not None and retried[0] == make_refresh_token("rt-0", rotated_at=NOW, retried_at=NOW + 5)
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-0"), rotated_at=NOW))
+    assert storage.refresh_tokens.mark_refresh_retried(h("rt-0"), NOW + 5) is True
+    assert storage.refresh_tokens.mark_refresh_retried(h("rt-0"), NOW + 6) is False
+    retried = storage.refresh_tokens.get_refresh_token(h("rt-0"))
+    assert retried is not None and retried[0] == make_refresh_token(h("rt-0"), rotated_at=NOW, retried_at=NOW + 5)
     assert storage.refresh_tokens.mark_refresh_retried("unknown", NOW) is False
 
 
@@ -462,7 +463,7 @@ def test_atomic_commits(storage: Stores) -> None:
     with storage.unit_of_work.atomic():
         storage.grants.add_grant(make_grant(), make_upstream_tokens())
         storage.access_tokens.add_access_token(make_access_token())
-    assert storage.access_tokens.get_access_token("at-hash-1") is not None
+    assert storage.access_tokens.get_access_token(h("at-hash-1")) is not None
     assert storage.upstream_tokens.get_upstream_tokens("grant-1") == make_upstream_tokens()
 
 
@@ -480,19 +481,19 @@ def test_atomic_rolls_back_on_exception(storage: Stores) -> None:
             raise Boom()
     assert storage.grants.get_grant("grant-1") is None
     assert storage.upstream_tokens.get_upstream_tokens("grant-1") is None
-    assert storage.access_tokens.get_access_token("at-hash-1") is None
-    assert storage.authorizations.get_code("code-hash-1") is None
+    assert storage.access_tokens.get_access_token(h("at-hash-1")) is None
+    assert storage.authorizations.get_code(h("code-hash-1")) is None
 
 
 def test_atomic_nests(storage: Stores) -> None:
     given_grant(storage)
     storage.refresh_tokens.add_refresh_token(make_refresh_token())
     with storage.unit_of_work.atomic():
-        found = storage.refresh_tokens.get_refresh_token("rt-hash-1")
+        found = storage.refresh_tokens.get_refresh_token(h("rt-hash-1"))
         assert found is not None
         # revoke_grant is itself atomic: nesting joins the open transaction.
         storage.grants.revoke_grant(found[1].grant_id, NOW + 1)
-    revoked = storage.refresh_tokens.get_refresh_token("rt-hash-1")
+    revoked = storage.refresh_tokens.get_refresh_token(h("rt-hash-1"))
     assert revoked is not None and revoked[0].revoked_at == NOW + 1
 
 
@@ -503,23 +504,23 @@ def test_purge_removes_expired_rows_and_keeps_live_ones(storage: Stores) -> None
     given_grant(storage)
     storage.authorizations.add_pending(make_pending("pending-old", expires_at=NOW + 10))
     storage.authorizations.add_pending(make_pending("pending-live", expires_at=NOW + 1000))
-    storage.authorizations.add_code(make_code("code-old", expires_at=NOW + 10))
-    storage.authorizations.add_code(make_code("code-live", expires_at=NOW + 1000))
-    storage.access_tokens.add_access_token(make_access_token("at-old", expires_at=NOW + 10))
-    storage.access_tokens.add_access_token(make_access_token("at-live", expires_at=NOW + 1000))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-old", expires_at=NOW + 10))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-live", expires_at=NOW + 1000))
+    storage.authorizations.add_code(make_code(h("code-old"), expires_at=NOW + 10))
+    storage.authorizations.add_code(make_code(h("code-live"), expires_at=NOW + 1000))
+    storage.access_tokens.add_access_token(make_access_token(h("at-old"), expires_at=NOW + 10))
+    storage.access_tokens.add_access_token(make_access_token(h("at-live"), expires_at=NOW + 1000))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-old"), expires_at=NOW + 10))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-live"), expires_at=NOW + 1000))
 
     assert storage.admin.purge_expired(NOW + 10) == 4
 
     assert storage.authorizations.get_pending("pending-old") is None
     assert storage.authorizations.get_pending("pending-live") is not None
-    assert storage.authorizations.get_code("code-old") is None
-    assert storage.authorizations.get_code("code-live") is not None
-    assert storage.access_tokens.get_access_token("at-old") is None
-    assert storage.access_tokens.get_access_token("at-live") is not None
-    assert storage.refresh_tokens.get_refresh_token("rt-old") is None
-    assert storage.refresh_tokens.get_refresh_token("rt-live") is not None
+    assert storage.authorizations.get_code(h("code-old")) is None
+    assert storage.authorizations.get_code(h("code-live")) is not None
+    assert storage.access_tokens.get_access_token(h("at-old")) is None
+    assert storage.access_tokens.get_access_token(h("at-live")) is not None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-old")) is None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-live")) is not None
     assert storage.grants.get_grant("grant-1") is not None
     assert storage.admin.purge_expired(NOW + 10) == 0
 
@@ -527,8 +528,8 @@ def test_purge_removes_expired_rows_and_keeps_live_ones(storage: Stores) -> None
 def test_purge_removes_long_revoked_grants_with_their_tokens(storage: Stores) -> None:
     given_grant(storage, make_grant("grant-old"))
     given_grant(storage, make_grant("grant-recent"))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-old", grant_id="grant-old"))
-    storage.refresh_tokens.add_refresh_token(make_refresh_token("rt-recent", grant_id="grant-recent"))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-old"), grant_id="grant-old"))
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-recent"), grant_id="grant-recent"))
     storage.grants.revoke_grant("grant-old", NOW)
     storage.grants.revoke_grant("grant-recent", NOW + 2 * DAY - HOUR)
 
@@ -536,6 +537,6 @@ def test_purge_removes_long_revoked_grants_with_their_tokens(storage: Stores) ->
     # of its token still meets "revoked" rather than "unknown".
     assert storage.admin.purge_expired(NOW + 2 * DAY) == 2
     assert storage.grants.get_grant("grant-old") is None
-    assert storage.refresh_tokens.get_refresh_token("rt-old") is None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-old")) is None
     assert storage.grants.get_grant("grant-recent") is not None
-    assert storage.refresh_tokens.get_refresh_token("rt-recent") is not None
+    assert storage.refresh_tokens.get_refresh_token(h("rt-recent")) is not None

@@ -26,6 +26,7 @@ from mcp_oauth_bridge.adapters.storage.sqlite.migrations import MIGRATIONS
 from mcp_oauth_bridge.domain.model import AccessToken
 from mcp_oauth_bridge.domain.ports import StorageError
 from tests.contract.samples import (
+    h,
     DAY,
     NOW,
     RESOURCE,
@@ -104,7 +105,7 @@ def test_undecryptable_value_raises_storage_error(
             sqlite_stores(other_key).upstream_tokens.get_upstream_tokens("grant-1")
         # Grant and token lookups never read the ciphertext, so the wrong key does not matter.
         assert sqlite_stores(other_key).grants.get_grant("grant-1") == make_grant()
-        assert sqlite_stores(other_key).access_tokens.get_access_token("at-hash-1") == (make_access_token(), make_grant())
+        assert sqlite_stores(other_key).access_tokens.get_access_token(h("at-hash-1")) == (make_access_token(), make_grant())
     finally:
         other_key.close()
 
