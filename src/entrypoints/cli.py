@@ -22,8 +22,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from .app import create_app
 
     # Migrate once in the master so workers start on a ready schema; if the database is busy
-    # or down now, the workers answer 503 and retry rather than the server not starting.
-    build_container(settings).storage_admin().ensure_schema(busy_wait=MASTER_SCHEMA_BUSY_WAIT)
+    # or down now, the workers answer 503 and retry rather than the server not starting. Then
+    # close the master's connections: the workers open their own after the fork.
+    admin = build_container(settings).storage_admin()
+    admin.ensure_schema(busy_wait=MASTER_SCHEMA_BUSY_WAIT)
+    admin.close()
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -71,7 +74,7 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     print(f"PUBLIC_URL={settings.public_url}")
     print(f"IDP_PROVIDER={settings.idp_provider}")
-    print(f"STORAGE_URL={settings.storage_url}")
+    print(f"STORAGE_URL={settings.storage_url_for_display}")
     limits = settings.rate_limits
     # Where the counters are, never the Redis URL itself (it may hold a password).
     where = "in Redis (RATE_LIMIT_STORAGE_URL)" if limits.storage_url else "in STORAGE_URL's database"

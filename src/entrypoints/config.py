@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
+import psycopg
 from dotenv import dotenv_values
 from limits import parse_many
+from psycopg.conninfo import conninfo_to_dict
 
 from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
@@ -31,7 +33,10 @@ T = TypeVar("T")
 IDP_PROVIDERS = ("fake", "azure", "oidc")
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 DEFAULT_OIDC_SCOPES = "openid profile email offline_access"
-STORAGE_SCHEMES = ("sqlite",)
+# sqlite:///path (the embedded default) or postgresql://user:password@host:5432/dbname
+# (postgres:// is libpq's other spelling; query options such as sslmode pass to the driver).
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgres")
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 TOOLSETS = ("identity", "mail")
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
@@ -116,7 +121,8 @@ class RateLimitSettings:
 class Settings:
     public_url: str
     idp_provider: str
-    storage_url: str
+    # Never printed whole: a PostgreSQL URL may hold a password (see storage_url_for_display).
+    storage_url: str = field(repr=False)
     data_dir: Path
     encryption_keys: tuple[str, ...] = field(repr=False)
     token_hash_key: bytes = field(repr=False)
@@ -139,6 +145,10 @@ class Settings:
     entra: EntraSettings | None = None
     oidc: OidcSettings | None = None
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    # PostgreSQL: connections per worker process, and the limits on waiting for the database.
+    storage_pool_size: int = 10
+    storage_statement_timeout: int = 5
+    storage_connect_timeout: int = 5
 
     @property
     def issuer(self) -> str:
@@ -156,6 +166,15 @@ class Settings:
     @property
     def storage_scheme(self) -> str:
         return urlsplit(self.storage_url).scheme
+
+    @property
+    def storage_url_for_display(self) -> str:
+        return redact_url(self.storage_url)
+
+    @property
+    def storage_backend(self) -> str:
+        """sqlite or postgresql (whichever spelling STORAGE_URL uses)."""
+        return "postgresql" if self.storage_scheme in POSTGRES_SCHEMES else self.storage_scheme
 
     @property
     def sqlite_path(self) -> str:
@@ -199,14 +218,48 @@ def _public_url(value: str | None) -> str:
     return f"{parts.scheme}://{host}"
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False) -> int:
+def redact_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:***"
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{userinfo}@{host}").geturl()
+
+
+def _storage_url(url: str) -> str:
+    url = url.strip()
+    scheme = urlsplit(url).scheme
+    if scheme not in STORAGE_SCHEMES:
+        raise ConfigError(
+            "STORAGE_URL must be sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname, "
+            f"got {redact_url(url)!r}"
+        )
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///") or url == "sqlite:///":
+            raise ConfigError(f"STORAGE_URL for SQLite must look like sqlite:///path/to/file.db, got {url!r}")
+        return url
+    try:
+        # libpq's own parser: what the driver will accept (host, port, dbname, sslmode ...).
+        options = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise ConfigError(f"STORAGE_URL is not a valid PostgreSQL URL: {redact_url(url)!r}") from None
+    if not options.get("dbname"):
+        raise ConfigError(f"STORAGE_URL for PostgreSQL must name the database (…/dbname), got {redact_url(url)!r}")
+    return url
+
+
+def _positive_int(
+    env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False, unit: str = "number of seconds"
+) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer number of seconds, got {raw!r}") from None
+        raise ConfigError(f"{name} must be an integer {unit}, got {raw!r}") from None
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be {'zero or more' if allow_zero else 'positive'}, got {value}")
     return value
@@ -419,12 +472,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         )
 
     data_dir = Path(env.get("DATA_DIR") or "data")
-    storage_url = env.get("STORAGE_URL") or f"sqlite:///{data_dir / 'mcp-oauth-bridge.db'}"
-    scheme = urlsplit(storage_url).scheme
-    if scheme not in STORAGE_SCHEMES:
-        raise ConfigError(f"STORAGE_URL scheme must be one of {', '.join(STORAGE_SCHEMES)} (e.g. sqlite:///data/db.sqlite), got {storage_url!r}")
-    if scheme == "sqlite" and not storage_url.startswith("sqlite:///"):
-        raise ConfigError(f"STORAGE_URL for SQLite must look like sqlite:///path/to/file.db, got {storage_url!r}")
+    storage_url = _storage_url(env.get("STORAGE_URL") or f"sqlite:///{data_dir / 'mcp-oauth-bridge.db'}")
 
     raw_keys, raw_hash_key = env.get("ENCRYPTION_KEYS"), env.get("TOKEN_HASH_KEY")
     if not raw_keys or not raw_hash_key:
@@ -473,4 +521,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         entra=_entra_settings(env) if idp_provider == "azure" else None,
         oidc=_oidc_settings(env) if idp_provider == "oidc" else None,
         rate_limits=_rate_limit_settings(env),
+        storage_pool_size=_positive_int(env, "STORAGE_POOL_SIZE", 10, unit="number of connections"),
+        storage_statement_timeout=_positive_int(env, "STORAGE_STATEMENT_TIMEOUT", 5),
+        storage_connect_timeout=_positive_int(env, "STORAGE_CONNECT_TIMEOUT", 5),
     )

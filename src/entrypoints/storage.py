@@ -6,6 +6,17 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from ..adapters.storage.crypto import SecretBox
+from ..adapters.storage.postgres import (
+    PostgresAccessTokenStore,
+    PostgresAdministration,
+    PostgresAuthorizationStore,
+    PostgresClientRepository,
+    PostgresDatabase,
+    PostgresGrantStore,
+    PostgresRateLimitStore,
+    PostgresRefreshTokenStore,
+    PostgresUpstreamTokenStore,
+)
 from ..adapters.storage.sqlite import (
     SqliteAccessTokenStore,
     SqliteAdministration,
@@ -70,9 +81,33 @@ class SqliteStorage(StorageContainer):
     )
 
 
-# By STORAGE_URL scheme (config.STORAGE_SCHEMES lists the same names).
-STORAGE_BACKENDS: dict[str, type[StorageContainer]] = {"sqlite": SqliteStorage}
+class PostgresStorage(StorageContainer):
+    # One database object per process; its connection pool opens on first use, so a pool is
+    # never inherited across gunicorn's fork (the master closes its own before forking).
+    database = providers.Singleton(
+        PostgresDatabase,
+        StorageContainer.settings.provided.storage_url,
+        StorageContainer.secret_box,
+        pool_size=StorageContainer.settings.provided.storage_pool_size,
+        statement_timeout=StorageContainer.settings.provided.storage_statement_timeout,
+        connect_timeout=StorageContainer.settings.provided.storage_connect_timeout,
+    )
+    unit_of_work = providers.Callable(lambda database: database, database)
+    clients = providers.Singleton(PostgresClientRepository, database)
+    authorizations = providers.Singleton(PostgresAuthorizationStore, database)
+    grants = providers.Singleton(PostgresGrantStore, database)
+    upstream_tokens = providers.Singleton(PostgresUpstreamTokenStore, database)
+    access_tokens = providers.Singleton(PostgresAccessTokenStore, database)
+    refresh_tokens = providers.Singleton(PostgresRefreshTokenStore, database)
+    rate_limit_store = providers.Singleton(PostgresRateLimitStore, database)
+    admin = providers.Singleton(
+        PostgresAdministration, database, grant_retention=StorageContainer.settings.provided.refresh_token_ttl
+    )
+
+
+# By Settings.storage_backend (STORAGE_URL's scheme).
+STORAGE_BACKENDS: dict[str, type[StorageContainer]] = {"sqlite": SqliteStorage, "postgresql": PostgresStorage}
 
 
 def build_storage(settings: Settings) -> StorageContainer:
-    return STORAGE_BACKENDS[settings.storage_scheme](settings=settings)
+    return STORAGE_BACKENDS[settings.storage_backend](settings=settings)

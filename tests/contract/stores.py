@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcp_oauth_bridge.adapters.storage.postgres import (
+    PostgresAccessTokenStore,
+    PostgresAdministration,
+    PostgresAuthorizationStore,
+    PostgresClientRepository,
+    PostgresDatabase,
+    PostgresGrantStore,
+    PostgresRateLimitStore,
+    PostgresRefreshTokenStore,
+    PostgresUpstreamTokenStore,
+)
 from mcp_oauth_bridge.adapters.storage.records import DEFAULT_GRANT_RETENTION
 from mcp_oauth_bridge.adapters.storage.sqlite import (
     SqliteAccessTokenStore,
@@ -71,4 +82,18 @@ def sqlite_stores(database: SqliteDatabase, *, grant_retention: int = DEFAULT_GR
         refresh_tokens=SqliteRefreshTokenStore(database),
         rate_limits=SqliteRateLimitStore(database),
         admin=SqliteAdministration(database, grant_retention=grant_retention),
+    )
+
+
+def postgres_stores(database: PostgresDatabase, *, grant_retention: int = DEFAULT_GRANT_RETENTION) -> Stores:
+    return Stores(
+        unit_of_work=database,
+        clients=PostgresClientRepository(database),
+        authorizations=PostgresAuthorizationStore(database),
+        grants=PostgresGrantStore(database),
+        upstream_tokens=PostgresUpstreamTokenStore(database),
+        access_tokens=PostgresAccessTokenStore(database),
+        refresh_tokens=PostgresRefreshTokenStore(database),
+        rate_limits=PostgresRateLimitStore(database),
+        admin=PostgresAdministration(database, grant_retention=grant_retention),
     )

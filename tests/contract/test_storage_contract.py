@@ -322,7 +322,7 @@ def test_revoke_grant_revokes_every_token_issued_from_it(storage: Stores) -> Non
     storage.access_tokens.add_access_token(make_access_token(h("at-1")))
     storage.access_tokens.add_access_token(make_access_token(h("at-2"), revoked_at=NOW + 1))
     storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-1")))
-    storage.access_tokens.add_access_token(make_access_token("other-at", grant_id="grant-2"))
+    storage.access_tokens.add_access_token(make_access_token(h("other-at"), grant_id="grant-2"))
 
     storage.grants.revoke_grant("grant-1", NOW + 50)
 
@@ -337,7 +337,7 @@ def test_revoke_grant_revokes_every_token_issued_from_it(storage: Stores) -> Non
     # An earlier revocation keeps its time.
     assert at2 is not None and at2[0].revoked_at == NOW + 1
     assert rt1 is not None and rt1[0].revoked_at == NOW + 50
-    other = storage.access_tokens.get_access_token("other-at")
+    other = storage.access_tokens.get_access_token(h("other-at"))
     assert other is not None and other[0].revoked_at is None and not other[1].is_revoked
 
     storage.grants.revoke_grant("grant-1", NOW + 99)

@@ -53,6 +53,13 @@ def test_public_url_is_normalised_to_the_origin_browsers_send(tmp_path: Path, ra
         ({"IDP_PROVIDER": "okta-magic"}, "IDP_PROVIDER"),
         ({"STORAGE_URL": "mysql://db/x"}, "STORAGE_URL"),
         ({"STORAGE_URL": "sqlite://relative.db"}, "STORAGE_URL"),
+        ({"STORAGE_URL": "sqlite:///"}, "STORAGE_URL"),
+        ({"STORAGE_URL": "postgresql://db.internal:5432"}, "STORAGE_URL"),
+        ({"STORAGE_URL": "postgresql://db.internal/bridge?sslmode"}, "STORAGE_URL"),
+        ({"STORAGE_POOL_SIZE": "0"}, "STORAGE_POOL_SIZE"),
+        ({"STORAGE_POOL_SIZE": "many"}, "STORAGE_POOL_SIZE"),
+        ({"STORAGE_STATEMENT_TIMEOUT": "0"}, "STORAGE_STATEMENT_TIMEOUT"),
+        ({"STORAGE_CONNECT_TIMEOUT": "-1"}, "STORAGE_CONNECT_TIMEOUT"),
         ({"ENCRYPTION_KEYS": "not-a-fernet-key"}, "ENCRYPTION_KEYS"),
         ({"TOKEN_HASH_KEY": "short"}, "TOKEN_HASH_KEY"),
         ({"TOKEN_HASH_KEY": ""}, "TOKEN_HASH_KEY"),
@@ -160,4 +167,40 @@ def test_check_config_says_where_the_rate_limits_count_without_the_redis_passwor
     )
     assert result.returncode == 0, result.stderr
     assert "RATE_LIMITS=on, counters in Redis" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "backend"),
+    [
+        ("postgresql://bridge:pw@db.internal:5432/bridge?sslmode=require", "postgresql"),
+        ("postgres://bridge@db.internal/bridge", "postgresql"),
+        ("sqlite:///data/bridge.db", "sqlite"),
+    ],
+)
+def test_the_storage_backend_follows_the_url_scheme(tmp_path: Path, url: str, backend: str) -> None:
+    settings = load_settings(environment_for(tmp_path, STORAGE_URL=url, STORAGE_POOL_SIZE="4"), dotenv_path=None)
+    assert settings.storage_backend == backend
+    assert settings.storage_url == url
+    assert settings.storage_pool_size == 4
+
+
+def test_the_postgresql_password_is_never_shown(tmp_path: Path) -> None:
+    url = "postgresql://bridge:hunter2@db.internal:5432/bridge?sslmode=require"
+    settings = load_settings(environment_for(tmp_path, STORAGE_URL=url), dotenv_path=None)
+    assert "hunter2" not in repr(settings)
+    assert settings.storage_url_for_display == "postgresql://bridge:***@db.internal:5432/bridge?sslmode=require"
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environment_for(tmp_path, STORAGE_URL="postgresql://bridge:hunter2@db.internal:5432"), dotenv_path=None)
+    assert "hunter2" not in str(refused.value)
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
+        cwd=tmp_path,
+        env=environment_for(tmp_path, STORAGE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "STORAGE_URL=postgresql://bridge:***@db.internal" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr

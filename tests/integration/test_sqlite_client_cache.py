@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from mcp_oauth_bridge.adapters.storage.sqlite import clients as sqlite_clients
+from mcp_oauth_bridge.adapters.storage import records
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox
 from mcp_oauth_bridge.adapters.storage.sqlite import SqliteClientRepository, SqliteDatabase
 
@@ -50,7 +50,7 @@ def test_a_client_deleted_elsewhere_is_gone_at_once(sqlite_database: SqliteDatab
 
 
 def test_decoded_clients_are_bounded_and_read_only(sqlite_database: SqliteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    monkeypatch.setattr(sqlite_clients, "DECODED_CLIENTS", 3)
+    monkeypatch.setattr(records, "DECODED_CLIENTS", 3)
     repo = SqliteClientRepository(sqlite_database)
     for n in range(10):
         repo.add(make_client(f"client-{n}"))

@@ -5,7 +5,6 @@ API endpoints, the error page on the browser steps; the cause in the log, and no
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from typing import Any

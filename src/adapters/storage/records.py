@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Callable
 
 from ...domain.model import (
     AccessToken,
@@ -255,6 +255,9 @@ def refresh_token_from_row(row: tuple[Any, ...]) -> RefreshToken:
 
 # -- model -> INSERT parameters, in the column order above ---------------------------------------
 
+# How a backend stores a keyed hash: hash_key (bytes, or text for anything else) or stored_hash.
+HashEncoder = Callable[[str], "bytes | str"]
+
 
 def client_row(client: Client) -> tuple[Any, ...]:
     return (
@@ -267,7 +270,7 @@ def client_row(client: Client) -> tuple[Any, ...]:
     )
 
 
-def pending_row(pending: PendingAuthorization, box: SecretBox) -> tuple[Any, ...]:
+def pending_row(pending: PendingAuthorization, box: SecretBox, *, encode: HashEncoder = hash_key) -> tuple[Any, ...]:
     request, upstream = pending.request, pending.upstream
     return (
         pending.pending_id,
@@ -280,7 +283,7 @@ def pending_row(pending: PendingAuthorization, box: SecretBox) -> tuple[Any, ...
         request.state,
         pending.csrf_token_hash,
         pending.browser_binding_hash,
-        None if upstream is None else hash_key(upstream.state_hash),
+        None if upstream is None else encode(upstream.state_hash),
         None if upstream is None else box.encrypt(upstream.code_verifier),
         None if upstream is None else box.encrypt(upstream.nonce),
         pending.created_at,
@@ -302,9 +305,9 @@ def grant_row(grant: Grant) -> tuple[Any, ...]:
     )
 
 
-def code_row(code: AuthorizationCode) -> tuple[Any, ...]:
+def code_row(code: AuthorizationCode, *, encode: HashEncoder = hash_key) -> tuple[Any, ...]:
     return (
-        hash_key(code.code_hash),
+        encode(code.code_hash),
         code.grant_id,
         code.client_id,
         code.redirect_uri,
@@ -318,9 +321,9 @@ def code_row(code: AuthorizationCode) -> tuple[Any, ...]:
     )
 
 
-def access_token_row(token: AccessToken) -> tuple[Any, ...]:
+def access_token_row(token: AccessToken, *, encode: HashEncoder = hash_key) -> tuple[Any, ...]:
     return (
-        hash_key(token.token_hash),
+        encode(token.token_hash),
         token.grant_id,
         token.client_id,
         " ".join(token.scopes),
@@ -331,9 +334,9 @@ def access_token_row(token: AccessToken) -> tuple[Any, ...]:
     )
 
 
-def refresh_token_row(token: RefreshToken) -> tuple[Any, ...]:
+def refresh_token_row(token: RefreshToken, *, encode: HashEncoder = hash_key) -> tuple[Any, ...]:
     return (
-        hash_key(token.token_hash),
+        encode(token.token_hash),
         token.grant_id,
         token.client_id,
         token.generation,
@@ -369,3 +372,49 @@ def access_token_and_grant(row: tuple[Any, ...]) -> tuple[AccessToken, Grant]:
 
 def refresh_token_and_grant(row: tuple[Any, ...]) -> tuple[RefreshToken, Grant]:
     return refresh_token_from_row(row[:REFRESH_WIDTH]), grant_from_row(row[REFRESH_WIDTH:])
+
+
+# -- decoded clients -----------------------------------------------------------------------------
+
+# How many decoded clients a ClientDecoder keeps (per worker process); past it, it starts over.
+DECODED_CLIENTS = 1024
+
+
+class ClientDecoder:
+    """The Client decoded from each stored row, keyed by the whole row: a repository reads the
+    row every time (a deleted or changed client is seen at once), but an unchanged row is not
+    decoded again. Decoding (the JSON metadata and the dataclass) costs more than the read, on
+    every token, revocation and introspection request."""
+
+    def __init__(self) -> None:
+        self._decoded: dict[tuple[Any, ...], Client] = {}
+
+    def __len__(self) -> int:
+        return len(self._decoded)
+
+    def decode(self, row: tuple[Any, ...]) -> Client:
+        client = self._decoded.get(row)
+        if client is None:
+            client = client_from_row(row)
+            if len(self._decoded) >= DECODED_CLIENTS:
+                self._decoded.clear()
+            self._decoded[row] = client
+        return client
+
+
+# -- keyed hashes as bytes only (a backend whose hash columns hold 32 bytes) --------------------
+
+
+def hash_bytes(value: str) -> bytes | None:
+    """The 32 bytes of a keyed hash (the domain's 64 lower-case hex digits); None for any other
+    string, which no such column can hold and so no lookup can find."""
+    key = hash_key(value)
+    return key if isinstance(key, bytes) else None
+
+
+def stored_hash(value: str) -> bytes:
+    """``hash_bytes`` for a value about to be stored: anything but a keyed hash is an error."""
+    key = hash_bytes(value)
+    if key is None:
+        raise StorageError("a value stored as a keyed hash is not 64 lower-case hex digits")
+    return key

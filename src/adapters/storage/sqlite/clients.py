@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ....domain.model import Client
 from .. import records
 from .database import SqliteDatabase, storage_errors
@@ -33,20 +31,12 @@ _DELETE_UNUSED_CLIENTS = """
 """
 
 
-# How many decoded clients SqliteClientRepository keeps (per worker process); past it, it starts over.
-DECODED_CLIENTS = 1024
-
-
 class SqliteClientRepository:
     """Registered and CIMD clients (RFC 7591); deleting one deletes its grants and tokens."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
-        # The Client decoded from each stored row, keyed by the whole row: get() reads the row
-        # every time (a deleted or changed client is seen at once), but an unchanged row is not
-        # decoded again. Decoding (the JSON metadata and the dataclass) costs more than the read,
-        # on every token, revocation and introspection request.
-        self._decoded: dict[tuple[Any, ...], Client] = {}
+        self._decoded = records.ClientDecoder()
 
     @storage_errors
     def add(self, client: Client) -> None:
@@ -56,15 +46,7 @@ class SqliteClientRepository:
     @storage_errors
     def get(self, client_id: str) -> Client | None:
         row = self._db.connection().execute(_SELECT_CLIENT, (client_id,)).fetchone()
-        if row is None:
-            return None
-        client = self._decoded.get(row)
-        if client is None:
-            client = records.client_from_row(row)
-            if len(self._decoded) >= DECODED_CLIENTS:
-                self._decoded.clear()
-            self._decoded[row] = client
-        return client
+        return None if row is None else self._decoded.decode(row)
 
     @storage_errors
     def delete(self, client_id: str) -> bool:

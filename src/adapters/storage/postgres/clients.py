@@ -1,0 +1,60 @@
+"""PostgreSQL behind the ClientRepository port: registered (RFC 7591) clients."""
+
+from __future__ import annotations
+
+from ....domain.model import Client
+from .. import records
+from .database import PostgresDatabase
+
+_UPSERT_CLIENT = f"""
+    INSERT INTO clients ({records.CLIENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)
+    ON CONFLICT (client_id) DO UPDATE SET
+        secret_hash = excluded.secret_hash, metadata = excluded.metadata, kind = excluded.kind,
+        issued_at = excluded.issued_at, last_used_at = excluded.last_used_at
+"""
+_SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id = %s"
+_SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
+_DELETE_CLIENT = "DELETE FROM clients WHERE client_id = %s"
+_TOUCH_CLIENT = "UPDATE clients SET last_used_at = %s WHERE client_id = %s"
+# ON DELETE CASCADE takes the clients' pending authorizations, grants and tokens with them.
+_DELETE_UNUSED_CLIENTS = """
+    DELETE FROM clients WHERE kind = %(kind)s AND (
+        (last_used_at IS NULL AND issued_at <= %(never_used_before)s)
+        OR (coalesce(last_used_at, issued_at) <= %(idle_before)s AND NOT EXISTS (
+            SELECT 1 FROM grants g WHERE g.client_id = clients.client_id AND g.revoked_at IS NULL AND (
+                EXISTS (SELECT 1 FROM refresh_tokens r
+                        WHERE r.grant_id = g.grant_id AND r.revoked_at IS NULL AND r.expires_at > %(now)s)
+                OR EXISTS (SELECT 1 FROM access_tokens a
+                           WHERE a.grant_id = g.grant_id AND a.revoked_at IS NULL AND a.expires_at > %(now)s))))
+    )
+"""
+
+
+class PostgresClientRepository:
+    """Registered and CIMD clients (RFC 7591); deleting one deletes its grants and tokens."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+        self._decoded = records.ClientDecoder()
+
+    def add(self, client: Client) -> None:
+        # An upsert: deleting and inserting again would cascade to the client's grants.
+        self._db.execute(_UPSERT_CLIENT, records.client_row(client))
+
+    def get(self, client_id: str) -> Client | None:
+        row = self._db.fetchone(_SELECT_CLIENT, (client_id,))
+        return None if row is None else self._decoded.decode(row)
+
+    def delete(self, client_id: str) -> bool:
+        return self._db.execute(_DELETE_CLIENT, (client_id,)) > 0
+
+    def touch(self, client_id: str, now: int) -> None:
+        self._db.execute(_TOUCH_CLIENT, (now, client_id))
+
+    def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
+        parameters = {"kind": kind, "never_used_before": never_used_before, "idle_before": idle_before, "now": now}
+        return self._db.execute(_DELETE_UNUSED_CLIENTS, parameters)
+
+    # Last, so that the name `list` in the annotations above still means the builtin.
+    def list(self) -> list[Client]:
+        return [records.client_from_row(row) for row in self._db.fetchall(_SELECT_CLIENTS)]
