@@ -8,6 +8,7 @@ safe to interrupt and run again.
 from __future__ import annotations
 
 from .. import records
+from ..admin import COUNTED_TABLES, SchemaAdministration
 from .database import PostgresDatabase
 
 # Rows deleted or re-encrypted per statement.
@@ -46,39 +47,15 @@ _DELETE_UNUSED_GRANTS = """
         LIMIT %(batch)s))
 """
 
-COUNTED_TABLES = (
-    "clients",
-    "pending_authorizations",
-    "authorization_codes",
-    "grants",
-    "access_tokens",
-    "refresh_tokens",
-    "rate_limit_counters",
-)
 
 
-class PostgresAdministration:
+class PostgresAdministration(SchemaAdministration):
     """``purge_expired`` deletes what SQLite's does (records.REVOKED_GRANT_RETENTION,
     ``grant_retention``), batch by batch."""
 
     def __init__(self, db: PostgresDatabase, *, grant_retention: int = records.DEFAULT_GRANT_RETENTION) -> None:
+        super().__init__(db, grant_retention=grant_retention)
         self._db = db
-        self._grant_retention = grant_retention
-
-    def migrate(self) -> list[int]:
-        return self._db.migrate()
-
-    def pending_migrations(self) -> list[int]:
-        return self._db.pending_migrations()
-
-    def applied_migrations(self) -> list[int]:
-        return self._db.applied_migrations()
-
-    def ensure_schema(self, *, busy_wait: float) -> bool:
-        return self._db.ensure_schema(busy_wait=busy_wait)
-
-    def close(self) -> None:
-        self._db.close()
 
     def _in_batches(self, sql: str, cut: int) -> int:
         removed = 0

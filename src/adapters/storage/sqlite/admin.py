@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import records
+from ..admin import COUNTED_TABLES, SchemaAdministration
 from .database import SqliteDatabase, storage_errors
 
 # Purge, in order; each takes the cut-off time. Rows of grants about to go are deleted
@@ -26,41 +27,16 @@ _PURGE_UNUSED_GRANTS = """
     AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = grants.grant_id)
     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = grants.grant_id)
 """
-# What counts() reports, by table.
-COUNTED_TABLES = (
-    "clients",
-    "pending_authorizations",
-    "authorization_codes",
-    "grants",
-    "access_tokens",
-    "refresh_tokens",
-    "rate_limit_counters",
-)
 
 
-class SqliteAdministration:
+class SqliteAdministration(SchemaAdministration):
     """``purge_expired`` deletes expired pending authorizations, codes and tokens; grants revoked
     more than ``records.REVOKED_GRANT_RETENTION`` ago (with their rows); and grants older than
     ``grant_retention`` that have no code or token left, so nothing can use them any more."""
 
     def __init__(self, db: SqliteDatabase, *, grant_retention: int = records.DEFAULT_GRANT_RETENTION) -> None:
+        super().__init__(db, grant_retention=grant_retention)
         self._db = db
-        self._grant_retention = grant_retention
-
-    def migrate(self) -> list[int]:
-        return self._db.migrate()
-
-    def pending_migrations(self) -> list[int]:
-        return self._db.pending_migrations()
-
-    def applied_migrations(self) -> list[int]:
-        return self._db.applied_migrations()
-
-    def ensure_schema(self, *, busy_wait: float) -> bool:
-        return self._db.ensure_schema(busy_wait=busy_wait)
-
-    def close(self) -> None:
-        self._db.close()
 
     @storage_errors
     def reencrypt(self) -> int:
