@@ -6,7 +6,7 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator
+from typing import Any, Generator, Iterator
 from urllib.parse import urlencode
 
 from mcp_oauth_bridge.domain.model import (
@@ -21,7 +21,15 @@ from mcp_oauth_bridge.domain.model import (
     UpstreamTokens,
     UpstreamTransaction,
 )
-from mcp_oauth_bridge.domain.ports import RateWindow, UpstreamIdentityError, WebUrl
+from mcp_oauth_bridge.domain.ports import (
+    RECORD_KINDS,
+    ImportResult,
+    RateWindow,
+    RecordBatch,
+    StorageError,
+    UpstreamIdentityError,
+    WebUrl,
+)
 
 
 class FixedClock:
@@ -389,6 +397,54 @@ class InMemoryStorage:
                 }
             )
             return removed
+
+
+    # Export and import: the fake's rows are its own values (a model, and a grant's upstream
+    # tokens), which only another InMemoryStorage imports.
+
+    def export_records(self, now: int, *, batch_size: int = 1000) -> Generator[RecordBatch, None, None]:
+        # What purge would keep, by construction: a purged copy.
+        with self.lock:
+            kept = InMemoryStorage(grant_retention=self.grant_retention)
+            for name in _TABLES:
+                setattr(kept, name, dict(getattr(self, name)))
+        kept.purge_expired(now)
+        rows: dict[str, list[tuple[Any, ...]]] = {
+            "clients": [(client,) for client in kept.clients.values()],
+            "pending_authorizations": [(pending,) for pending in kept.pending.values()],
+            "grants": [(grant, kept.upstream_tokens.get(grant.grant_id)) for grant in kept.grants.values()],
+            "authorization_codes": [(code,) for code in kept.codes.values()],
+            "access_tokens": [(token,) for token in kept.access_tokens.values()],
+            "refresh_tokens": [(token,) for token in kept.refresh_tokens.values()],
+        }
+        for kind in RECORD_KINDS:
+            for start in range(0, len(rows[kind]), batch_size):
+                yield RecordBatch(kind, rows[kind][start : start + batch_size])
+
+    def import_records(self, batch: RecordBatch) -> ImportResult:
+        tables: dict[str, tuple[dict[str, Any], str]] = {
+            "clients": (self.clients, "client_id"),
+            "pending_authorizations": (self.pending, "pending_id"),
+            "grants": (self.grants, "grant_id"),
+            "authorization_codes": (self.codes, "code_hash"),
+            "access_tokens": (self.access_tokens, "token_hash"),
+            "refresh_tokens": (self.refresh_tokens, "token_hash"),
+        }
+        added = 0
+        with self.atomic():
+            table, key = tables[batch.kind]
+            for record, *rest in batch.rows:
+                if getattr(record, key) in table:
+                    continue
+                # Like the SQL adapters' foreign keys: a record's parent must be here already.
+                parent = getattr(record, "grant_id", None) if batch.kind != "grants" else None
+                if parent is not None and parent not in self.grants:
+                    raise StorageError(f"no grant {parent!r} for the imported {batch.kind}")
+                table[getattr(record, key)] = record
+                if batch.kind == "grants" and rest[0] is not None:
+                    self.upstream_tokens[record.grant_id] = rest[0]
+                added += 1
+        return ImportResult(added=added, existing=len(batch.rows) - added)
 
 
 class ScriptedIdentityProvider:

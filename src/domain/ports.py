@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, Generator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from .model import (
     AccessToken,
@@ -232,6 +232,41 @@ class RefreshTokenStore(Protocol):
         ...
 
 
+# The kinds of record a storage backend exports and imports, parents before children (a grant's
+# client before it, a token's grant before the token). Rate-limit counters are not among them.
+RECORD_KINDS = (
+    "clients",
+    "pending_authorizations",
+    "grants",
+    "authorization_codes",
+    "access_tokens",
+    "refresh_tokens",
+)
+
+
+class RecordBatch(NamedTuple):
+    """Records of one kind (one of RECORD_KINDS) as a storage backend exports and imports them.
+
+    Each row is a tuple of plain values in an order the backends agree on: the SQL backends
+    share one (adapters/storage/records.py, EXPORT_COLUMNS), with keyed hashes as stored and
+    secrets still sealed, so that either imports what the other exports under the same keys."""
+
+    kind: str
+    rows: Sequence[tuple[Any, ...]]
+
+
+class ImportResult(NamedTuple):
+    """What importing a batch did with its rows."""
+
+    # Stored now.
+    added: int = 0
+    # Left out: the target already holds a record with that key (client id, grant id, hash ...).
+    existing: int = 0
+    # Left out: the target cannot hold a value of the row (a keyed hash that another backend
+    # stored as text, because it is not 64 lower-case hex digits, where this one stores 32 bytes).
+    unstorable: int = 0
+
+
 @runtime_checkable
 class StorageAdministration(Protocol):
     """What operating a storage backend needs (the CLI, start-up, housekeeping), apart from the
@@ -268,6 +303,22 @@ class StorageAdministration(Protocol):
 
     def counts(self) -> dict[str, int]:
         """How many rows each kind of record has (clients, grants, tokens …), for operators."""
+        ...
+
+    def export_records(self, now: int, *, batch_size: int = 1000) -> Generator[RecordBatch, None, None]:
+        """Every record that ``purge_expired(now)`` would keep, in batches of at most
+        ``batch_size`` rows, kind by kind in the order of RECORD_KINDS, read from one consistent
+        snapshot: every client; unexpired pending authorizations; grants not revoked more than
+        a retention period ago that are recent or still have an unexpired code or token (each
+        with its sealed upstream tokens); and the unexpired codes and tokens of those grants.
+        Refresh leases and rate-limit counters are left out."""
+        ...
+
+    def import_records(self, batch: RecordBatch) -> ImportResult:
+        """Store the batch's records in one transaction, as they are (revoked, redeemed and
+        rotated states included; nothing re-encrypted or re-hashed), leaving out those whose
+        key is already taken and those whose values this backend cannot hold; their parents
+        must already be here."""
         ...
 
     def close(self) -> None:

@@ -1,15 +1,22 @@
-"""The `mcp-oauth-bridge` command: serve, migrate, purge, check-config."""
+"""The `mcp-oauth-bridge` command: serve, migrate, purge, copy-storage, check-config."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
-from ..domain.ports import StorageError
-from .config import ConfigError, Settings, load_settings
+from psycopg.conninfo import conninfo_to_dict
+
+from ..adapters.system import SystemClock
+from ..domain.ports import StorageAdministration, StorageError
+from ..domain.services.storage_copy import CopyReport, SourceSchemaNotCurrent, StorageCopy, TargetNotEmpty
+from .config import ConfigError, Settings, check_storage_url, load_settings, redact_url
 from .container import build_container
+from .storage import build_storage
 from . import gunicorn_conf
 
 log = logging.getLogger("mcp_oauth_bridge")
@@ -71,6 +78,82 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_for(settings: Settings, url: str, option: str, *, must_exist: bool) -> Settings:
+    """The settings with ``url`` (a --from or --to value) as their storage; ConfigError naming
+    the option if it is not a storage URL, or names a SQLite file that must exist and does not
+    (opening one creates it)."""
+    chosen = replace(settings, storage_url=check_storage_url(url, name=option))
+    if must_exist and chosen.storage_backend == "sqlite" and not Path(chosen.sqlite_path).is_file():
+        raise ConfigError(f"{option}: there is no SQLite database at {chosen.sqlite_path}")
+    return chosen
+
+
+def _place(settings: Settings) -> tuple[str, ...]:
+    """Which database the settings' storage is, for telling two URLs of the same one apart."""
+    if settings.storage_backend == "sqlite":
+        return ("sqlite", str(Path(settings.sqlite_path).resolve()))
+    options = conninfo_to_dict(settings.storage_url)
+    return ("postgresql", str(options.get("host")), str(options.get("port") or 5432), str(options.get("dbname")))
+
+
+def _print_copy_report(report: CopyReport) -> None:
+    for kind, result in report.results.items():
+        notes = []
+        if result.existing:
+            notes.append(f"{result.existing} already in the target, left as they were")
+        if result.unstorable:
+            notes.append(f"{result.unstorable} skipped: a keyed hash stored as text, which the target cannot hold")
+        print(f"  {kind}: {result.added}" + (f" ({'; '.join(notes)})" if notes else ""))
+    print("rate-limit counters and upstream-refresh leases are not copied: they start afresh")
+
+
+def _copy_storage(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        source_settings = _storage_for(settings, args.source, "--from", must_exist=True)
+        target_settings = _storage_for(settings, args.target, "--to", must_exist=False)
+        if _place(source_settings) == _place(target_settings):
+            raise ConfigError("--from and --to name the same database")
+    except ConfigError as exc:
+        print(f"mcp-oauth-bridge: {exc}", file=sys.stderr)
+        return 2
+    source, target = redact_url(source_settings.storage_url), redact_url(target_settings.storage_url)
+    admins: list[StorageAdministration] = []
+    try:
+        admins = [build_storage(source_settings).admin(), build_storage(target_settings).admin()]
+        copy = StorageCopy(source=admins[0], target=admins[1], clock=SystemClock())
+        print(f"copying live records from {source} to {target}")
+        report = copy.copy(force=args.force)
+    except SourceSchemaNotCurrent as exc:
+        print(
+            f"mcp-oauth-bridge: copy refused: {exc}; if --from names this server's database, upgrade it "
+            "first (mcp-oauth-bridge migrate with STORAGE_URL set to it)",
+            file=sys.stderr,
+        )
+        return 1
+    except TargetNotEmpty as exc:
+        print(
+            f"mcp-oauth-bridge: copy refused: {exc}; name an empty database, or pass --force to copy anyway "
+            "(records the target already has are left as they are)",
+            file=sys.stderr,
+        )
+        return 1
+    except StorageError as exc:
+        print(
+            f"mcp-oauth-bridge: copy failed: {exc} (batches copied before the failure stay in the target: "
+            "run the command again with --force to finish)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        for admin in admins:
+            admin.close()
+    if report.migrated:
+        print(f"applied schema versions {', '.join(map(str, report.migrated))} to the target")
+    print("copied:")
+    _print_copy_report(report)
+    return 0
+
+
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     print(f"PUBLIC_URL={settings.public_url}")
     print(f"IDP_PROVIDER={settings.idp_provider}")
@@ -87,6 +170,10 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "serve": ("run the server with gunicorn", _serve),
     "migrate": ("create or upgrade the database schema", _migrate),
     "purge": ("delete expired codes, tokens, authorizations and rate-limit counters, and unused registered clients", _purge),
+    "copy-storage": (
+        "copy every live client, grant and token from one storage into another (e.g. SQLite to PostgreSQL)",
+        _copy_storage,
+    ),
     "check-config": ("validate the configuration and print the main settings", _check_config),
 }
 
@@ -99,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         if name == "serve":
             sub.add_argument("--bind", help="host:port to listen on (default 127.0.0.1:8000 or $BIND)")
             sub.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
+        if name == "copy-storage":
+            sub.add_argument("--from", dest="source", required=True, metavar="URL", help="the storage to copy from")
+            sub.add_argument("--to", dest="target", required=True, metavar="URL", help="the storage to copy into (empty)")
+            sub.add_argument(
+                "--force",
+                action="store_true",
+                help="copy into a target that already holds records, leaving those it has as they are",
+            )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -228,25 +228,27 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc=f"{userinfo}@{host}").geturl()
 
 
-def _storage_url(url: str) -> str:
+def check_storage_url(url: str, *, name: str = "STORAGE_URL") -> str:
+    """A storage URL checked as STORAGE_URL is (ConfigError naming ``name``, which may be a
+    command-line option), stripped of surrounding spaces; never echoes a password."""
     url = url.strip()
     scheme = urlsplit(url).scheme
     if scheme not in STORAGE_SCHEMES:
         raise ConfigError(
-            "STORAGE_URL must be sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname, "
+            f"{name} must be sqlite:///path/to/file.db or postgresql://user:password@host:5432/dbname, "
             f"got {redact_url(url)!r}"
         )
     if scheme == "sqlite":
         if not url.startswith("sqlite:///") or url == "sqlite:///":
-            raise ConfigError(f"STORAGE_URL for SQLite must look like sqlite:///path/to/file.db, got {url!r}")
+            raise ConfigError(f"{name} for SQLite must look like sqlite:///path/to/file.db, got {redact_url(url)!r}")
         return url
     try:
         # libpq's own parser: what the driver will accept (host, port, dbname, sslmode ...).
         options = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
-        raise ConfigError(f"STORAGE_URL is not a valid PostgreSQL URL: {redact_url(url)!r}") from None
+        raise ConfigError(f"{name} is not a valid PostgreSQL URL: {redact_url(url)!r}") from None
     if not options.get("dbname"):
-        raise ConfigError(f"STORAGE_URL for PostgreSQL must name the database (…/dbname), got {redact_url(url)!r}")
+        raise ConfigError(f"{name} for PostgreSQL must name the database (…/dbname), got {redact_url(url)!r}")
     return url
 
 
@@ -472,7 +474,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         )
 
     data_dir = Path(env.get("DATA_DIR") or "data")
-    storage_url = _storage_url(env.get("STORAGE_URL") or f"sqlite:///{data_dir / 'mcp-oauth-bridge.db'}")
+    storage_url = check_storage_url(env.get("STORAGE_URL") or f"sqlite:///{data_dir / 'mcp-oauth-bridge.db'}")
 
     raw_keys, raw_hash_key = env.get("ENCRYPTION_KEYS"), env.get("TOKEN_HASH_KEY")
     if not raw_keys or not raw_hash_key:

@@ -418,3 +418,77 @@ def stored_hash(value: str) -> bytes:
     if key is None:
         raise StorageError("a value stored as a keyed hash is not 64 lower-case hex digits")
     return key
+
+
+# -- records as copied between storages (StorageAdministration.export_records / import_records) --
+
+# Each kind's row, in RECORD_KINDS order: the table's columns as above, keyed hashes as the
+# exporting backend stores them (32 bytes, or text for a value that is not a keyed hash, which
+# only SQLite keeps), sealed values still sealed (both storages use the same ENCRYPTION_KEYS).
+# A grant's row ends with its upstream tokens (tokens_enc and their expiry, or two NULLs); an
+# access token's row ends with the copy of its grant that it carries (migration 3).
+GRANT_UPSTREAM_COLUMNS = "u.tokens_enc, u.expires_at"
+EXPORT_COLUMNS: dict[str, str] = {
+    "clients": CLIENT_COLUMNS,
+    "pending_authorizations": PENDING_COLUMNS,
+    "grants": f"{GRANT_COLUMNS}, {GRANT_UPSTREAM_COLUMNS}",
+    "authorization_codes": CODE_COLUMNS,
+    "access_tokens": f"{ACCESS_COLUMNS}, {ACCESS_GRANT_COLUMNS}",
+    "refresh_tokens": REFRESH_COLUMNS,
+}
+GRANT_WIDTH = 8
+# Where each kind's row holds a keyed hash (None allowed: a pending authorization's upstream
+# state before consent).
+HASH_POSITIONS: dict[str, tuple[int, ...]] = {
+    "pending_authorizations": (10,),
+    "authorization_codes": (0,),
+    "access_tokens": (0,),
+    "refresh_tokens": (0,),
+}
+
+
+def export_queries(param: Callable[[str], str]) -> dict[str, str]:
+    """The SELECT of each kind for export_records, given how the backend spells a named
+    parameter: ``now``, ``revoked_before`` (now - REVOKED_GRANT_RETENTION) and
+    ``unused_before`` (now - the grant retention). What they select is what purge_expired(now)
+    keeps: every client, unexpired pending authorizations, grants not revoked before
+    ``revoked_before`` that were created after ``unused_before`` or still have an unexpired code
+    or token, and the unexpired codes and tokens of such grants (an unexpired one makes its
+    grant kept)."""
+    now, revoked_before, unused_before = param("now"), param("revoked_before"), param("unused_before")
+    kept = f"(g.revoked_at IS NULL OR g.revoked_at > {revoked_before})"
+
+    def live(table: str) -> str:
+        return f"EXISTS (SELECT 1 FROM {table} t WHERE t.grant_id = g.grant_id AND t.expires_at > {now})"
+
+    return {
+        "clients": f"SELECT {CLIENT_COLUMNS} FROM clients",
+        "pending_authorizations": f"SELECT {PENDING_COLUMNS} FROM pending_authorizations WHERE expires_at > {now}",
+        "grants": f"""
+            SELECT {EXPORT_COLUMNS['grants']}
+            FROM grants g LEFT JOIN grant_upstream_tokens u ON u.grant_id = g.grant_id
+            WHERE {kept} AND (g.created_at > {unused_before} OR {live('authorization_codes')}
+                OR {live('access_tokens')} OR {live('refresh_tokens')})
+        """,
+        "authorization_codes": f"""
+            SELECT {EXPORT_COLUMNS['authorization_codes']}
+            FROM authorization_codes c JOIN grants g ON g.grant_id = c.grant_id
+            WHERE c.expires_at > {now} AND {kept}
+        """,
+        "access_tokens": f"""
+            SELECT {EXPORT_COLUMNS['access_tokens']}
+            FROM access_tokens a JOIN grants g ON g.grant_id = a.grant_id
+            WHERE a.expires_at > {now} AND {kept}
+        """,
+        "refresh_tokens": f"""
+            SELECT {EXPORT_COLUMNS['refresh_tokens']}
+            FROM refresh_tokens r JOIN grants g ON g.grant_id = r.grant_id
+            WHERE r.expires_at > {now} AND {kept}
+        """,
+    }
+
+
+def insert_columns(kind: str) -> str:
+    """The columns an imported row of ``kind`` fills, in its order (a grant's own only)."""
+    columns = GRANT_COLUMNS if kind == "grants" else EXPORT_COLUMNS[kind]
+    return ", ".join(column.strip().partition(".")[2] or column.strip() for column in columns.split(","))

@@ -1,15 +1,22 @@
-"""PostgreSQL behind the StorageAdministration port: schema, key rotation, purge and counts.
+"""PostgreSQL behind the StorageAdministration port: schema, key rotation, purge, counts, and
+the export and import of records that copy-storage moves between storages.
 
 Purge and re-encryption work in bounded batches, each its own short transaction, so that they
 never hold many row locks or one long transaction while instances serve requests; both are
-safe to interrupt and run again.
+safe to interrupt and run again. Export reads one snapshot through server-side cursors, a batch
+at a time; import stores a batch per transaction (COPY into a staging table, then one INSERT).
 """
 
 from __future__ import annotations
 
+from typing import Any, Generator, Sequence
+
+import psycopg
+
+from ....domain.ports import RECORD_KINDS, ImportResult, RecordBatch, StorageError
 from .. import records
 from ..admin import COUNTED_TABLES, SchemaAdministration
-from .database import PostgresDatabase
+from .database import PostgresDatabase, describe
 
 # Rows deleted or re-encrypted per statement.
 BATCH_ROWS = 1000
@@ -46,6 +53,48 @@ _DELETE_UNUSED_GRANTS = """
         AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = grants.grant_id)
         LIMIT %(batch)s))
 """
+
+# Export, kind by kind (records.export_queries in psycopg's spelling of named parameters).
+_EXPORT = records.export_queries(lambda name: f"%({name})s")
+# The primary key each kind's INSERT returns for the rows it stored.
+_PRIMARY_KEYS = {
+    "clients": "client_id",
+    "pending_authorizations": "pending_id",
+    "grants": "grant_id",
+    "authorization_codes": "code_hash",
+    "access_tokens": "token_hash",
+    "refresh_tokens": "token_hash",
+    "grant_upstream_tokens": "grant_id",
+}
+
+
+def _staging(table: str) -> str:
+    """A temporary table shaped like ``table`` that an import batch is copied into first; emptied
+    when the transaction ends, dropped with the session."""
+    return f"CREATE TEMP TABLE IF NOT EXISTS import_{table} (LIKE {table}) ON COMMIT DELETE ROWS"
+
+
+def _insert_staged(table: str, columns: str) -> str:
+    """Store the staged rows, leaving out a row whose unique keys (the primary key, or another
+    UNIQUE column such as a pending authorization's upstream state hash) are taken; return the
+    key of each row stored."""
+    return (
+        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM import_{table} "
+        f"ON CONFLICT DO NOTHING RETURNING {_PRIMARY_KEYS[table]}"
+    )
+
+
+def _storable(kind: str, row: Sequence[Any]) -> tuple[Any, ...] | None:
+    """The row with its keyed hashes as this backend stores them (32 bytes); None when one is
+    text that is not a keyed hash (SQLite keeps such values as they are; no bytea column can)."""
+    values = list(row)
+    for position in records.HASH_POSITIONS.get(kind, ()):
+        value = values[position]
+        if isinstance(value, str):
+            values[position] = records.hash_bytes(value)
+            if values[position] is None:
+                return None
+    return tuple(values)
 
 
 
@@ -104,3 +153,52 @@ class PostgresAdministration(SchemaAdministration):
             row = self._db.fetchone(f"SELECT count(*) FROM {table}")
             counts[table] = 0 if row is None else int(row[0])
         return counts
+
+    def export_records(self, now: int, *, batch_size: int = 1000) -> Generator[RecordBatch, None, None]:
+        parameters = {
+            "now": now,
+            "revoked_before": now - records.REVOKED_GRANT_RETENTION,
+            "unused_before": now - self._grant_retention,
+        }
+        try:
+            with self._db.snapshot() as connection:
+                for kind in RECORD_KINDS:
+                    # A server-side cursor: the rows come a batch at a time, never all at once.
+                    with connection.cursor(name=f"export_{kind}") as cursor:
+                        cursor.execute(_EXPORT[kind], parameters)
+                        while rows := cursor.fetchmany(batch_size):
+                            yield RecordBatch(kind, rows)
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL storage failed: {describe(exc)}") from exc
+
+    def import_records(self, batch: RecordBatch) -> ImportResult:
+        storable = [row for row in (_storable(batch.kind, row) for row in batch.rows) if row is not None]
+        unstorable = len(batch.rows) - len(storable)
+        if not storable:
+            return ImportResult(unstorable=unstorable)
+        with self._db.atomic(), self._db.connection() as connection:
+            if batch.kind == "grants":
+                added = _import_grants(connection, storable)
+            else:
+                added = len(_insert(connection, batch.kind, records.insert_columns(batch.kind), storable))
+        return ImportResult(added=added, existing=len(storable) - added, unstorable=unstorable)
+
+
+def _insert(connection: psycopg.Connection[Any], table: str, columns: str, rows: Sequence[Sequence[Any]]) -> set[Any]:
+    """Store the rows (COPY into a staging table, then one INSERT: a batch costs a few round
+    trips, not one per row); return the keys of those stored."""
+    connection.execute(_staging(table))
+    with connection.cursor() as cursor, cursor.copy(f"COPY import_{table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    return {key for (key,) in connection.execute(_insert_staged(table, columns)).fetchall()}
+
+
+def _import_grants(connection: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
+    width = records.GRANT_WIDTH
+    stored = _insert(connection, "grants", records.insert_columns("grants"), [row[:width] for row in rows])
+    # The upstream tokens of the grants stored now (a grant already here keeps its own).
+    upstream = [(row[0], *row[width:]) for row in rows if row[0] in stored and row[width] is not None]
+    if upstream:
+        _insert(connection, "grant_upstream_tokens", "grant_id, tokens_enc, expires_at", upstream)
+    return len(stored)

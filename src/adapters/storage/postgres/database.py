@@ -179,6 +179,15 @@ class PostgresDatabase:
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL storage failed: {describe(exc)}") from exc
 
+    @contextmanager
+    def snapshot(self) -> Iterator[psycopg.Connection[Any]]:
+        """A read-only REPEATABLE READ transaction on a pooled connection: every query inside
+        sees the database as it was at the first one, however long the block takes. psycopg
+        errors inside are the caller's to translate."""
+        with self.pool().connection() as connection, connection.transaction():
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield connection
+
     # schema
 
     @storage_errors

@@ -1,10 +1,16 @@
-"""SQLite behind the StorageAdministration port: schema, key rotation, purge and counts."""
+"""SQLite behind the StorageAdministration port: schema, key rotation, purge, counts, and the
+export and import of records that copy-storage moves between storages."""
 
 from __future__ import annotations
 
+import sqlite3
+from typing import Any, Generator, Sequence
+
+from ....domain.ports import RECORD_KINDS, ImportResult, RecordBatch, StorageError
 from .. import records
 from ..admin import COUNTED_TABLES, SchemaAdministration
 from .database import SqliteDatabase, storage_errors
+from .migrations import access_token_key
 
 # Purge, in order; each takes the cut-off time. Rows of grants about to go are deleted
 # explicitly rather than by ON DELETE CASCADE so that they are counted.
@@ -27,6 +33,23 @@ _PURGE_UNUSED_GRANTS = """
     AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = grants.grant_id)
     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = grants.grant_id)
 """
+# Export, kind by kind (records.export_queries in SQLite's spelling of named parameters).
+_EXPORT = records.export_queries(lambda name: f":{name}")
+
+
+def _insert(table: str, columns: str) -> str:
+    """An INSERT that leaves the row out when any of its unique keys is taken (the primary key,
+    or another UNIQUE column such as a pending authorization's upstream state hash)."""
+    placeholders = ", ".join("?" * len(columns.split(",")))
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
+
+
+_IMPORT = {kind: _insert(kind, records.insert_columns(kind)) for kind in RECORD_KINDS}
+_IMPORT_UPSTREAM = _insert("grant_upstream_tokens", "grant_id, tokens_enc, expires_at")
+# Access tokens sit at the rowid their hash gives (migration 3): token_key comes first.
+_IMPORT["access_tokens"] = _insert("access_tokens", "token_key, " + records.insert_columns("access_tokens"))
+_ACCESS_TOKEN_EXISTS = "SELECT 1 FROM access_tokens WHERE token_hash = ?"
+
 
 
 class SqliteAdministration(SchemaAdministration):
@@ -73,3 +96,52 @@ class SqliteAdministration(SchemaAdministration):
     def counts(self) -> dict[str, int]:
         connection = self._db.connection()
         return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED_TABLES}
+
+    def export_records(self, now: int, *, batch_size: int = 1000) -> Generator[RecordBatch, None, None]:
+        parameters = {
+            "now": now,
+            "revoked_before": now - records.REVOKED_GRANT_RETENTION,
+            "unused_before": now - self._grant_retention,
+        }
+        try:
+            with self._db.snapshot() as connection:
+                for kind in RECORD_KINDS:
+                    cursor = connection.execute(_EXPORT[kind], parameters)
+                    while rows := cursor.fetchmany(batch_size):
+                        yield RecordBatch(kind, rows)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite storage failed: {exc}") from exc
+
+    @storage_errors
+    def import_records(self, batch: RecordBatch) -> ImportResult:
+        connection = self._db.connection()
+        added = 0
+        with self._db.atomic():
+            for row in batch.rows:
+                added += self._import_row(connection, batch.kind, row)
+        return ImportResult(added=added, existing=len(batch.rows) - added)
+
+    @staticmethod
+    def _import_row(connection: sqlite3.Connection, kind: str, row: Sequence[Any]) -> int:
+        """Insert one exported row; 1 if it was stored, 0 if its key was taken."""
+        if kind == "access_tokens":
+            return _import_access_token(connection, row)
+        if kind != "grants":
+            return connection.execute(_IMPORT[kind], row).rowcount
+        grant, (tokens_enc, expires_at) = row[: records.GRANT_WIDTH], row[records.GRANT_WIDTH :]
+        if connection.execute(_IMPORT["grants"], grant).rowcount == 0:
+            return 0
+        if tokens_enc is not None:
+            connection.execute(_IMPORT_UPSTREAM, (grant[0], tokens_enc, expires_at))
+        return 1
+
+
+def _import_access_token(connection: sqlite3.Connection, row: Sequence[Any]) -> int:
+    # At the rowid its hash gives, or (another token's hash starting with the same 8 bytes, or a
+    # hash stored as text) at the next free one, as add_access_token places it.
+    key = access_token_key(row[0])
+    if key is not None and connection.execute(_IMPORT["access_tokens"], (key, *row)).rowcount == 1:
+        return 1
+    if connection.execute(_ACCESS_TOKEN_EXISTS, (row[0],)).fetchone() is not None:
+        return 0
+    return connection.execute(_IMPORT["access_tokens"], (None, *row)).rowcount

@@ -222,6 +222,26 @@ class SqliteDatabase:
             self._undo(connection, depth, savepoint)
             raise StorageError(f"SQLite storage failed to commit: {exc}") from exc
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction (deferred: it takes no write lock, so writers go on): every query
+        inside sees the file as it was at the first one (WAL keeps that snapshot). Nothing is
+        written, not even a pending migration."""
+        connection = self._thread_connection()
+        state: _ThreadState = self._local.state
+        if state.depth:
+            raise StorageError("SQLite storage: a snapshot cannot be taken inside a transaction")
+        try:
+            connection.execute("BEGIN DEFERRED")
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite storage failed to begin a transaction: {exc}") from exc
+        state.depth = 1
+        try:
+            yield connection
+        finally:
+            state.depth = 0
+            self._undo(connection, 0, "")
+
     @staticmethod
     def _undo(connection: sqlite3.Connection, depth: int, savepoint: str) -> None:
         try:
