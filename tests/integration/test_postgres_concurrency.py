@@ -20,7 +20,7 @@ import logging
 import multiprocessing
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
@@ -440,6 +440,69 @@ def test_a_grant_revoked_in_one_process_is_refused_by_another_at_its_next_lookup
         f"accepted, then refused (the access token was revoked; grant revoked at {NOW + 3})",
         "revoked",
     ]
+
+
+def wait_until_someone_waits_for_a_lock(backend: Backend) -> None:
+    """Until another session of the database waits for a lock we hold (on SQLite, which cannot
+    tell, a moment: the test then still holds, only less sharply)."""
+    if backend.name == "sqlite":
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + WAIT_SECONDS
+    with psycopg.connect(backend.location, autocommit=True) as observer:
+        while not observer.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the revocation never waited for the refresh"
+            time.sleep(0.01)
+
+
+def test_a_refresh_and_a_revocation_of_its_grant_at_once_both_complete(backend: Backend) -> None:
+    """The refresh grant's transaction (the token's row locked, then tokens issued from the grant)
+    and revoke_grant (the grant, its access tokens, its refresh tokens) in another process take
+    their locks in an order that cannot deadlock: both finish, and the revocation, coming second,
+    covers the tokens the refresh issued."""
+    with backend.open() as stores:
+        stores.clients.add(public_client())
+        value = seed_refresh_token(stores, "grant-1")
+    locked, revoking = CONTEXT.Event(), CONTEXT.Event()
+    access_value = ACCESS_TOKEN_PREFIX + "b" * 43
+    successor = refresh_token_value(HASHER, grant_id="grant-1", generation=1, secret="s" * 43)
+
+    @contextmanager
+    def instance(index: int) -> Iterator[Callable[[int], str]]:
+        with backend.open() as stores:
+
+            def refresh(round_: int) -> str:
+                # What TokenService.refresh does in its transaction, with a pause in the middle.
+                with stores.unit_of_work.atomic():
+                    found = stores.refresh_tokens.get_refresh_token(HASHER.hash(value))
+                    assert found is not None and found[0].rotated_at is None
+                    locked.set()
+                    assert revoking.wait(WAIT_SECONDS)
+                    wait_until_someone_waits_for_a_lock(backend)
+                    assert stores.refresh_tokens.rotate_refresh_token(HASHER.hash(value), NOW + 1)
+                    stores.access_tokens.add_access_token(
+                        AccessToken(HASHER.hash(access_value), "grant-1", "client-1", ("mcp:read",), RESOURCE, NOW + 1, NOW + 3600)
+                    )
+                    stores.refresh_tokens.add_refresh_token(
+                        replace(found[0], token_hash=HASHER.hash(successor), generation=1, issued_at=NOW + 1)
+                    )
+                return "refreshed"
+
+            def revoke(round_: int) -> str:
+                assert locked.wait(WAIT_SECONDS)
+                revoking.set()
+                stores.grants.revoke_grant("grant-1", NOW + 2)
+                return "revoked"
+
+            yield refresh if index == 0 else revoke
+
+    [outcomes] = race(instance, processes=2)
+    assert outcomes == ["refreshed", "revoked"]
+    with backend.open() as stores:
+        access = stores.access_tokens.get_access_token(HASHER.hash(access_value))
+        assert access is not None and access[0].revoked_at == NOW + 2 and access[1].revoked_at == NOW + 2
+        refresh = stores.refresh_tokens.get_refresh_token(HASHER.hash(successor))
+        assert refresh is not None and refresh[0].revoked_at == NOW + 2
 
 
 # -- PostgreSQL: two instances migrating at once ---------------------------------------------------

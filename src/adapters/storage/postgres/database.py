@@ -129,6 +129,10 @@ class PostgresDatabase:
         with self.pool().connection() as connection:
             yield connection
 
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside ``atomic()`` (a lone statement's locks end with it)."""
+        return getattr(self._local, "connection", None) is not None
+
     @storage_errors
     def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         with self.connection() as connection:
