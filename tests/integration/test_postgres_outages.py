@@ -158,6 +158,36 @@ def test_requests_while_the_database_is_down_get_503_and_the_same_app_serves_onc
     assert oauth.authorize(pkce_pair()[1]).status == 200
 
 
+def test_a_rate_limited_page_while_the_database_is_down_waits_for_the_pool_once(
+    outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/oauth/authorize with the rate limits on makes two storage calls: the limiter's counter
+    (which fails open) and the page's own. The first waits for the pool and finds the database
+    unreachable; the second fails at once instead of waiting as long again."""
+    env = environment_for(tmp_path, STORAGE_URL=outage.url, STORAGE_CONNECT_TIMEOUT=CONNECT_TIMEOUT, RATE_LIMITS="on")
+    app = create_app(load_settings(env, dotenv_path=None))
+    try:
+        oauth = OAuthClient(FlaskTransport(app.test_client()))
+        assert oauth.register().status == 201
+        outage.down()
+        caplog.clear()
+        assert_error_page(oauth.authorize(pkce_pair()[1]))
+        errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+        assert [record.name for record in errors] == ["flask-limiter", "mcp_oauth_bridge.adapters.http.errors"], caplog.text
+        limiter, page = errors
+        # Flask-Limiter swallows the counter's failure (logged with it): the wait for the pool.
+        assert limiter.exc_info is not None
+        waited = str(limiter.exc_info[1])
+        assert waited.startswith("PostgreSQL storage failed: PoolTimeout")
+        assert "(the database is unreachable: OperationalError: connection failed: " in waited
+        # The page's own call, at once.
+        assert page.getMessage().startswith(
+            "storage failure in authorization.authorize: PostgreSQL storage failed: the database is unreachable ("
+        )
+    finally:
+        app.extensions["container"].storage_admin().close()
+
+
 # -- nothing half-written --------------------------------------------------------------------------
 
 
