@@ -254,7 +254,7 @@ def test_eight_processes_exchange_one_code_and_exactly_one_gets_tokens(backend: 
 
 # -- one refresh token, presented 8 times at once --------------------------------------------------
 
-REFRESH_ROUNDS = 5
+REFRESH_ROUNDS = 20
 # What the grace rule gives for 8 simultaneous presentations of a grant's current refresh token,
 # whatever order they are served in: the 1st rotates it (tokens), the 2nd is the single retry
 # the grace period allows (tokens, a second successor), the 3rd is a replay (invalid_grant, the
