@@ -9,7 +9,8 @@ database object after the fork, race on one row.
   retry the grace allows, the third is a replay that revokes the grant, the rest find it revoked
   (or replay too): 2 get tokens, 6 invalid_grant, the grant ends revoked, on both backends.
 - The upstream refresh lease: one upstream refresh per grant at a time, the others use its result.
-- A grant revoked through one process's store is refused by another's at its next lookup.
+- A grant revoked through one process's store is refused by another's at its next lookup; a
+  revocation racing a refresh of the same grant neither deadlocks nor misses its new tokens.
 - PostgreSQL only: two instances migrating an empty database at once (the advisory lock), and
   ``ensure_schema`` giving up (False) while another session holds the migration lock.
 """
@@ -450,7 +451,7 @@ def wait_until_someone_waits_for_a_lock(backend: Backend) -> None:
         return
     deadline = time.monotonic() + WAIT_SECONDS
     with psycopg.connect(backend.location, autocommit=True) as observer:
-        while not observer.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:  # type: ignore[index]
+        while observer.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
             assert time.monotonic() < deadline, "the revocation never waited for the refresh"
             time.sleep(0.01)
 
