@@ -1,6 +1,12 @@
 """PostgreSQL connections and transactions: psycopg 3 with one psycopg_pool per process, opened
 on first use (after gunicorn forks, never inherited), READ COMMITTED transactions (the
-UnitOfWork port), and the migration session under an advisory lock."""
+UnitOfWork port), and the migration session under an advisory lock.
+
+While the database is down, calls fail fast: after a failed attempt to connect, every call
+for the next ``UNREACHABLE_SECONDS`` raises StorageError at once (naming the failure) instead
+of each waiting ``connect_timeout`` for the pool, and the pool retries on demand rather than
+after a growing back-off, so that it serves again as soon as the database is back.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,11 @@ import os
 import threading
 import time
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Callable, Iterator, ParamSpec, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, Iterator, ParamSpec, Self, Sequence, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ....domain.ports import StorageError
 from .. import migrations
@@ -26,6 +33,15 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 0x6D63706F61757468
 # How often ensure_schema tries the migration lock while another instance holds it.
 LOCK_POLL_SECONDS = 0.05
+# After a failed attempt to connect, calls fail at once for this long (the database is known to
+# be unreachable); the first call after it waits for the pool again, which tries to connect.
+UNREACHABLE_SECONDS = 1.0
+# How long the pool keeps retrying a failed connection in the background (at 1 s, then 2 s …
+# intervals) before giving up until a call asks for a connection again. psycopg_pool's default,
+# 300 s, lets the intervals grow to minutes, so that a pool could sit idle for a minute after
+# the database came back while every request got a 503; with this, a call that needs a
+# connection makes the pool try at once.
+RECONNECT_SECONDS = 2.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,17 +60,70 @@ def describe(exc: psycopg.Error) -> str:
     return f"{name}: {lines[0]}" if lines else name
 
 
-def storage_errors(method: Callable[P, R]) -> Callable[P, R]:
+def storage_errors(
+    method: Callable[Concatenate[PostgresDatabase, P], R],
+) -> Callable[Concatenate[PostgresDatabase, P], R]:
     """Turn psycopg failures (the pool's timeouts included) into the port's StorageError."""
 
     @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(database: PostgresDatabase, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return method(*args, **kwargs)
+            return method(database, *args, **kwargs)
         except psycopg.Error as exc:
-            raise StorageError(f"PostgreSQL storage failed: {describe(exc)}") from exc
+            raise database.storage_error(exc) from exc
 
     return wrapper
+
+
+class Reachability:
+    """What the pool's last attempt to connect found: after a failure, and until an attempt
+    succeeds, the database is unreachable; for ``window`` seconds after each failure, ``check``
+    fails at once. A pool whose connections are merely all in use records nothing here."""
+
+    def __init__(self, window: float = UNREACHABLE_SECONDS, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._window = window
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._failure: str | None = None
+        self._until = 0.0
+
+    def connected(self) -> None:
+        with self._lock:
+            self._failure = None
+
+    def failed(self, exc: psycopg.Error) -> None:
+        with self._lock:
+            self._failure = describe(exc)
+            self._until = self._monotonic() + self._window
+
+    def failure(self) -> str | None:
+        """Why the last attempt to connect failed, unless one succeeded since."""
+        return self._failure
+
+    def check(self) -> None:
+        """StorageError at once if an attempt to connect failed less than ``window`` seconds ago."""
+        with self._lock:
+            failure, until = self._failure, self._until
+        if failure is not None and self._monotonic() < until:
+            raise StorageError(f"PostgreSQL storage failed: the database is unreachable ({failure})")
+
+
+def observed_connections(reachability: Reachability) -> type[psycopg.Connection[TupleRow]]:
+    """A connection class for the pool that reports each attempt to connect to ``reachability``
+    (the pool itself only logs its failures)."""
+
+    class ObservedConnection(psycopg.Connection[TupleRow]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            try:
+                connection = super().connect(conninfo, **kwargs)
+            except psycopg.OperationalError as exc:
+                reachability.failed(exc)
+                raise
+            reachability.connected()
+            return connection
+
+    return ObservedConnection
 
 
 class PostgresDatabase:
@@ -75,8 +144,10 @@ class PostgresDatabase:
         self.statement_timeout = statement_timeout
         self.connect_timeout = connect_timeout
         self._lock = threading.Lock()
-        self._pool: ConnectionPool | None = None
+        self._pool: ConnectionPool[psycopg.Connection[TupleRow]] | None = None
         self._pool_pid = 0
+        # This process's pool's view of the database (a new one with each pool).
+        self._reachability = Reachability()
         # Pools inherited through fork(): never used, and never closed by the child (closing a
         # connection sends Terminate on the socket the parent still uses).
         self._inherited: list[ConnectionPool] = []
@@ -85,7 +156,7 @@ class PostgresDatabase:
 
     # connections
 
-    def pool(self) -> ConnectionPool:
+    def pool(self) -> ConnectionPool[psycopg.Connection[TupleRow]]:
         pool = self._pool
         if pool is not None and self._pool_pid == os.getpid():
             return pool
@@ -94,8 +165,10 @@ class PostgresDatabase:
                 self._inherited.append(self._pool)
                 self._pool = None
             if self._pool is None:
+                self._reachability = Reachability()
                 self._pool = ConnectionPool(
                     self.url,
+                    connection_class=observed_connections(self._reachability),
                     min_size=1,
                     max_size=self.pool_size,
                     # autocommit: a lone statement is its own transaction (no BEGIN/COMMIT round
@@ -107,6 +180,7 @@ class PostgresDatabase:
                     check=ConnectionPool.check_connection,
                     # How long a request waits for a connection (pool exhausted or database down).
                     timeout=self.connect_timeout,
+                    reconnect_timeout=RECONNECT_SECONDS,
                     name="mcp-oauth-bridge",
                     open=True,
                 )
@@ -126,8 +200,33 @@ class PostgresDatabase:
         if current is not None:
             yield current
             return
-        with self.pool().connection() as connection:
+        with self._pooled() as connection:
             yield connection
+
+    @contextmanager
+    def _pooled(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection from the pool, or StorageError at once while the database is known to be
+        unreachable."""
+        pool = self.pool()
+        self._reachability.check()
+        with pool.connection() as connection:
+            yield connection
+
+    def storage_error(self, exc: psycopg.Error) -> StorageError:
+        """The port's error for a psycopg failure; a pool timeout says why no connection came."""
+        message = f"PostgreSQL storage failed: {describe(exc)}"
+        if isinstance(exc, PoolTimeout):
+            failure = self._reachability.failure()
+            stats = self._pool.get_stats() if self._pool is not None else {}
+            if failure is not None:
+                message += f" (the database is unreachable: {failure})"
+            elif stats.get("pool_size", 0) >= self.pool_size and not stats.get("pool_available", 0):
+                message += f" (the pool is exhausted: {self.pool_size} of {self.pool_size} connections in use)"
+        return StorageError(message)
+
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside ``atomic()`` (a lone statement's locks end with it)."""
+        return getattr(self._local, "connection", None) is not None
 
     @storage_errors
     def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
@@ -169,7 +268,7 @@ class PostgresDatabase:
                 with current.transaction():
                     yield
                 return
-            with self.pool().connection() as connection:
+            with self._pooled() as connection:
                 self._local.connection = connection
                 try:
                     with connection.transaction():
@@ -177,7 +276,7 @@ class PostgresDatabase:
                 finally:
                     self._local.connection = None
         except psycopg.Error as exc:
-            raise StorageError(f"PostgreSQL storage failed: {describe(exc)}") from exc
+            raise self.storage_error(exc) from exc
 
     @contextmanager
     def snapshot(self) -> Iterator[psycopg.Connection[Any]]:
@@ -199,7 +298,7 @@ class PostgresDatabase:
 
     @contextmanager
     def _migration_session(self, wait: float | None) -> Iterator[migrations.MigrationSession]:
-        with self.pool().connection() as connection, connection.transaction():
+        with self._pooled() as connection, connection.transaction():
             self._lock_migrations(connection, wait)
             connection.execute(_CREATE_MIGRATIONS_TABLE)
             yield _PostgresMigrationSession(connection)

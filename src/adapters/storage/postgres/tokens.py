@@ -27,6 +27,16 @@ _REVOKE_ACCESS_TOKEN = "UPDATE access_tokens SET revoked_at = %s WHERE token_has
 _INSERT_REFRESH_TOKEN = (
     f"INSERT INTO refresh_tokens ({records.REFRESH_COLUMNS.replace('r.', '')}) VALUES ({', '.join(['%s'] * 11)})"
 )
+# Inside a transaction, every lock on a grant's rows is taken grant first, then its refresh
+# tokens: revoke_grant updates the grant, then its tokens; the refresh grant's transaction
+# share-locks the grant here before locking the token below (it then issues tokens under that
+# share lock, see _INSERT_ACCESS_TOKEN). Locking the token first would deadlock with a
+# revocation of the same grant (it holding the grant, waiting for the token; the refresh
+# holding the token, waiting for the grant), and PostgreSQL would abort one of them.
+_LOCK_GRANT_OF_REFRESH_TOKEN = """
+    SELECT 1 FROM grants WHERE grant_id = (SELECT grant_id FROM refresh_tokens WHERE token_hash = %s)
+    FOR SHARE
+"""
 # FOR UPDATE OF r: inside the refresh grant's transaction the token's row stays locked until it
 # ends, so a second presentation of the same token waits and then reads it rotated (the grace
 # and replay rules then decide exactly as when SQLite serialises the two transactions).
@@ -81,7 +91,11 @@ class PostgresRefreshTokenStore:
 
     def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, Grant] | None:
         key = records.hash_bytes(token_hash)
-        row = None if key is None else self._db.fetchone(_SELECT_REFRESH_TOKEN, (key,))
+        if key is None:
+            return None
+        if self._db.in_transaction():
+            self._db.fetchone(_LOCK_GRANT_OF_REFRESH_TOKEN, (key,))
+        row = self._db.fetchone(_SELECT_REFRESH_TOKEN, (key,))
         return None if row is None else records.refresh_token_and_grant(row)
 
     def current_refresh_generation(self, grant_id: str) -> int | None:
