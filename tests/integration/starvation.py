@@ -31,7 +31,7 @@ from .mcp_sdk_driver import REDIRECT_URI, sign_in_with_redirecting_idp
 from .oauth_flow import pkce_pair
 from .servers import REPO_ROOT, RunningServer, running_server
 from .slow_clients import TrickleStats, Tricklers
-from .test_entra_end_to_end import modern_tool_call
+from .mcp_calls import modern_tool_call
 
 METADATA = "/.well-known/oauth-authorization-server"
 # The Graph client's own timeout (src/adapters/tools/graph_mail.py): how long a stalled call

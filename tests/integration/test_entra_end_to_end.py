@@ -9,14 +9,12 @@ through both workers spends the single-use upstream refresh token exactly once.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -26,6 +24,7 @@ import requests
 from mcp_oauth_bridge.domain.services.upstream import REFRESH_MARGIN
 
 from .entra_standin import DISPLAY_NAME, SUBJECT, USER_OID, USERNAME, EntraStandIn, entra_standin  # noqa: F401
+from .mcp_calls import MODERN, json_rpc_result, modern_tool_call
 from .mcp_sdk_driver import (
     HeadlessBrowser,
     InMemoryTokenStorage,
@@ -40,7 +39,6 @@ from .servers import REPO_ROOT, RunningServer, running_server
 
 pytestmark = pytest.mark.slow
 
-MODERN = "2026-07-28"
 # The code exchange's access token lives this long: fresh (more than REFRESH_MARGIN left) for a
 # few seconds after sign-in, then due for refresh without waiting two minutes.
 WINDOW = 8
@@ -52,41 +50,6 @@ GUNICORN_WITH_PIDS = [
     "--workers", "2", "--access-logformat", PID_LOG_FORMAT, "wsgi:app",
 ]
 MCP_POST = re.compile(r'pid=<(\d+)> "POST /mcp HTTP/1\.1" (\d+)')
-
-
-def modern_tool_call(base_url: str, token: str, name: str, arguments: dict[str, Any], request_id: int) -> requests.Response:
-    """A 2026-07-28 tools/call over plain HTTP with the SDK's bearer token."""
-    body = {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "tools/call",
-        "params": {
-            "name": name,
-            "arguments": arguments,
-            "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}},
-        },
-    }
-    headers = {
-        "Accept": "application/json, text/event-stream",
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {token}",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": name,
-    }
-    return requests.post(base_url + "/mcp", data=json.dumps(body), headers=headers, timeout=60)
-
-
-def json_rpc_result(response: requests.Response) -> dict[str, Any]:
-    """The JSON-RPC message of a JSON or single-event SSE answer."""
-    if response.headers.get("Content-Type", "").startswith("text/event-stream"):
-        data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
-        messages = [json.loads(item) for item in data if item]
-        message = next(m for m in messages if "result" in m or "error" in m)
-    else:
-        message = response.json()
-    assert isinstance(message, dict)
-    return message
 
 
 def access_lines_after(server: RunningServer, skip: int, count: int, timeout: float = 5.0) -> list[tuple[str, str]]:
