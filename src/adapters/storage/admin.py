@@ -54,3 +54,11 @@ class SchemaAdministration:
 
     def close(self) -> None:
         self._schema.close()
+
+    def _export_parameters(self, now: int) -> dict[str, int]:
+        """The cut-offs of records.export_queries: what ``purge_expired(now)`` would keep."""
+        return {
+            "now": now,
+            "revoked_before": now - records.REVOKED_GRANT_RETENTION,
+            "unused_before": now - self._grant_retention,
+        }

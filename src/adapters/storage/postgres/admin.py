@@ -155,11 +155,7 @@ class PostgresAdministration(SchemaAdministration):
         return counts
 
     def export_records(self, now: int, *, batch_size: int = 1000) -> Generator[RecordBatch, None, None]:
-        parameters = {
-            "now": now,
-            "revoked_before": now - records.REVOKED_GRANT_RETENTION,
-            "unused_before": now - self._grant_retention,
-        }
+        parameters = self._export_parameters(now)
         try:
             with self._db.snapshot() as connection:
                 for kind in RECORD_KINDS:
