@@ -1,17 +1,29 @@
-"""Access-token lookup cost with few and with many live tokens in the SQLite database.
+"""Access-token lookup cost with few and with many live tokens, on SQLite or PostgreSQL.
 
-    /work/venv/bin/python bench/bench_lookup.py [--sizes 1000 1000000] [--batches 9] [--lookups 10000]
-    /work/venv/bin/python bench/bench_lookup.py --reuse /tmp/mob-lookup   # build once, then reuse
+    .venv-test/bin/python bench/bench_lookup.py [--sizes 1000 1000000] [--batches 9] [--lookups 10000]
+    .venv-test/bin/python bench/bench_lookup.py --reuse /tmp/mob-lookup   # build once, then reuse
+    .venv-test/bin/python bench/bench_lookup.py --storage postgresql      # a throw-away PostgreSQL server
 
-Builds one database per size in a temporary directory (or, with --reuse DIR, in DIR, kept and
-reused by later runs while the schema and settings match) through the project's own code
-(container, SqliteDatabase, SqliteGrantStore.add_grant / SqliteAccessTokenStore.add_access_token inside one
-transaction), then times, batch by batch and alternating between the databases:
+SQLite (the default): builds one database per size in a temporary directory (or, with --reuse
+DIR, in DIR, kept and reused by later runs while the schema and settings match) through the
+project's own code (container, SqliteDatabase, SqliteGrantStore.add_grant /
+SqliteAccessTokenStore.add_access_token inside one transaction).
 
-  sql           the adapter's own SELECT (the token row, with its copy of the grant, by the rowid
-                its hash gives) on the adapter's connection: the storage engine alone (a
-                diagnostic, not a port call)
-  get_access_token   SqliteAccessTokenStore.get_access_token(hash): SQL + row mapping (the port)
+PostgreSQL (--storage postgresql): starts a throw-away server from the machine's binaries
+(tests/integration/postgres_server.py) and builds one database per size on it, schema by the
+adapter's migrations, rows in the adapter's encoding (storage/records.py: grant_row,
+seal_upstream, access_token_row, the grant's copy in each token row) loaded with COPY, with the
+indexes in place (grown by random inserts, as in production), then VACUUM ANALYZE.
+
+Then it times, batch by batch and alternating between the databases:
+
+  sql           the adapter's own SELECT (SQLite: the token row, with its copy of the grant, by
+                the rowid its hash gives; PostgreSQL: by the primary key) on one connection
+                held for the whole batch: the storage engine plus, on PostgreSQL, one round trip
+                (a diagnostic, not a port call)
+  engine        PostgreSQL only: the same SELECT for the whole batch in one PL/pgSQL loop inside
+                the server: the storage engine alone, no round trips (a diagnostic)
+  get_access_token   <Backend>AccessTokenStore.get_access_token(hash): SQL + row mapping (the port)
   authenticate  BearerAuthenticator.authenticate(token): HMAC + get_access_token + checks
 
 for random existing tokens, reporting the median microseconds per lookup of each size and the
@@ -31,12 +43,29 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchlib import Seeder, load_average, open_container, print_header, print_table, server_environment
+import psycopg
 
+from benchlib import (
+    Seeder,
+    bench_postgres,
+    create_postgres_database,
+    load_average,
+    open_container,
+    parse_settings,
+    postgres_description,
+    print_header,
+    print_table,
+    server_environment,
+)
+
+from mcp_oauth_bridge.adapters.storage import records
+from mcp_oauth_bridge.adapters.storage.postgres import PostgresAccessTokenStore, PostgresDatabase
+from mcp_oauth_bridge.adapters.storage.postgres import tokens as postgres_tokens
 from mcp_oauth_bridge.adapters.storage.records import hash_key
 from mcp_oauth_bridge.adapters.storage.sqlite import SqliteAccessTokenStore, SqliteDatabase, SqliteGrantStore
 from mcp_oauth_bridge.adapters.storage.sqlite.migrations import MIGRATIONS, access_token_key
@@ -70,6 +99,8 @@ def schema_fingerprint() -> str:
 @dataclass
 class TokenDatabase:
     size: int
+    # SQLite: the database file; PostgreSQL: the database's name (its data directory holds only
+    # the settings).
     path: Path
     container: Container
     # The settings the database was built with (its keys): --reuse stores them.
@@ -85,6 +116,10 @@ class TokenDatabase:
     reused: bool = False
     # Operation name -> microseconds per lookup of each batch.
     timings: dict[str, list[float]] = field(default_factory=dict)
+    storage: str = "sqlite"
+    # PostgreSQL: the database's URL, and the sizes of the table and its primary key's index.
+    url: str = ""
+    relation_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def db(self) -> SqliteDatabase:
@@ -92,9 +127,28 @@ class TokenDatabase:
         return database
 
     @property
-    def access_tokens(self) -> SqliteAccessTokenStore:
-        store: SqliteAccessTokenStore = self.container.access_tokens()
+    def pg(self) -> PostgresDatabase:
+        database: PostgresDatabase = self.container.storage.database()
+        return database
+
+    @property
+    def access_tokens(self) -> SqliteAccessTokenStore | PostgresAccessTokenStore:
+        store: SqliteAccessTokenStore | PostgresAccessTokenStore = self.container.access_tokens()
         return store
+
+    def count(self, table: str) -> int:
+        if self.storage == "sqlite":
+            row = self.db.connection().execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        else:
+            row = self.pg.fetchone(f"SELECT COUNT(*) FROM {table}")
+        assert row is not None
+        return int(row[0])
+
+    def close(self) -> None:
+        if self.storage == "sqlite":
+            self.db.close()
+        else:
+            self.pg.close()
 
     @property
     def bearer(self) -> BearerAuthenticator:
@@ -250,6 +304,127 @@ def build(
     )
 
 
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+# The columns of each table as the adapter inserts them (records.py's order).
+GRANT_COPY_COLUMNS = records.GRANT_COLUMNS.replace("g.", "")
+UPSTREAM_COPY_COLUMNS = "grant_id, tokens_enc, expires_at"
+ACCESS_COPY_COLUMNS = f"{records.ACCESS_COLUMNS}, {records.ACCESS_GRANT_COLUMNS}".replace("a.", "")
+
+
+def copy_rows(cursor: psycopg.Cursor[Any], table: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
+    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def build_postgres(
+    size: int,
+    server: Any,
+    data_dir: Path,
+    *,
+    tokens_per_grant: int,
+    sample_size: int,
+    rng: random.Random,
+) -> TokenDatabase:
+    """A database ``lookup_<size>`` on ``server`` with ``size`` live access tokens over
+    ``size / tokens_per_grant`` grants: the schema by the adapter's migrations, the rows as the
+    adapter encodes them (grant_row; seal_upstream, one ciphertext per grant; access_token_row
+    followed by the grant's copy, as _INSERT_ACCESS_TOKEN copies it), loaded with COPY in one
+    transaction into the indexed tables (the primary key's B-tree grown by random inserts, as a
+    server's is), then VACUUM ANALYZE (what autovacuum would have done) and a checkpoint."""
+    name = f"lookup_{size}"
+    url = create_postgres_database(server, name)
+    env = server_environment(data_dir, "http://127.0.0.1:8000", STORAGE_URL=url)
+    container = open_container(env)
+    seeder = Seeder(container)
+    client = seeder.register_client()
+    box = container.storage.database().box
+    keep_every = max(1, size // sample_size)
+    values: list[str] = []
+    hashes: list[str] = []
+    started = time.perf_counter()
+    now = int(time.time())
+    made = 0
+    with psycopg.connect(url) as connection, connection.cursor() as cursor:
+        while made < size:
+            login = seeder.upstream_login()
+            sealed_rows: list[tuple[Any, ...]] = []
+            grant_rows: list[tuple[Any, ...]] = []
+            token_rows: list[tuple[Any, ...]] = []
+            grant: Grant | None = None
+            grant_row: tuple[Any, ...] = ()
+            for _ in range(min(CHUNK, size - made)):
+                if grant is None or made % tokens_per_grant == 0:
+                    grant = seeder.new_grant(client.client_id, login, now)
+                    grant_row = records.grant_row(grant)
+                    grant_rows.append(grant_row)
+                    assert login.tokens is not None
+                    sealed_rows.append((grant.grant_id, records.seal_upstream(login.tokens, box), login.tokens.expires_at))
+                value, row = seeder.access_token(grant, now)
+                # The token's columns, then its grant's (grant_row without grant_id).
+                token_rows.append((*records.access_token_row(row, encode=records.stored_hash), *grant_row[1:]))
+                if made % keep_every == 0:
+                    values.append(value)
+                    hashes.append(row.token_hash)
+                made += 1
+            copy_rows(cursor, "grants", GRANT_COPY_COLUMNS, grant_rows)
+            copy_rows(cursor, "grant_upstream_tokens", UPSTREAM_COPY_COLUMNS, sealed_rows)
+            copy_rows(cursor, "access_tokens", ACCESS_COPY_COLUMNS, token_rows)
+            print(f"\r  building {size:,} tokens: {made:,}", end="", file=sys.stderr, flush=True)
+        connection.commit()
+    print(file=sys.stderr)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE")
+        connection.execute("CHECKPOINT")
+        relation_bytes = {
+            relation: int(connection.execute("SELECT pg_relation_size(%s)", (relation,)).fetchone()[0])  # type: ignore[index]
+            for relation in ("access_tokens", "access_tokens_pkey", "grants")
+        }
+        database_bytes = int(connection.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+    build_seconds = time.perf_counter() - started
+    database = TokenDatabase(
+        size=size,
+        path=Path(name),
+        container=container,
+        env=env,
+        sample_values=[],
+        sample_hashes=[],
+        build_seconds=build_seconds,
+        file_bytes=database_bytes,
+        storage="postgresql",
+        url=url,
+        relation_bytes=relation_bytes,
+    )
+    if database.count("access_tokens") != size:
+        raise RuntimeError(f"{name}: expected {size} access tokens, found {database.count('access_tokens')}")
+    database.sample_values, database.sample_hashes = shuffled(values, hashes, rng)
+    return database
+
+
+# The adapter's SELECT, run by the server for a whole batch of keys: the storage engine alone.
+# Times itself (clock_timestamp) and counts the rows found (FOUND is PL/pgSQL's own flag).
+_ENGINE_FUNCTION = f"""
+CREATE FUNCTION pg_temp.bench_lookups(keys bytea[], OUT hits integer, OUT micros double precision)
+LANGUAGE plpgsql AS $$
+DECLARE
+    key bytea;
+    hit record;
+    started timestamptz := clock_timestamp();
+BEGIN
+    hits := 0;
+    FOREACH key IN ARRAY keys LOOP
+        {postgres_tokens._SELECT_ACCESS_TOKEN.replace("FROM", "INTO hit FROM", 1).replace("%s", "key").strip()};
+        IF FOUND THEN
+            hits := hits + 1;
+        END IF;
+    END LOOP;
+    micros := extract(epoch FROM clock_timestamp() - started) * 1e6;
+END
+$$
+"""
+
+
 def time_batch(call: Callable[[Any], object], keys: Sequence[Any]) -> float:
     """Microseconds per call over ``keys``; every call must find its token."""
     gc.collect()
@@ -265,6 +440,7 @@ def time_batch(call: Callable[[Any], object], keys: Sequence[Any]) -> float:
 
 
 OPERATIONS = ("sql", "get_access_token", "authenticate")
+POSTGRES_OPERATIONS = ("sql", "engine", "get_access_token", "authenticate")
 
 
 def sql_keys(hashes: Sequence[str]) -> list[tuple[int | None, bytes | str]]:
@@ -275,24 +451,74 @@ def sql_keys(hashes: Sequence[str]) -> list[tuple[int | None, bytes | str]]:
     return [(access_token_key(key), key) for key in keys]
 
 
-def operations(database: TokenDatabase) -> dict[str, Callable[[Any], object]]:
-    """Each timed operation; ``authenticate`` takes token values, ``sql`` bound parameters
-    (``sql_keys``), ``get_access_token`` token hashes."""
+Timer = Callable[[list[str], list[str]], float]
+
+
+def operations(database: TokenDatabase, stack: ExitStack) -> dict[str, Timer]:
+    """Each timed operation, as a function of the batch's token hashes and values that returns
+    the microseconds per lookup; ``authenticate`` looks up the values, the others the hashes
+    (``sql`` and ``engine`` converted to the parameters the adapter binds before timing)."""
+    if database.storage == "postgresql":
+        return postgres_operations(database, stack)
     connection: sqlite3.Connection = database.db.connection()
 
     def sql(params: tuple[int | None, bytes | str]) -> object:
         return connection.execute(_SELECT_ACCESS_TOKEN, params).fetchone()
 
-    return {"sql": sql, "get_access_token": database.access_tokens.get_access_token, "authenticate": database.bearer.authenticate}
+    return {
+        "sql": lambda hashes, values: time_batch(sql, sql_keys(hashes)),
+        "get_access_token": lambda hashes, values: time_batch(database.access_tokens.get_access_token, hashes),
+        "authenticate": lambda hashes, values: time_batch(database.bearer.authenticate, values),
+    }
 
 
-def measure(databases: Sequence[TokenDatabase], *, batches: int, lookups: int, rng: random.Random) -> None:
-    calls = {database.size: operations(database) for database in databases}
-    for database in databases:
-        database.timings = {name: [] for name in OPERATIONS}
-        # Untimed warm-up: loads the schema and the upper levels of the B-trees into the cache.
-        for key in database.sample_hashes[:1000]:
-            calls[database.size]["get_access_token"](key)
+def postgres_operations(database: TokenDatabase, stack: ExitStack) -> dict[str, Timer]:
+    # ``sql``: a connection of the adapter's own pool (its settings, psycopg's automatic
+    # prepared statements), held for the whole run; ``engine``: a session of its own, for the
+    # temporary function.
+    held = stack.enter_context(database.pg.pool().connection())
+    session = stack.enter_context(psycopg.connect(database.url, autocommit=True))
+    session.execute(_ENGINE_FUNCTION)
+
+    def sql(params: tuple[bytes]) -> object:
+        return held.execute(postgres_tokens._SELECT_ACCESS_TOKEN, params).fetchone()
+
+    def engine(hashes: list[str], values: list[str]) -> float:
+        keys = [records.stored_hash(token_hash) for token_hash in hashes]
+        row = session.execute("SELECT hits, micros FROM pg_temp.bench_lookups(%s)", (keys,)).fetchone()
+        assert row is not None
+        if row[0] != len(keys):
+            raise RuntimeError(f"{len(keys) - row[0]} of {len(keys)} lookups found nothing")
+        return float(row[1]) / len(keys)
+
+    return {
+        "sql": lambda hashes, values: time_batch(sql, [(records.stored_hash(h),) for h in hashes]),
+        "engine": engine,
+        "get_access_token": lambda hashes, values: time_batch(database.access_tokens.get_access_token, hashes),
+        "authenticate": lambda hashes, values: time_batch(database.bearer.authenticate, values),
+    }
+
+
+def measure(databases: Sequence[TokenDatabase], *, batches: int, lookups: int, rng: random.Random, warmup: int) -> None:
+    with ExitStack() as stack:
+        calls = {database.size: operations(database, stack) for database in databases}
+        for database in databases:
+            database.timings = {name: [] for name in calls[database.size]}
+            # Untimed warm-up: loads the schema and the upper levels of the B-trees into the
+            # cache (PostgreSQL: and shared_buffers towards its steady state for random keys).
+            warm = database.sample_hashes[:warmup]
+            calls[database.size]["get_access_token"](warm, [])
+        measure_batches(databases, calls, batches=batches, lookups=lookups, rng=rng)
+
+
+def measure_batches(
+    databases: Sequence[TokenDatabase],
+    calls: dict[int, dict[str, Timer]],
+    *,
+    batches: int,
+    lookups: int,
+    rng: random.Random,
+) -> None:
 
     for batch in range(batches):
         # Alternate which database goes first, so neither always runs on a warmer machine.
@@ -301,34 +527,37 @@ def measure(databases: Sequence[TokenDatabase], *, batches: int, lookups: int, r
             picks = [rng.randrange(len(database.sample_hashes)) for _ in range(lookups)]
             hashes = [database.sample_hashes[i] for i in picks]
             values = [database.sample_values[i] for i in picks]
-            keys_of: dict[str, Sequence[object]] = {"sql": sql_keys(hashes), "authenticate": values}
-            for name in OPERATIONS:
-                keys = keys_of.get(name, hashes)
-                database.timings[name].append(time_batch(calls[database.size][name], keys))
+            for name, timer in calls[database.size].items():
+                database.timings[name].append(timer(hashes, values))
         print(f"\r  batch {batch + 1}/{batches}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
 
 def report(databases: Sequence[TokenDatabase], batches: int, lookups: int) -> bool:
     print("Databases:")
+    postgres = databases[0].storage == "postgresql"
     print_table(
-        ["live access tokens", "grants", "file size", "build time", "sampled tokens"],
+        [
+            "live access tokens", "grants", "database size" if postgres else "file size",
+            *(["access_tokens heap", "its primary key"] if postgres else []), "build time", "sampled tokens",
+        ],
         [
             [
                 f"{d.size:,}",
-                f"{d.db.connection().execute('SELECT COUNT(*) FROM grants').fetchone()[0]:,}",
+                f"{d.count('grants'):,}",
                 f"{d.file_bytes / 2**20:,.1f} MiB",
+                *([f"{d.relation_bytes[r] / 2**20:,.1f} MiB" for r in ("access_tokens", "access_tokens_pkey")] if postgres else []),
                 f"{d.build_seconds:,.1f} s" + (" (reused)" if d.reused else ""),
                 f"{len(d.sample_hashes):,}",
             ]
             for d in databases
         ],
-    )
+    )  # fmt: skip
     print()
     smallest, largest = databases[0], databases[-1]
     print(f"Microseconds per lookup (median of {batches} batches of {lookups:,} random existing tokens; min-max):")
     rows = []
-    for name in OPERATIONS:
+    for name in smallest.timings:
         row = [name]
         for database in databases:
             values = database.timings[name]
@@ -364,6 +593,53 @@ def paired_ratio(smallest: TokenDatabase, largest: TokenDatabase, name: str) -> 
     return statistics.median(big / small for small, big in zip(smallest.timings[name], largest.timings[name]))
 
 
+# Buffer statistics of the lookups (reset before the timed batches): hits in shared_buffers
+# against reads from the operating system (its page cache, or the disk).
+_STATIO = """
+    SELECT 'heap', heap_blks_hit, heap_blks_read FROM pg_statio_user_tables WHERE relname = 'access_tokens'
+    UNION ALL
+    SELECT 'primary key', idx_blks_hit, idx_blks_read FROM pg_statio_user_indexes WHERE indexrelname = 'access_tokens_pkey'
+"""
+
+
+def reset_statistics(databases: Sequence[TokenDatabase]) -> None:
+    for database in databases:
+        with psycopg.connect(database.url, autocommit=True) as connection:
+            connection.execute("SELECT pg_stat_reset()")
+
+
+def report_postgres(databases: Sequence[TokenDatabase], lookups_per_database: int, explain: bool) -> None:
+    """Where the pages of the lookups came from (call once the pools are closed: a backend's
+    statistics reach the shared counters when it exits at the latest), and with ``explain`` the
+    plan of one lookup per database with its buffers."""
+    print()
+    print(f"Pages per lookup during the timed batches ({lookups_per_database:,} lookups per database and operation "
+          "set; hit: in shared_buffers, read: from the operating system):")  # fmt: skip
+    rows = []
+    for database in databases:
+        with psycopg.connect(database.url, autocommit=True) as connection:
+            for relation, hit, read in connection.execute(_STATIO).fetchall():
+                total = (hit or 0) + (read or 0)
+                rows.append([
+                    f"{database.size:,}", relation, f"{total / lookups_per_database:.2f}",
+                    f"{(hit or 0) / lookups_per_database:.2f}", f"{(read or 0) / lookups_per_database:.2f}",
+                    f"{(hit or 0) / total:.1%}" if total else "-",
+                ])  # fmt: skip
+    print_table(["live access tokens", "relation", "pages", "hit", "read", "hit ratio"], rows)
+    if not explain:
+        return
+    for database in databases:
+        key = records.stored_hash(database.sample_hashes[0])
+        with psycopg.connect(database.url, autocommit=True) as connection:
+            plan = connection.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + postgres_tokens._SELECT_ACCESS_TOKEN, (key,)
+            ).fetchall()
+        print()
+        print(f"EXPLAIN (ANALYZE, BUFFERS) of one lookup, {database.size:,} tokens:")
+        for (line,) in plan:
+            print(f"  {line}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 1_000_000], help="live access tokens per database")
@@ -371,61 +647,107 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=9, help="timed batches per database (default 9)")
     parser.add_argument("--lookups", type=int, default=10_000, help="lookups per batch (default 10000)")
     parser.add_argument("--sample", type=int, default=100_000, help="tokens remembered per database to look up")
+    parser.add_argument(
+        "--warmup", type=int, default=1000, help="untimed lookups per database before the batches (default 1000)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed for the choice of tokens")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory with the databases")
     parser.add_argument(
         "--reuse",
         type=Path,
         metavar="DIR",
-        help="build the databases in DIR (kept) and reuse them on later runs when the schema, size, "
+        help="SQLite: build the databases in DIR (kept) and reuse them on later runs when the schema, size, "
         "--tokens-per-grant and --sample match; otherwise a temporary directory, removed unless --keep",
     )
     parser.add_argument("--rebuild", action="store_true", help="with --reuse: rebuild the databases even if they match")
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="sqlite (default): database files; postgresql: databases on a throw-away PostgreSQL server",
+    )
+    parser.add_argument(
+        "--pg-dir",
+        type=Path,
+        help="PostgreSQL: directory for the throw-away cluster (default: the system's temporary directory); "
+        "it must be reachable by the postgres account when run as root",
+    )
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="PostgreSQL: a server setting over the benchmark's (fsync=on, full_page_writes=on, "
+        "synchronous_commit=off); repeatable, e.g. --pg-setting shared_buffers=1GB",
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="PostgreSQL: print EXPLAIN (ANALYZE, BUFFERS) of one lookup per database"
+    )
     args = parser.parse_args(argv)
     sizes = sorted(set(args.sizes))
     if len(sizes) < 2 or sizes[0] < 1 or args.tokens_per_grant < 1 or args.batches < 1 or args.lookups < 1:
         parser.error("give at least two positive --sizes; --tokens-per-grant, --batches and --lookups must be positive")
+    postgres = args.storage == "postgresql"
+    if postgres and args.reuse is not None:
+        parser.error("--reuse keeps SQLite files; a PostgreSQL run builds its databases on a throw-away server")
 
     if args.reuse is not None:
         root = args.reuse.resolve()
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
         root = Path(tempfile.mkdtemp(prefix="mob-bench-lookup-"))
-    print_header(
-        "mcp-oauth-bridge token lookup benchmark",
-        [
-            ("databases", f"{', '.join(f'{s:,}' for s in sizes)} live access tokens, "
-                          f"{args.tokens_per_grant} per grant, under {root}"),
-            ("timing", f"{args.batches} batches x {args.lookups:,} lookups per database, interleaved"),
-        ],
-    )  # fmt: skip
     rng = random.Random(args.seed)
-    try:
-        databases = [
-            prepare(
-                size,
-                root,
-                tokens_per_grant=args.tokens_per_grant,
-                sample_size=args.sample,
-                rng=rng,
-                reuse=args.reuse is not None,
-                rebuild=args.rebuild,
-            )
-            for size in sizes
-        ]
-        measure(databases, batches=args.batches, lookups=args.lookups, rng=rng)
-        report(databases, args.batches, args.lookups)
-        print(f"load average at the end: {load_average()}")
-        for database in databases:
-            database.db.close()
-        return 0
-    finally:
-        if args.reuse is not None:
-            print(f"databases kept for --reuse in {root}")
-        elif args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(bench_postgres(args.pg_dir, parse_settings(args.pg_setting))) if postgres else None
+            print_header(
+                "mcp-oauth-bridge token lookup benchmark",
+                [
+                    ("storage", f"postgresql {postgres_description(server)}" if server is not None else "sqlite"),
+                    ("databases", f"{', '.join(f'{s:,}' for s in sizes)} live access tokens, "
+                                  f"{args.tokens_per_grant} per grant, under {root}"),
+                    ("timing", f"{args.batches} batches x {args.lookups:,} lookups per database, interleaved, "
+                               f"after {args.warmup:,} untimed lookups each"),
+                ],
+            )  # fmt: skip
+            if server is not None:
+                databases = [
+                    build_postgres(
+                        size, server, root / f"db-{size}", tokens_per_grant=args.tokens_per_grant, sample_size=args.sample, rng=rng
+                    )
+                    for size in sizes
+                ]
+                reset_statistics(databases)
+            else:
+                databases = [
+                    prepare(
+                        size,
+                        root,
+                        tokens_per_grant=args.tokens_per_grant,
+                        sample_size=args.sample,
+                        rng=rng,
+                        reuse=args.reuse is not None,
+                        rebuild=args.rebuild,
+                    )
+                    for size in sizes
+                ]
+            measure(databases, batches=args.batches, lookups=args.lookups, rng=rng, warmup=args.warmup)
+            report(databases, args.batches, args.lookups)
+            for database in databases:
+                database.close()
+            if server is not None:
+                # Every operation but engine goes through the buffers once per lookup (engine too).
+                operations_timed = len(databases[0].timings)
+                report_postgres(databases, args.warmup + args.batches * args.lookups * operations_timed, args.explain)
+            print(f"load average at the end: {load_average()}")
+            return 0
+        finally:
+            if args.reuse is not None:
+                print(f"databases kept for --reuse in {root}")
+            elif args.keep:
+                print(f"kept {root}")
+            else:
+                shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

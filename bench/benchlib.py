@@ -13,10 +13,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from types import ModuleType
+from typing import Any, Iterator, Sequence
 
 from cryptography.fernet import Fernet
 
@@ -137,6 +140,75 @@ def open_container(env: dict[str, str]) -> Container:
     container = build_container(load_settings(env, dotenv_path=None))
     container.storage_admin().migrate()
     return container
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+# The throw-away server's settings for benchmarks, over the test suite's (which turn durability
+# off entirely): data files synced as in production (fsync, full-page writes), but a commit does
+# not wait for its WAL to reach the disk, which is what SQLite's WAL mode with synchronous=NORMAL
+# (the SQLite adapter's setting) does too: a crash may lose the last commits, never corrupt.
+BENCH_POSTGRES_SETTINGS: dict[str, str] = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "off"}
+
+
+def postgres_server_module() -> ModuleType:
+    """tests/integration/postgres_server.py, the test suite's throw-away PostgreSQL server (from
+    the machine's binaries; as root it runs the server as the ``postgres`` account). It belongs to
+    the test package, so the project must be installed with its test extra."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from tests.integration import postgres_server
+    except ImportError as error:
+        raise SystemExit(
+            f"the PostgreSQL benchmarks start the test suite's throw-away server ({error}): "
+            "install the project with its test extra (pip install -e '.[test]'), or run them with "
+            "./run-tests' virtualenv (.venv-test/bin/python)"
+        ) from None
+    return postgres_server
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
+    """NAME=VALUE pairs (``--pg-setting shared_buffers=512MB``) as a dict."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"a PostgreSQL setting must look like NAME=VALUE, got {pair!r}")
+        settings[name.strip()] = value.strip()
+    return settings
+
+
+@contextmanager
+def bench_postgres(parent: Path | None, settings: dict[str, str]) -> Iterator[Any]:
+    """A throw-away PostgreSQL server (tests/integration/postgres_server.py's start_postgres)
+    with BENCH_POSTGRES_SETTINGS and ``settings`` over them, its cluster in a new directory under
+    ``parent`` (default: the system's temporary directory, the file system the SQLite benchmarks
+    use, rather than the test suite's /dev/shm). Yields its PostgresServer."""
+    module = postgres_server_module()
+    base = parent if parent is not None else Path(tempfile.gettempdir())
+    try:
+        with module.start_postgres(base, **{**BENCH_POSTGRES_SETTINGS, **settings}) as server:
+            yield server
+    except module.PostgresUnavailable as error:
+        raise SystemExit(f"no PostgreSQL server for the benchmark: {error}") from None
+
+
+def create_postgres_database(server: Any, name: str) -> str:
+    """A new empty database ``name`` on the throw-away ``server``; its URL."""
+    url: str = postgres_server_module().create_database(server.admin_url, name)
+    return url
+
+
+def postgres_description(server: Any) -> str:
+    """Version, where the cluster lives, and the settings the figures depend on."""
+    import psycopg
+
+    names = ("shared_buffers", "fsync", "synchronous_commit", "full_page_writes", "effective_cache_size")
+    with psycopg.connect(server.admin_url) as connection:
+        version = connection.execute("SHOW server_version").fetchone()
+        values = [f"{name}={connection.execute(f'SHOW {name}').fetchone()[0]}" for name in names]  # type: ignore[index]
+    return f"{version[0] if version else '?'} on 127.0.0.1:{server.port}, cluster in {server.directory}, {', '.join(values)}"
 
 
 # -- seeding ------------------------------------------------------------------------------------
