@@ -32,7 +32,9 @@ configurations are every combination of:
                 both; servers of one storage share its database;
 --instances     N or NxW: N gunicorn masters (W workers each, default --workers) on the same
                 database, each with its own port and data directory; the load is split evenly
-                over them (one wrk process per instance, threads and connections divided).
+                over them (one wrk process per instance, threads and connections divided);
+--variant       environment variables for the servers (NAME=VALUE[,NAME=VALUE...], or - for
+                none), e.g. --variant - RATE_LIMITS=off: the same code with other settings.
 """
 
 from __future__ import annotations
@@ -382,16 +384,34 @@ def parse_layout(text: str, workers: int) -> Layout:
     return layout
 
 
+def parse_variant(text: str) -> tuple[tuple[str, str], ...]:
+    """``NAME=VALUE[,NAME=VALUE...]``, or ``-`` for no extra variables."""
+    if text == "-":
+        return ()
+    pairs = []
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"--variant takes NAME=VALUE[,NAME=VALUE...] or -, got {text!r}")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def variant_label(variant: tuple[tuple[str, str], ...]) -> str:
+    return ",".join(f"{name}={value}" for name, value in variant) or "-"
+
+
 @dataclass
 class Target:
-    """One configuration served side by side with the others: a storage, a worker model and a
-    layout, as one or more gunicorn masters on the same database."""
+    """One configuration served side by side with the others: a storage, a worker model, a
+    layout and a variant of the settings, as one or more gunicorn masters on the same database."""
 
     storage: str
     model: str
     layout: Layout
     servers: list[Server]
     bodies: Bodies
+    variant: tuple[tuple[str, str], ...] = ()
     label: str = ""
     scenarios: list[Scenario] = field(default_factory=list)
 
@@ -400,7 +420,11 @@ class Target:
         return [server.base_url for server in self.servers]
 
     def describe(self) -> str:
-        return f"{self.storage}, {self.layout.instances} x gunicorn --workers {self.layout.workers}, {describe_model(self.model)}"
+        extra = f", {variant_label(self.variant)}" if self.variant else ""
+        return (
+            f"{self.storage}, {self.layout.instances} x gunicorn --workers {self.layout.workers}, "
+            f"{describe_model(self.model)}{extra}"
+        )
 
 
 def labels(targets: Sequence[Target]) -> None:
@@ -409,11 +433,13 @@ def labels(targets: Sequence[Target]) -> None:
     storages = len({t.storage for t in targets}) > 1
     models = len({t.model for t in targets}) > 1
     layouts = len({t.layout for t in targets}) > 1
+    variants = len({t.variant for t in targets}) > 1
     for target in targets:
         parts = [
             *([target.storage] if storages else []),
             *([str(target.layout)] if layouts else []),
-            *([target.model] if models or not (storages or layouts) else []),
+            *([target.model] if models or not (storages or layouts or variants) else []),
+            *([variant_label(target.variant)] if variants else []),
         ]
         target.label = " ".join(parts)
 
@@ -560,6 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a PostgreSQL server setting over the benchmark's (fsync=on, full_page_writes=on, "
         "synchronous_commit=off); repeatable, e.g. --pg-setting shared_buffers=512MB",
     )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        default=["-"],
+        metavar="NAME=VALUE[,...]",
+        help="settings variants, side by side: extra environment variables for the servers, or - for none; "
+        "the first is the baseline (e.g. --variant - RATE_LIMITS=off)",
+    )
     parser.add_argument("--pool-size", type=int, help="STORAGE_POOL_SIZE for PostgreSQL (default: the server's, 10)")
     parser.add_argument("--timeout", type=int, default=10, help="wrk request timeout, seconds (default 10)")
     parser.add_argument(
@@ -590,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         layouts = [parse_layout(text, args.workers) for text in args.instances or ["1"]]
+        variants = [parse_variant(text) for text in args.variant]
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
     if args.runs < 1 or args.duration < 1 or args.warmup < 0 or args.threads < 1:
@@ -611,8 +646,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load = LoadSettings(duration=args.duration, threads=args.threads, connections=args.connections, timeout=args.timeout)
     work_dir = Path(tempfile.mkdtemp(prefix="mob-bench-server-"))
-    combinations = [(storage, layout, model) for storage in storages for layout in layouts for model in args.worker_class]
-    ports = [[free_port() for _ in range(layout.instances)] for _, layout, _ in combinations]
+    combinations = [
+        (storage, layout, model, variant)
+        for storage in storages for layout in layouts for model in args.worker_class for variant in variants
+    ]  # fmt: skip
+    ports = [[free_port() for _ in range(layout.instances)] for _, layout, _, _ in combinations]
     # Every server is given the first one's public URL: codes and tokens are bound to it.
     base_env = server_environment(
         work_dir / "data",
@@ -643,7 +681,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  + ("to /dev/null" if args.access_log == "devnull" else "off")),
                     ("configurations", "; ".join(
                         f"{storage} {layout} ({layout.instances} x {layout.workers} workers) {model}"
-                        for storage, layout, model in combinations)),
+                        + (f" {variant_label(variant)}" if variant else "")
+                        for storage, layout, model, variant in combinations)),
                     ("models", ", ".join(f"{model} ({describe_model(model)})" for model in args.worker_class)),
                     *storage_notes,
                     ("flask", package_version("flask")),
@@ -663,11 +702,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bodies_of[storage] = Bodies(seeder, seeder.register_client())
             app = "bench.floor_app:app" if args.floor else "wsgi:app"
             targets: list[Target] = []
-            for (storage, layout, model), target_ports in zip(combinations, ports):
+            for number, ((storage, layout, model, variant), target_ports) in enumerate(zip(combinations, ports)):
                 target_servers = []
                 for instance, port in enumerate(target_ports):
-                    name = f"{storage}-{layout}-{model.replace('.', '_')}-{instance}"
-                    env = dict(storage_env[storage])
+                    name = f"{number}-{storage}-{layout}-{model.replace('.', '_')}-{instance}"
+                    env = {**storage_env[storage], **dict(variant)}
                     if storage != "sqlite":
                         # Each instance its own data directory, as on separate hosts; SQLite's
                         # servers share theirs, which holds the database.
@@ -675,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     server = Server(env, port, layout.workers, work_dir / f"server-{name}.log", args.access_log, app, model)
                     servers.append(server)
                     target_servers.append(server)
-                targets.append(Target(storage, model, layout, target_servers, bodies_of[storage]))
+                targets.append(Target(storage, model, layout, target_servers, bodies_of[storage], variant))
             labels(targets)
             for server in servers:
                 server.wait_until_ready()
