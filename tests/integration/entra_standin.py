@@ -28,13 +28,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator, Mapping
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
 
 from .idp_fixtures import entra_discovery, entra_jwks, sign_id_token, signing_key
+from .servers import LoopbackHttpServer
 
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 CLIENT_ID = "0f5d6a3c-2b1e-4c8d-9f7a-6e5d4c3b2a10"
@@ -129,8 +130,7 @@ class EntraStandIn:
         self._spent_refresh_tokens: set[str] = set()
         self._access_tokens: dict[str, float] = {}  # access token -> expires at (time.time())
         self._key = signing_key(self.key_name)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: LoopbackHttpServer | None = None
         self._stopping = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -141,24 +141,18 @@ class EntraStandIn:
         class Handler(_Handler):
             owner = stand_in
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="entra-standin", daemon=True)
-        self._thread.start()
+        self._http = LoopbackHttpServer(Handler, name="entra-standin")
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._http is not None:
+            self._http.stop()
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
+        assert self._http is not None, "not started"
+        return self._http.port
 
     @property
     def authority_host(self) -> str:

@@ -21,9 +21,11 @@ import http.client
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterable, Sequence
 from urllib.parse import parse_qs, urlsplit
+
+from .servers import LoopbackHttpServer
 
 SERVED_BY = "X-Served-By"
 # RFC 9110 §7.6.1: hop-by-hop fields are not forwarded (Content-Length is recomputed).
@@ -65,8 +67,7 @@ class RoundRobinFront:
         self._lock = threading.Lock()
         self._turn = 0
         self._sequence = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: LoopbackHttpServer | None = None
         self._loss: tuple[int, str, threading.Event] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -77,23 +78,17 @@ class RoundRobinFront:
         class Handler(_Relay):
             owner = front
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="round-robin-front", daemon=True)
-        self._thread.start()
+        self._http = LoopbackHttpServer(Handler, name="round-robin-front")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._http is not None:
+            self._http.stop()
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "not started"
-        return int(self._server.server_address[1])
+        assert self._http is not None, "not started"
+        return self._http.port
 
     @property
     def base_url(self) -> str:

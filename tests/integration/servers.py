@@ -6,8 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -94,3 +96,23 @@ def _wait_until_ready(server: RunningServer, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server did not start within {timeout}s:\n{server.log_text()}")
+
+
+class LoopbackHttpServer:
+    """A ThreadingHTTPServer on a free loopback port, served by a daemon thread until ``stop``
+    (the test doubles' HTTP side: the Entra stand-in, the round-robin front)."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], *, name: str) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)

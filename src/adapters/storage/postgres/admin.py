@@ -13,10 +13,10 @@ from typing import Any, Generator, Sequence
 
 import psycopg
 
-from ....domain.ports import RECORD_KINDS, ImportResult, RecordBatch, StorageError
+from ....domain.ports import RECORD_KINDS, ImportResult, RecordBatch
 from .. import records
 from ..admin import COUNTED_TABLES, SchemaAdministration
-from .database import PostgresDatabase, describe
+from .database import PostgresDatabase
 
 # Rows deleted or re-encrypted per statement.
 BATCH_ROWS = 1000
@@ -165,7 +165,7 @@ class PostgresAdministration(SchemaAdministration):
                         while rows := cursor.fetchmany(batch_size):
                             yield RecordBatch(kind, rows)
         except psycopg.Error as exc:
-            raise StorageError(f"PostgreSQL storage failed: {describe(exc)}") from exc
+            raise self._db.storage_error(exc) from exc
 
     def import_records(self, batch: RecordBatch) -> ImportResult:
         storable = [row for row in (_storable(batch.kind, row) for row in batch.rows) if row is not None]

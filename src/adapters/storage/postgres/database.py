@@ -283,7 +283,7 @@ class PostgresDatabase:
         """A read-only REPEATABLE READ transaction on a pooled connection: every query inside
         sees the database as it was at the first one, however long the block takes. psycopg
         errors inside are the caller's to translate."""
-        with self.pool().connection() as connection, connection.transaction():
+        with self._pooled() as connection, connection.transaction():
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield connection
 
