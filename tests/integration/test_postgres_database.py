@@ -14,6 +14,7 @@ import pytest
 
 from mcp_oauth_bridge.adapters.storage.crypto import SecretBox, generate_key
 from mcp_oauth_bridge.adapters.storage.postgres import PostgresAccessTokenStore, PostgresDatabase
+from mcp_oauth_bridge.adapters.storage.postgres.database import Reachability
 from mcp_oauth_bridge.adapters.storage.sqlite import SqliteAccessTokenStore
 from mcp_oauth_bridge.domain.ports import StorageError
 from mcp_oauth_bridge.entrypoints.config import load_settings
@@ -116,3 +117,22 @@ def test_the_storage_url_scheme_chooses_the_backend(tmp_path: Path, postgres_url
         assert container.storage_admin().ensure_schema(busy_wait=5) is True
         container.storage_admin().close()
     assert os.path.exists(tmp_path / "bridge.db")
+
+
+def test_a_vain_wait_for_the_pool_restarts_the_fail_fast_window() -> None:
+    now = [0.0]
+    reachability = Reachability(window=1.0, monotonic=lambda: now[0])
+    reachability.failed(psycopg.OperationalError("connection failed: refused"))
+    with pytest.raises(StorageError, match="the database is unreachable"):
+        reachability.check()
+    # A wait for the pool as long as the window: without a restart the next call would wait again.
+    now[0] = 1.5
+    reachability.check()
+    reachability.waited_in_vain()
+    now[0] = 2.0
+    with pytest.raises(StorageError, match="the database is unreachable"):
+        reachability.check()
+    # Once a connection succeeds, a vain wait (an exhausted pool) opens no window.
+    reachability.connected()
+    reachability.waited_in_vain()
+    reachability.check()

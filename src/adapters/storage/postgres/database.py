@@ -96,6 +96,14 @@ class Reachability:
             self._failure = describe(exc)
             self._until = self._monotonic() + self._window
 
+    def waited_in_vain(self) -> None:
+        """A wait for a pooled connection ended without one while the last attempt to connect had
+        failed: the database is still unreachable as of now, so the window restarts now (a wait
+        as long as the window would otherwise leave the next call to wait all over again)."""
+        with self._lock:
+            if self._failure is not None:
+                self._until = self._monotonic() + self._window
+
     def failure(self) -> str | None:
         """Why the last attempt to connect failed, unless one succeeded since."""
         return self._failure
@@ -209,8 +217,13 @@ class PostgresDatabase:
         unreachable."""
         pool = self.pool()
         self._reachability.check()
-        with pool.connection() as connection:
-            yield connection
+        try:
+            with pool.connection() as connection:
+                yield connection
+        except PoolTimeout:
+            # Raised only while acquiring: the block's own statements never wait for the pool.
+            self._reachability.waited_in_vain()
+            raise
 
     def storage_error(self, exc: psycopg.Error) -> StorageError:
         """The port's error for a psycopg failure; a pool timeout says why no connection came."""
