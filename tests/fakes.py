@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ from mcp_oauth_bridge.domain.model import (
 )
 from mcp_oauth_bridge.domain.ports import (
     RECORD_KINDS,
+    CachedMetadataDocument,
+    FetchedDocument,
+    MetadataDocumentUnavailable,
     ImportResult,
     RateWindow,
     RecordBatch,
@@ -124,6 +128,7 @@ _TABLES = (
     "access_tokens",
     "refresh_tokens",
     "refresh_locks",
+    "documents",
 )
 
 
@@ -145,6 +150,8 @@ class InMemoryStorage:
         self.access_tokens: dict[str, AccessToken] = {}
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.refresh_locks: dict[str, tuple[str, int]] = {}
+        # Cached client ID metadata documents by client id (MetadataDocumentStore).
+        self.documents: dict[str, CachedMetadataDocument] = {}
 
     # UnitOfWork
 
@@ -359,6 +366,15 @@ class InMemoryStorage:
     def ensure_schema(self, *, busy_wait: float) -> bool:
         return True
 
+    # MetadataDocumentStore
+
+    def get_document(self, client_id: str) -> CachedMetadataDocument | None:
+        return self.documents.get(client_id)
+
+    def put_document(self, document: CachedMetadataDocument) -> None:
+        with self.lock:
+            self.documents[document.client_id] = document
+
     def reencrypt(self) -> int:
         return 0
 
@@ -384,6 +400,9 @@ class InMemoryStorage:
                 for key in [k for k, v in table.items() if v.expires_at <= now]:
                     del table[key]
                     removed += 1
+            for key in [k for k, v in self.documents.items() if v.stale_until <= now]:
+                del self.documents[key]
+                removed += 1
             revoked_before = now - REVOKED_GRANT_RETENTION
             removed += self.delete_grants(
                 {g.grant_id for g in self.grants.values() if g.revoked_at is not None and g.revoked_at <= revoked_before}
@@ -621,3 +640,27 @@ class InMemoryRateLimitStore:
             for key in ended:
                 del self.counters[key]
             return len(ended)
+
+
+class ScriptedMetadataFetcher:
+    """Client ID metadata documents by URL: a dict body (served as JSON), bytes, or an
+    exception to raise; every fetch is recorded."""
+
+    def __init__(self) -> None:
+        self.responses: dict[str, Any] = {}
+        self.max_age: dict[str, int | None] = {}
+        self.fetched: list[str] = []
+
+    def serve(self, url: str, document: Any, *, max_age: int | None = None) -> None:
+        self.responses[url] = document
+        self.max_age[url] = max_age
+
+    def fetch(self, url: str) -> FetchedDocument:
+        self.fetched.append(url)
+        response = self.responses.get(url)
+        if response is None:
+            raise MetadataDocumentUnavailable("the host answered 404")
+        if isinstance(response, Exception):
+            raise response
+        body = response if isinstance(response, bytes) else json.dumps(response).encode()
+        return FetchedDocument(body=body, max_age=self.max_age.get(url))

@@ -8,10 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 PUBLIC_CLIENT_AUTH_METHOD = "none"
-# Clients registered through RFC 7591 Dynamic Client Registration (the stored kind of every
-# client so far). Only these are deleted when unused; other kinds (created by an operator,
-# client ID metadata documents) are never reaped.
+# The kinds of client (a stored column). Clients registered through RFC 7591 Dynamic Client
+# Registration: only these are deleted when unused.
 DYNAMIC_CLIENT_KIND = "registered"
+# Created by an operator (``mcp-oauth-bridge clients add``): trusted, never reaped.
+OPERATOR_CLIENT_KIND = "operator"
+# Identified by the https URL of its client ID metadata document
+# (draft-ietf-oauth-client-id-metadata-document): the row keeps the client's identity (grants
+# reference it); the document itself is cached apart (MetadataDocumentStore).
+METADATA_DOCUMENT_CLIENT_KIND = "metadata_document"
+CLIENT_KINDS = (DYNAMIC_CLIENT_KIND, OPERATOR_CLIENT_KIND, METADATA_DOCUMENT_CLIENT_KIND)
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,20 @@ class Client:
     secret_hash: str | None = None
     kind: str = DYNAMIC_CLIENT_KIND
     last_used_at: int | None = None
+    # RFC 7592 §3: the registration access token of a DCR client, as a keyed hash.
+    registration_token_hash: str | None = None
 
     @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == PUBLIC_CLIENT_AUTH_METHOD
+
+    @property
+    def is_operator_created(self) -> bool:
+        return self.kind == OPERATOR_CLIENT_KIND
+
+    @property
+    def is_metadata_document(self) -> bool:
+        return self.kind == METADATA_DOCUMENT_CLIENT_KIND
 
     @property
     def display_name(self) -> str:

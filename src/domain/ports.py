@@ -106,6 +106,61 @@ class ClientRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class CachedMetadataDocument:
+    """A client ID metadata document as last fetched and found valid
+    (draft-ietf-oauth-client-id-metadata-document §5.2 caching)."""
+
+    # The client id: the document's https URL.
+    client_id: str
+    # The JSON object as fetched (validated again on every use, under the policy of the day).
+    document: Mapping[str, Any]
+    fetched_at: int
+    # Used without a new fetch until then (the host's Cache-Control within our bounds).
+    fresh_until: int
+    # Past fresh_until a failed re-fetch may still fall back to it until then (refresh only);
+    # storage may delete it afterwards.
+    stale_until: int
+
+
+@runtime_checkable
+class MetadataDocumentStore(Protocol):
+    """The cache of client ID metadata documents, shared by every worker and instance. Apart
+    from the clients: an expired or deleted document never touches a client or its grants."""
+
+    def get_document(self, client_id: str) -> CachedMetadataDocument | None: ...
+
+    def put_document(self, document: CachedMetadataDocument) -> None:
+        """Insert or replace the cached document of ``document.client_id``."""
+        ...
+
+
+@dataclass(frozen=True)
+class FetchedDocument:
+    """A client ID metadata document's HTTP response: a 200 whose body stayed within the size
+    cap. Everything else is a ``MetadataDocumentUnavailable``."""
+
+    body: bytes
+    # Seconds the host allows it to be cached, from Cache-Control (max-age, no-store, no-cache)
+    # or Expires; None if the response says nothing. The domain bounds it.
+    max_age: int | None = None
+
+
+class MetadataDocumentUnavailable(Exception):
+    """A client ID metadata document could not be fetched: a refused URL or address, no answer
+    in time, a status other than 200, a redirect, a body past the size cap. The message says
+    which, is safe to show to the person signing in, and never includes the body."""
+
+
+@runtime_checkable
+class ClientMetadataFetcher(Protocol):
+    def fetch(self, url: str) -> FetchedDocument:
+        """GET ``url`` safely (draft-ietf-oauth-client-id-metadata-document §8.6 SSRF): only
+        globally routable addresses, no redirects, a size cap and deadlines. Raises
+        ``MetadataDocumentUnavailable``."""
+        ...
+
+
 @runtime_checkable
 class AuthorizationStore(Protocol):
     """Pending authorizations (consent, upstream transaction) and authorization codes."""
