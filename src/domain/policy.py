@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .client_documents import MetadataDocumentPolicy, RedirectUriAllowlist
+from .model import DYNAMIC_CLIENT_KIND, METADATA_DOCUMENT_CLIENT_KIND, OPERATOR_CLIENT_KIND
+
+# CLIENT_REGISTRATION: who may become a client, as the kinds of client each mode accepts.
+REGISTRATION_OPEN = "open"
+REGISTRATION_METADATA_DOCUMENTS = "metadata-documents"
+REGISTRATION_CLOSED = "closed"
+ACCEPTED_CLIENT_KINDS = {
+    # Dynamic Client Registration (RFC 7591), client ID metadata documents, operator clients.
+    REGISTRATION_OPEN: frozenset({DYNAMIC_CLIENT_KIND, METADATA_DOCUMENT_CLIENT_KIND, OPERATOR_CLIENT_KIND}),
+    # /register is closed, and clients it registered before are no longer accepted.
+    REGISTRATION_METADATA_DOCUMENTS: frozenset({METADATA_DOCUMENT_CLIENT_KIND, OPERATOR_CLIENT_KIND}),
+    REGISTRATION_CLOSED: frozenset({OPERATOR_CLIENT_KIND}),
+}
 
 
 @dataclass(frozen=True)
@@ -26,6 +41,12 @@ class ServerPolicy:
     # App schemes admitted in redirect URIs besides https, loopback http and reverse-domain
     # private-use schemes (EXTRA_REDIRECT_SCHEMES; never one a browser hands to the OS).
     extra_redirect_schemes: tuple[str, ...] = ()
+    # CLIENT_REGISTRATION (one of ACCEPTED_CLIENT_KINDS' keys).
+    client_registration: str = REGISTRATION_OPEN
+    # REDIRECT_URI_ALLOWLIST: what self-declared clients may redirect to.
+    redirect_uri_allowlist: RedirectUriAllowlist = field(default_factory=RedirectUriAllowlist)
+    # CIMD_*: client ID metadata documents.
+    metadata_documents: MetadataDocumentPolicy = field(default_factory=MetadataDocumentPolicy)
 
     def __post_init__(self) -> None:
         for name in (
@@ -39,5 +60,19 @@ class ServerPolicy:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.client_registration not in ACCEPTED_CLIENT_KINDS:
+            raise ValueError(f"client_registration must be one of {', '.join(ACCEPTED_CLIENT_KINDS)}")
         if self.refresh_grace_period < 0:
             raise ValueError("refresh_grace_period must not be negative")
+
+    @property
+    def accepted_client_kinds(self) -> frozenset[str]:
+        return ACCEPTED_CLIENT_KINDS[self.client_registration]
+
+    @property
+    def dynamic_registration_open(self) -> bool:
+        return DYNAMIC_CLIENT_KIND in self.accepted_client_kinds
+
+    @property
+    def metadata_documents_accepted(self) -> bool:
+        return METADATA_DOCUMENT_CLIENT_KIND in self.accepted_client_kinds

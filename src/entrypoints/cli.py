@@ -1,8 +1,9 @@
-"""The `mcp-oauth-bridge` command: serve, migrate, purge, copy-storage, check-config."""
+"""The `mcp-oauth-bridge` command: serve, migrate, purge, copy-storage, check-config, clients."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import replace
@@ -12,6 +13,7 @@ from typing import Any, Callable
 from psycopg.conninfo import conninfo_to_dict
 
 from ..adapters.system import SystemClock
+from ..domain.errors import OAuthError
 from ..domain.ports import StorageAdministration, StorageError
 from ..domain.services.storage_copy import CopyReport, SourceSchemaNotCurrent, StorageCopy, TargetNotEmpty
 from .config import ConfigError, Settings, check_storage_url, load_settings, redact_url
@@ -162,8 +164,65 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     # Where the counters are, never the Redis URL itself (it may hold a password).
     where = "in Redis (RATE_LIMIT_STORAGE_URL)" if limits.storage_url else "in STORAGE_URL's database"
     print(f"RATE_LIMITS={'on, counters ' + where if limits.enabled else 'off'}")
+    print(f"CLIENT_REGISTRATION={settings.client_registration}")
     print("configuration is valid")
     return 0
+
+
+def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
+    container = build_container(settings)
+    try:
+        container.storage_admin().ensure_schema(busy_wait=MASTER_SCHEMA_BUSY_WAIT)
+        created = container.registration_service().create_operator_client(
+            name=args.name, redirect_uris=args.redirect_uris, public=args.public
+        )
+    except OAuthError as exc:
+        print(f"mcp-oauth-bridge: cannot create the client: {exc.description or exc.error}", file=sys.stderr)
+        return 1
+    except StorageError as exc:
+        print(f"mcp-oauth-bridge: cannot create the client: {exc}", file=sys.stderr)
+        return 1
+    client = created.client
+    if args.json:
+        print(json.dumps({"client_id": client.client_id, "client_secret": created.client_secret, **client.metadata()}))
+        return 0
+    print(f"created the {'public' if client.is_public else 'confidential'} client {client.client_name!r}")
+    print(f"client_id:     {client.client_id}")
+    if created.client_secret is not None:
+        print(f"client_secret: {created.client_secret}")
+        print("the secret is shown only this once (the server keeps only a hash of it): store it now")
+    for uri in client.redirect_uris:
+        print(f"redirect URI:  {uri}")
+    return 0
+
+
+CLIENT_COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
+    "add": ("create a trusted client with exact redirect URIs; prints its id and (once) its secret", _clients_add),
+}
+
+
+def _clients(settings: Settings, args: argparse.Namespace) -> int:
+    return CLIENT_COMMANDS[args.clients_command][1](settings, args)
+
+
+def _add_client_commands(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="clients_command", required=True)
+    for name, (help_text, _) in CLIENT_COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if name == "add":
+            sub.add_argument("--name", required=True, help="the name people see on the consent page")
+            sub.add_argument(
+                "--redirect-uri",
+                dest="redirect_uris",
+                action="append",
+                required=True,
+                metavar="URI",
+                help="an exact redirect URI (repeat for several), e.g. https://claude.ai/api/mcp/auth_callback",
+            )
+            sub.add_argument(
+                "--public", action="store_true", help="a public client (no secret; PKCE only) instead of a confidential one"
+            )
+            sub.add_argument("--json", action="store_true", help="print one JSON object (client_id, client_secret, metadata)")
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
@@ -175,6 +234,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
         _copy_storage,
     ),
     "check-config": ("validate the configuration and print the main settings", _check_config),
+    "clients": ("manage clients: `clients add` creates one an operator trusts", _clients),
 }
 
 
@@ -186,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "serve":
             sub.add_argument("--bind", help="host:port to listen on (default 127.0.0.1:8000 or $BIND)")
             sub.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
+        if name == "clients":
+            _add_client_commands(sub)
         if name == "copy-storage":
             sub.add_argument("--from", dest="source", required=True, metavar="URL", help="the storage to copy from")
             sub.add_argument("--to", dest="target", required=True, metavar="URL", help="the storage to copy into (empty)")

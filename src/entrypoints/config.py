@@ -25,6 +25,8 @@ from psycopg.conninfo import conninfo_to_dict
 from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
+from ..domain.client_documents import MetadataDocumentPolicy, RedirectUriAllowlist
+from ..domain.policy import ACCEPTED_CLIENT_KINDS, REGISTRATION_OPEN
 from ..domain.uris import is_loopback_host, is_os_handler_scheme
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,10 @@ RATE_LIMIT_DEFAULTS = {
 RATE_LIMIT_STORAGE_SCHEMES = ("redis", "rediss")
 # The proxies whose X-Forwarded-For is believed: the variable and default gunicorn_conf.py uses.
 DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
+
+
+# A host name (lower-case labels), optionally "*." for any of its subdomains.
+HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 class ConfigError(Exception):
@@ -149,6 +155,11 @@ class Settings:
     storage_pool_size: int = 10
     storage_statement_timeout: int = 5
     storage_connect_timeout: int = 5
+    # Who may become a client (CLIENT_REGISTRATION) and where self-declared clients may redirect.
+    client_registration: str = REGISTRATION_OPEN
+    redirect_uri_allowlist: RedirectUriAllowlist = field(default_factory=RedirectUriAllowlist)
+    # Client ID metadata documents (CIMD_*).
+    metadata_documents: MetadataDocumentPolicy = field(default_factory=MetadataDocumentPolicy)
 
     @property
     def issuer(self) -> str:
@@ -365,6 +376,62 @@ def _extra_redirect_schemes(raw: str) -> tuple[str, ...]:
     return schemes
 
 
+def _client_registration(env: Mapping[str, str]) -> str:
+    mode = (env.get("CLIENT_REGISTRATION") or REGISTRATION_OPEN).strip().lower()
+    if mode not in ACCEPTED_CLIENT_KINDS:
+        raise ConfigError(f"CLIENT_REGISTRATION must be one of {', '.join(ACCEPTED_CLIENT_KINDS)}, got {mode!r}")
+    return mode
+
+
+def _comma_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item.strip() for item in (env.get(name) or "").split(",") if item.strip()))
+
+
+def _redirect_uri_allowlist(env: Mapping[str, str]) -> RedirectUriAllowlist:
+    patterns = _comma_list(env, "REDIRECT_URI_ALLOWLIST")
+    for pattern in patterns:
+        if not re.match(r"[a-z][a-z0-9+.\-]*:", pattern) or any(ch.isspace() for ch in pattern):
+            raise ConfigError(
+                "REDIRECT_URI_ALLOWLIST holds comma-separated redirect URIs in which * matches part of one "
+                f"component, e.g. https://claude.ai/api/mcp/auth_callback,http://127.0.0.1:*/callback; got {pattern!r}"
+            )
+    return RedirectUriAllowlist(patterns)
+
+
+def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    hosts = tuple(host.lower().rstrip(".") for host in _comma_list(env, name))
+    for host in hosts:
+        if not HOST_PATTERN.fullmatch(host):
+            raise ConfigError(f"{name} holds comma-separated host names or *.example.com patterns, got {host!r}")
+    return hosts
+
+
+def _metadata_document_policy(env: Mapping[str, str], public_url: str) -> MetadataDocumentPolicy:
+    allow_loopback = _boolean(env, "CIMD_ALLOW_LOOPBACK")
+    if allow_loopback and not is_loopback_host(urlsplit(public_url).hostname):
+        raise ConfigError(
+            "CIMD_ALLOW_LOOPBACK=true lets client metadata documents come from loopback over http: it is for "
+            "development and tests, and runs only on a loopback PUBLIC_URL"
+        )
+    minimum = _positive_int(env, "CIMD_CACHE_MIN_TTL", 60)
+    maximum = _positive_int(env, "CIMD_CACHE_MAX_TTL", 24 * 3600)
+    stale = _positive_int(env, "CIMD_STALE_TTL", 7 * 24 * 3600)
+    if minimum > maximum:
+        raise ConfigError(f"CIMD_CACHE_MIN_TTL ({minimum}) must not exceed CIMD_CACHE_MAX_TTL ({maximum})")
+    if stale < maximum:
+        raise ConfigError(f"CIMD_STALE_TTL ({stale}) must be at least CIMD_CACHE_MAX_TTL ({maximum})")
+    return MetadataDocumentPolicy(
+        allowed_hosts=_hosts(env, "CIMD_ALLOWED_HOSTS"),
+        denied_hosts=_hosts(env, "CIMD_DENIED_HOSTS"),
+        allow_loopback=allow_loopback,
+        pinned_only=_boolean(env, "CIMD_PINNED_ONLY"),
+        min_cache_ttl=minimum,
+        max_cache_ttl=maximum,
+        default_cache_ttl=max(minimum, min(maximum, 3600)),
+        stale_ttl=stale,
+    )
+
+
 def _required(env: Mapping[str, str], name: str, why: str) -> str:
     value = (env.get(name) or "").strip()
     if not value:
@@ -526,4 +593,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         storage_pool_size=_positive_int(env, "STORAGE_POOL_SIZE", 10, unit="number of connections"),
         storage_statement_timeout=_positive_int(env, "STORAGE_STATEMENT_TIMEOUT", 5),
         storage_connect_timeout=_positive_int(env, "STORAGE_CONNECT_TIMEOUT", 5),
+        client_registration=_client_registration(env),
+        redirect_uri_allowlist=_redirect_uri_allowlist(env),
+        metadata_documents=_metadata_document_policy(env, public_url),
     )

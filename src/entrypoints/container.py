@@ -11,6 +11,8 @@ from ..adapters.http.mcp_protocol import McpServer, ServerInfo
 from ..adapters.identity.entra import EntraIdentityProvider
 from ..adapters.identity.fake import FakeIdentityProvider
 from ..adapters.identity.oidc import OidcIdentityProvider
+from ..adapters.metadata_fetcher import SafeMetadataFetcher
+from ..adapters.pinned_client_documents import load_pinned_documents
 from ..adapters.system import SecretsTokenGenerator, SystemClock
 from ..adapters.tools.graph_mail import GraphMailToolset
 from ..adapters.tools.identity import IdentityToolset
@@ -19,6 +21,7 @@ from ..domain.policy import ServerPolicy
 from ..domain.security import TokenHasher
 from ..domain.services.authorization import AuthorizationService
 from ..domain.services.bearer import BearerAuthenticator
+from ..domain.services.clients import ClientDirectory
 from ..domain.services.housekeeping import Housekeeping
 from ..domain.services.registration import RegistrationService
 from ..domain.ports import Toolset
@@ -71,6 +74,9 @@ def server_policy(settings: Settings, tools: ToolService) -> ServerPolicy:
         idle_client_ttl=settings.idle_client_ttl,
         purge_interval=settings.purge_interval,
         extra_redirect_schemes=settings.extra_redirect_schemes,
+        client_registration=settings.client_registration,
+        redirect_uri_allowlist=settings.redirect_uri_allowlist,
+        metadata_documents=settings.metadata_documents,
     )
 
 
@@ -95,6 +101,7 @@ class Container(containers.DeclarativeContainer):
     refresh_tokens = storage.refresh_tokens
     rate_limit_store = storage.rate_limit_store
     storage_admin = storage.admin
+    metadata_documents = storage.metadata_documents
 
     # The upstream identity provider is chosen by IDP_PROVIDER.
     identity_provider = providers.Selector(
@@ -152,9 +159,24 @@ class Container(containers.DeclarativeContainer):
         web_urls=web_urls,
         housekeeping=housekeeping,
     )
+    # Client ID metadata documents: fetched safely, cached in storage; Claude's shipped copy.
+    metadata_fetcher = providers.Singleton(
+        SafeMetadataFetcher, allow_loopback=settings.provided.metadata_documents.allow_loopback
+    )
+    pinned_documents = providers.Singleton(load_pinned_documents)
+    client_directory = providers.Singleton(
+        ClientDirectory,
+        clients=clients,
+        documents=metadata_documents,
+        fetcher=metadata_fetcher,
+        pinned=pinned_documents,
+        clock=clock,
+        policy=policy,
+        web_urls=web_urls,
+    )
     authorization_service = providers.Singleton(
         AuthorizationService,
-        clients=clients,
+        directory=client_directory,
         authorizations=authorizations,
         grants=grants,
         unit_of_work=unit_of_work,
@@ -166,7 +188,7 @@ class Container(containers.DeclarativeContainer):
         web_urls=web_urls,
         housekeeping=housekeeping,
     )
-    client_authenticator = providers.Singleton(ClientAuthenticator, clients=clients, hasher=hasher)
+    client_authenticator = providers.Singleton(ClientAuthenticator, directory=client_directory, hasher=hasher)
     token_service = providers.Singleton(
         TokenService,
         clients=clients,

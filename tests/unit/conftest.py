@@ -13,6 +13,7 @@ from mcp_oauth_bridge.domain.policy import ServerPolicy
 from mcp_oauth_bridge.domain.security import TokenHasher
 from mcp_oauth_bridge.domain.services.authorization import AuthorizationService, ConsentPrompt
 from mcp_oauth_bridge.domain.services.bearer import BearerAuthenticator
+from mcp_oauth_bridge.domain.services.clients import ClientDirectory
 from mcp_oauth_bridge.domain.services.housekeeping import Housekeeping
 from mcp_oauth_bridge.domain.services.registration import RegisteredClient, RegistrationService
 from mcp_oauth_bridge.domain.services.tokens import ClientAuthenticator, TokenService
@@ -22,6 +23,7 @@ from tests.fakes import (
     InMemoryStorage,
     RecordedWebUrlParser,
     ScriptedIdentityProvider,
+    ScriptedMetadataFetcher,
     SequentialTokenGenerator,
 )
 
@@ -65,6 +67,8 @@ class World:
     token_service: TokenService
     client_auth: ClientAuthenticator
     bearer: BearerAuthenticator
+    fetcher: ScriptedMetadataFetcher
+    directory: ClientDirectory
     # Every IdP URL handed out by decide(), newest last.
     idp_urls: list[str] = field(default_factory=list)
 
@@ -170,7 +174,7 @@ class World:
         return self.token_service.introspect(registered.client, token=token, token_type_hint=None).active
 
 
-def build_world(policy: ServerPolicy | None = None) -> World:
+def build_world(policy: ServerPolicy | None = None, *, pinned: dict[str, Any] | None = None) -> World:
     clock = FixedClock(NOW)
     tokens = SequentialTokenGenerator()
     storage = InMemoryStorage()
@@ -180,7 +184,13 @@ def build_world(policy: ServerPolicy | None = None) -> World:
     policy = policy or ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES)
     web_urls = RecordedWebUrlParser()
     housekeeping = Housekeeping(clients=clients, storage=storage, clock=clock, policy=policy)
+    fetcher = ScriptedMetadataFetcher()
+    directory = ClientDirectory(
+        clients=clients, documents=storage, fetcher=fetcher, pinned=pinned or {}, clock=clock, policy=policy, web_urls=web_urls
+    )
     return World(
+        fetcher=fetcher,
+        directory=directory,
         clock=clock,
         tokens=tokens,
         clients=clients,
@@ -199,7 +209,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             web_urls=web_urls,
         ),
         authorization=AuthorizationService(
-            clients=clients,
+            directory=directory,
             authorizations=storage,
             grants=storage,
             unit_of_work=storage,
@@ -224,7 +234,7 @@ def build_world(policy: ServerPolicy | None = None) -> World:
             policy=policy,
             housekeeping=housekeeping,
         ),
-        client_auth=ClientAuthenticator(clients=clients, hasher=hasher),
+        client_auth=ClientAuthenticator(directory=directory, hasher=hasher),
         bearer=BearerAuthenticator(access_tokens=storage, clock=clock, hasher=hasher, policy=policy),
     )
 

@@ -19,7 +19,7 @@ from mcp_oauth_bridge.domain.services.registration import (
 )
 from mcp_oauth_bridge.domain.uris import MAX_CLIENT_URL_LENGTH, MAX_REDIRECT_URI_LENGTH
 
-from .conftest import NOW, REDIRECT_URI, World
+from .conftest import ISSUER, NOW, REDIRECT_URI, World
 
 
 # RFC 7591 §3.2.1: the registered metadata plus what the server issues.
@@ -27,6 +27,8 @@ KNOWN_RESPONSE_FIELDS = {
     "client_id", "client_id_issued_at", "client_secret", "client_secret_expires_at", "redirect_uris",
     "grant_types", "response_types", "token_endpoint_auth_method", "client_name", "scope", "client_uri",
     "logo_uri", "tos_uri", "policy_uri", "software_id", "software_version", "application_type", "contacts",
+    # RFC 7592 §3
+    "registration_access_token", "registration_client_uri",
 }
 
 
@@ -298,6 +300,8 @@ def test_response_shape_for_confidential_client(world: World) -> None:
         "scope": "mcp:read mcp:write",
         "contacts": ["ops@client.example"],
         "software_id": "claude",
+        "registration_access_token": "mob_rat_" + "3".zfill(43),
+        "registration_client_uri": ISSUER + "/oauth/register/mob_client_" + "1".zfill(43),
     }
 
 
@@ -311,6 +315,8 @@ def test_response_shape_for_public_client(world: World) -> None:
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
         "client_name": "Test Client",
+        "registration_access_token": "mob_rat_" + "2".zfill(43),
+        "registration_client_uri": ISSUER + "/oauth/register/mob_client_" + "1".zfill(43),
     }
 
 

@@ -26,12 +26,11 @@ METADATA_MAX_AGE = 300
 
 def authorization_server_metadata(policy: ServerPolicy) -> dict[str, Any]:
     issuer = policy.issuer
-    return {
+    document: dict[str, Any] = {
         # RFC 8414 §3.3: clients compare this with the URL they used, as strings.
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
         "token_endpoint": issuer + TOKEN_PATH,
-        "registration_endpoint": issuer + REGISTRATION_PATH,
         "revocation_endpoint": issuer + REVOCATION_PATH,
         "introspection_endpoint": issuer + INTROSPECTION_PATH,
         "response_types_supported": ["code"],
@@ -46,6 +45,13 @@ def authorization_server_metadata(policy: ServerPolicy) -> dict[str, Any]:
         # RFC 9207 §3: every authorization response carries iss.
         "authorization_response_iss_parameter_supported": True,
     }
+    if policy.dynamic_registration_open:
+        # RFC 8414 §2: advertised only while registration is open (CLIENT_REGISTRATION).
+        document["registration_endpoint"] = issuer + REGISTRATION_PATH
+    # draft-ietf-oauth-client-id-metadata-document-02 §6: an https URL may be the client_id
+    # (clients such as Claude then use it instead of registering).
+    document["client_id_metadata_document_supported"] = policy.metadata_documents_accepted
+    return document
 
 
 def protected_resource_metadata(policy: ServerPolicy) -> dict[str, Any]:

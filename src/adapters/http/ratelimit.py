@@ -60,7 +60,7 @@ MAX_HELD_BLOCKS = 10_000
 REDIS_TIMEOUT_SECONDS = 2.0
 
 # The view functions limited per client address, by endpoint name, and how they answer 429.
-REGISTER_ENDPOINTS = ("registration.register",)
+REGISTER_ENDPOINTS = ("registration.register", "registration.configuration")
 BROWSER_ENDPOINTS = ("authorization.authorize", "authorization.consent", "authorization.callback")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -1,4 +1,5 @@
-"""Dynamic Client Registration endpoint (RFC 7591 §3)."""
+"""Dynamic Client Registration endpoint (RFC 7591 §3) and the client configuration endpoint
+(RFC 7592 §2: read, replace and delete with the registration access token)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request
 
-from ...domain.errors import InvalidClientMetadata
+from ...domain.errors import InvalidClientMetadata, InvalidToken
+from ...domain.model import Client
+from ...domain.services.registration import CLIENT_CONFIGURATION_PATH
 from ...domain.services.registration import MAX_METADATA_DOCUMENT_BYTES
-from .errors import json_response
+from .errors import json_response, oauth_error_response
 from .schemas import read_body
 from .services import services
 
@@ -41,17 +44,52 @@ def _read_metadata() -> dict[str, object]:
     return document
 
 
-@bp.post("/oauth/register")
-@bp.post("/register")
-def register() -> Response:
-    registered = services().registration_service().register(_read_metadata())
+def _log_client(action: str, client: Client) -> None:
     # Bounded: a stranger chooses these values, and must not be able to flood the log.
-    client = registered.client
     log.info(
-        "registered client %s (%r) redirecting to %d URI(s) on %r",
+        "%s client %s (%r) redirecting to %d URI(s) on %r",
+        action,
         client.client_id,
         client.display_name[:LOGGED_TEXT],
         len(client.redirect_uris),
         ", ".join(sorted({urlsplit(uri).netloc or urlsplit(uri).scheme for uri in client.redirect_uris}))[:LOGGED_TEXT],
     )
+
+
+@bp.post("/oauth/register")
+@bp.post("/register")
+def register() -> Response:
+    registered = services().registration_service().register(_read_metadata())
+    _log_client("registered", registered.client)
     return json_response(registered.response(), 201, no_store=True)
+
+
+@bp.errorhandler(InvalidToken)
+def invalid_registration_token(error: InvalidToken) -> Response:
+    # RFC 7592 §2 / RFC 6750 §3.1: the registration access token is a bearer token.
+    response = oauth_error_response(error)
+    response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response
+
+
+def _registration_token() -> str | None:
+    """RFC 6750 §2.1: the bearer token in the Authorization header (the only place RFC 7592
+    uses)."""
+    scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+@bp.route(CLIENT_CONFIGURATION_PATH + "<client_id>", methods=["GET", "PUT", "DELETE"])
+def configuration(client_id: str) -> Response:
+    service, token = services().registration_service(), _registration_token()
+    if request.method == "GET":
+        return json_response(service.read(client_id, token).response(), no_store=True)
+    if request.method == "PUT":
+        # Authenticated before the body is read: a stranger's body is never parsed.
+        service.read(client_id, token)
+        updated = service.replace(client_id, token, _read_metadata())
+        _log_client("updated", updated.client)
+        return json_response(updated.response(), no_store=True)
+    service.delete(client_id, token)
+    log.info("deleted client %s at its own request (RFC 7592)", client_id)
+    return Response(status=204, headers={"Cache-Control": "no-store"})

@@ -9,7 +9,6 @@ from typing import Mapping
 from ..errors import (
     AccessDenied,
     AuthorizationRedirect,
-    InvalidClient,
     InvalidRedirectUri,
     InvalidRequest,
     InvalidScope,
@@ -32,7 +31,6 @@ from ..model import (
 from ..policy import ServerPolicy
 from ..ports import (
     AuthorizationStore,
-    ClientRepository,
     Clock,
     GrantStore,
     IdentityProvider,
@@ -44,6 +42,7 @@ from ..ports import (
 from ..security import CODE_CHALLENGE_PATTERN, SUPPORTED_CODE_CHALLENGE_METHODS, TokenHasher, s256_challenge
 from ..refresh_tokens import GRANT_ID_PREFIX
 from ..uris import MAX_REDIRECT_URI_LENGTH, RedirectDestination, canonical_redirect_uri, redirect_destination
+from .clients import ClientDirectory
 from .housekeeping import Housekeeping
 from .redirects import ClientRedirect, redirect_uri_matches
 
@@ -91,7 +90,7 @@ class AuthorizationService:
     def __init__(
         self,
         *,
-        clients: ClientRepository,
+        directory: ClientDirectory,
         authorizations: AuthorizationStore,
         grants: GrantStore,
         unit_of_work: UnitOfWork,
@@ -103,7 +102,7 @@ class AuthorizationService:
         web_urls: WebUrlParser,
         housekeeping: Housekeeping,
     ) -> None:
-        self._clients = clients
+        self._directory = directory
         self._authorizations = authorizations
         self._web_urls = web_urls
         self._grants = grants
@@ -132,6 +131,10 @@ class AuthorizationService:
         except OAuthError as error:
             # An overlong state is not sent back: it is the parameter in error.
             returned_state = state if state is not None and len(state) <= MAX_STATE_LENGTH else None
+            if client.is_operator_created:
+                # A client the operator created is trusted with an automatic error redirect
+                # (RFC 6749 §4.1.2.1); every other one gets the page with a link back.
+                raise AuthorizationRedirect(error, redirect_uri=redirect_uri, state=returned_state) from None
             raise RefusedAuthorizationRequest(
                 error, redirect_uri=redirect_uri, state=returned_state, destination=destination
             ) from None
@@ -165,9 +168,7 @@ class AuthorizationService:
             raise InvalidRequest("client_id is required")
         if len(client_id) > MAX_CLIENT_ID_LENGTH:
             raise InvalidRequest(f"client_id is longer than {MAX_CLIENT_ID_LENGTH} characters")
-        client = self._clients.get(client_id)
-        if client is None:
-            raise InvalidClient("unknown client_id")
+        client = self._directory.for_authorization(client_id)
         redirect_uri = params.get("redirect_uri")
         if redirect_uri is None:
             # RFC 6749 §3.1.2.3: may be omitted only if exactly one redirect URI is registered.
@@ -183,6 +184,9 @@ class AuthorizationService:
             hint = "" if redirect_uri.isascii() else " (send it as registered: internationalised hosts in punycode)"
             raise InvalidRequest(f"redirect_uri is not registered for this client{hint}")
         self._require_acceptable(redirect_uri)
+        # REDIRECT_URI_ALLOWLIST binds self-declared clients, also those registered before it.
+        if not client.is_operator_created and not self._policy.redirect_uri_allowlist.admits(redirect_uri):
+            raise InvalidRequest("this redirect URI is not among those this server allows")
         return client, redirect_uri
 
     def _require_acceptable(self, redirect_uri: str) -> None:

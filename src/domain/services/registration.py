@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping
 
-from ..errors import InvalidClientMetadata, InvalidRedirectUri
-from ..model import Client
+from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidToken
+from ..client_documents import RedirectUriAllowlist
+from ..model import OPERATOR_CLIENT_KIND, PUBLIC_CLIENT_AUTH_METHOD, Client
 from ..policy import ServerPolicy
 from ..ports import ClientRepository, Clock, TokenGenerator, WebUrlParser
 from ..security import TokenHasher
@@ -39,19 +40,36 @@ URL_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 STRING_FIELDS = ("software_id", "software_version")
 
 
+# RFC 7592 §2.2: fields of a client information response that an update request must not
+# set; sent back as they were received, they are ignored.
+RESPONSE_ONLY_FIELDS = ("registration_access_token", "registration_client_uri", "client_secret_expires_at", "client_id_issued_at")
+CLIENT_ID_PREFIX = "mob_client_"
+CLIENT_SECRET_PREFIX = "mob_cs_"
+REGISTRATION_TOKEN_PREFIX = "mob_rat_"
+# The path of a client's configuration endpoint (RFC 7592 §2), under the issuer.
+CLIENT_CONFIGURATION_PATH = "/oauth/register/"
+
+
 @dataclass(frozen=True)
 class RegisteredClient:
     client: Client
     # Returned once, at registration; only its hash is stored.
     client_secret: str | None
+    # RFC 7592 §3: the registration access token and the client configuration endpoint.
+    registration_access_token: str | None = None
+    registration_client_uri: str | None = None
 
     def response(self) -> dict[str, Any]:
-        """RFC 7591 §3.2.1 client information response."""
+        """RFC 7591 §3.2.1 client information response (with RFC 7592 §3's fields)."""
         document = self.client.metadata()
         if self.client_secret is not None:
             document["client_secret"] = self.client_secret
             # RFC 7591 §3.2.1: REQUIRED if client_secret is issued; 0 means it does not expire.
             document["client_secret_expires_at"] = 0
+        if self.registration_access_token is not None:
+            document["registration_access_token"] = self.registration_access_token
+        if self.registration_client_uri is not None:
+            document["registration_client_uri"] = self.registration_client_uri
         return document
 
 
@@ -148,14 +166,23 @@ def validate_client_metadata(
     web_urls: WebUrlParser,
     *,
     extra_redirect_schemes: frozenset[str] = frozenset(),
+    allowlist: RedirectUriAllowlist = RedirectUriAllowlist(),
+    published: bool = False,
 ) -> ValidatedMetadata:
-    """Apply RFC 7591 §2 to a metadata document (DCR body or client ID metadata document)."""
+    """Apply RFC 7591 §2 to a metadata document: a DCR body, or (``published``) a client ID
+    metadata document, whose client is public by default and may list grant types meant for
+    other servers (Claude's lists jwt-bearer): those are ignored rather than refused."""
     _require_utf8(metadata)
     redirect_uris = _redirect_uris(metadata, web_urls, extra_redirect_schemes)
+    for index, uri in enumerate(redirect_uris):
+        if not allowlist.admits(uri):
+            raise InvalidRedirectUri(f"redirect_uris[{index}] ({uri}) is not among the redirect URIs this server allows")
 
     grant_types = _string_list(metadata, "grant_types", DEFAULT_GRANT_TYPES)
     unknown = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
-    if unknown:
+    if published:
+        grant_types = tuple(g for g in grant_types if g in SUPPORTED_GRANT_TYPES)
+    elif unknown:
         raise InvalidClientMetadata(
             f"unsupported grant_types {unknown}; supported: {list(SUPPORTED_GRANT_TYPES)}"
         )
@@ -171,7 +198,7 @@ def validate_client_metadata(
         raise InvalidClientMetadata("response_types must include code for the authorization_code grant")
 
     auth_method = _optional_string(metadata, "token_endpoint_auth_method", MAX_KEYWORD_LENGTH)
-    auth_method = auth_method or DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD
+    auth_method = auth_method or (PUBLIC_CLIENT_AUTH_METHOD if published else DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD)
     if auth_method not in SUPPORTED_TOKEN_ENDPOINT_AUTH_METHODS:
         raise InvalidClientMetadata(
             f"unsupported token_endpoint_auth_method '{auth_method}'; "
@@ -218,7 +245,8 @@ def validate_client_metadata(
 
 
 class RegistrationService:
-    """RFC 7591 §3: register a client from its metadata."""
+    """RFC 7591 §3: register a client from its metadata; RFC 7592: read, replace and delete it
+    with its registration access token; and clients an operator creates."""
 
     def __init__(
         self,
@@ -240,14 +268,18 @@ class RegistrationService:
         self._housekeeping = housekeeping
 
     def register(self, metadata: Mapping[str, Any]) -> RegisteredClient:
-        validated = validate_client_metadata(
-            metadata,
-            self._policy.scopes_supported,
-            self._web_urls,
-            extra_redirect_schemes=frozenset(self._policy.extra_redirect_schemes),
-        )
+        if not self._policy.dynamic_registration_open:
+            raise InvalidClientMetadata(
+                "dynamic client registration is closed on this server"
+                + (
+                    "; use a client ID metadata document (an https URL as client_id)"
+                    if self._policy.metadata_documents_accepted
+                    else "; ask its operator for a client id"
+                )
+            )
+        validated = self._validate(metadata)
         client = Client(
-            client_id=self._tokens.generate("mob_client_"),
+            client_id=self._tokens.generate(CLIENT_ID_PREFIX),
             redirect_uris=validated.redirect_uris,
             grant_types=validated.grant_types,
             response_types=validated.response_types,
@@ -257,11 +289,126 @@ class RegistrationService:
             scope=validated.scope,
             extra_metadata=validated.extra,
         )
-        secret = None
-        if not client.is_public:
-            secret = self._tokens.generate("mob_cs_")
-            client = replace(client, secret_hash=self._hasher.hash(secret))
+        client, secret = self._with_secret(client)
+        registration_token = self._tokens.generate(REGISTRATION_TOKEN_PREFIX)
+        client = replace(client, registration_token_hash=self._hasher.hash(registration_token))
         self._clients.add(client)
         # Registrations are what a flood creates: they pay for deleting the unused ones.
         self._housekeeping.tick()
+        return self._registered(client, secret, registration_token)
+
+    def _validate(self, metadata: Mapping[str, Any]) -> ValidatedMetadata:
+        return validate_client_metadata(
+            metadata,
+            self._policy.scopes_supported,
+            self._web_urls,
+            extra_redirect_schemes=frozenset(self._policy.extra_redirect_schemes),
+            allowlist=self._policy.redirect_uri_allowlist,
+        )
+
+    def _with_secret(self, client: Client) -> tuple[Client, str | None]:
+        """A confidential client keeps the secret it has, or gets a new one (returned once); a
+        public one has none."""
+        if client.is_public:
+            return replace(client, secret_hash=None), None
+        if client.secret_hash is not None:
+            return client, None
+        secret = self._tokens.generate(CLIENT_SECRET_PREFIX)
+        return replace(client, secret_hash=self._hasher.hash(secret)), secret
+
+    def _registered(self, client: Client, secret: str | None, registration_token: str) -> RegisteredClient:
+        return RegisteredClient(
+            client=client,
+            client_secret=secret,
+            registration_access_token=registration_token,
+            registration_client_uri=self._policy.issuer + CLIENT_CONFIGURATION_PATH + client.client_id,
+        )
+
+    # -- RFC 7592 client configuration endpoint --------------------------------------------------
+
+    def _authorized(self, client_id: str, registration_token: str | None) -> Client:
+        """RFC 7592 §2: the client whose registration access token this is. Unknown client,
+        another client's token, a client without one (operator-created, metadata documents) and
+        a missing token are one and the same answer (401): nothing says whether it exists."""
+        client = self._clients.get(client_id)
+        stored = client.registration_token_hash if client is not None else None
+        # Compared even when there is nothing to compare with, so that the time taken does not
+        # tell an unknown client from a wrong token.
+        matches = self._hasher.matches(registration_token or "", stored or self._hasher.hash("-"))
+        if client is None or stored is None or not registration_token or not matches:
+            raise InvalidToken("the registration access token is missing, invalid, or not this client's")
+        return client
+
+    def read(self, client_id: str, registration_token: str | None) -> RegisteredClient:
+        """RFC 7592 §2.1. The secret is kept only as a hash, so it is not returned again."""
+        client = self._authorized(client_id, registration_token)
+        assert registration_token is not None
+        return self._registered(client, None, registration_token)
+
+    def replace(self, client_id: str, registration_token: str | None, metadata: Mapping[str, Any]) -> RegisteredClient:
+        """RFC 7592 §2.2: the request replaces every metadata field, validated as a registration
+        is. A client that becomes confidential gets a new secret; the client id, registration
+        access token and issue time stay."""
+        current = self._authorized(client_id, registration_token)
+        assert registration_token is not None
+        if metadata.get("client_id") != client_id:
+            raise InvalidClientMetadata("client_id must be sent and equal this client's id")
+        sent_secret = metadata.get("client_secret")
+        if sent_secret is not None and (
+            not isinstance(sent_secret, str)
+            or current.secret_hash is None
+            or not self._hasher.matches(sent_secret, current.secret_hash)
+        ):
+            raise InvalidClientMetadata("client_secret does not match this client's secret")
+        ignored = ("client_id", "client_secret", *RESPONSE_ONLY_FIELDS)
+        validated = self._validate({name: value for name, value in metadata.items() if name not in ignored})
+        client = replace(
+            current,
+            redirect_uris=validated.redirect_uris,
+            grant_types=validated.grant_types,
+            response_types=validated.response_types,
+            token_endpoint_auth_method=validated.token_endpoint_auth_method,
+            client_name=validated.client_name,
+            scope=validated.scope,
+            extra_metadata=validated.extra,
+        )
+        client, secret = self._with_secret(client)
+        self._clients.add(client)
+        return self._registered(client, secret, registration_token)
+
+    def delete(self, client_id: str, registration_token: str | None) -> None:
+        """RFC 7592 §2.3: the client goes, and with it every grant and token issued to it."""
+        self._authorized(client_id, registration_token)
+        self._clients.delete(client_id)
+
+    # -- operator-created clients ---------------------------------------------------------------
+
+    def create_operator_client(self, *, name: str, redirect_uris: list[str], public: bool) -> RegisteredClient:
+        """A client an operator creates (``mcp-oauth-bridge clients add``): trusted, exact
+        redirect URIs (the allowlist binds self-declared clients only), confidential unless
+        ``public``. Its secret is returned once."""
+        validated = validate_client_metadata(
+            {
+                "client_name": name,
+                "redirect_uris": redirect_uris,
+                "token_endpoint_auth_method": PUBLIC_CLIENT_AUTH_METHOD if public else DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD,
+            },
+            self._policy.scopes_supported,
+            self._web_urls,
+            extra_redirect_schemes=frozenset(self._policy.extra_redirect_schemes),
+        )
+        if validated.client_name is None:
+            raise InvalidClientMetadata("the client needs a name")
+        client = Client(
+            client_id=self._tokens.generate(CLIENT_ID_PREFIX),
+            redirect_uris=validated.redirect_uris,
+            grant_types=validated.grant_types,
+            response_types=validated.response_types,
+            token_endpoint_auth_method=validated.token_endpoint_auth_method,
+            issued_at=self._clock.now(),
+            client_name=validated.client_name,
+            kind=OPERATOR_CLIENT_KIND,
+        )
+        client, secret = self._with_secret(client)
+        self._clients.add(client)
         return RegisteredClient(client=client, client_secret=secret)

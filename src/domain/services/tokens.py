@@ -28,6 +28,7 @@ from ..ports import (
 from ..refresh_tokens import parse_refresh_token, refresh_token_value
 from ..security import TokenHasher, verify_pkce
 from .authorization import parse_scope, resource_matches
+from .clients import ClientDirectory
 from .housekeeping import Housekeeping
 
 ACCESS_TOKEN_PREFIX = "mob_at_"
@@ -55,14 +56,13 @@ class ClientCredentials:
 class ClientAuthenticator:
     """RFC 6749 §2.3: authenticate confidential clients; identify public ones."""
 
-    def __init__(self, *, clients: ClientRepository, hasher: TokenHasher) -> None:
-        self._clients = clients
+    def __init__(self, *, directory: ClientDirectory, hasher: TokenHasher) -> None:
+        self._directory = directory
         self._hasher = hasher
 
     def authenticate(self, credentials: ClientCredentials) -> Client:
-        client = self._clients.get(credentials.client_id)
-        if client is None:
-            raise InvalidClient("unknown client")
+        # Unknown, not accepted by the registration policy, or a document that cannot be used.
+        client = self._directory.for_token(credentials.client_id)
         if client.is_public:
             if credentials.client_secret:
                 raise InvalidClient("this client is registered as public and must not send a secret")
