@@ -89,6 +89,21 @@ def test_public_url_is_normalised_to_the_origin_browsers_send(tmp_path: Path, ra
         ({"FORWARDED_ALLOW_IPS": "proxy.internal"}, "FORWARDED_ALLOW_IPS"),
         # gunicorn refuses host bits in a network too.
         ({"FORWARDED_ALLOW_IPS": "127.0.0.1,10.0.0.1/8"}, "FORWARDED_ALLOW_IPS"),
+        ({"CLIENT_REGISTRATION": "invite-only"}, "CLIENT_REGISTRATION"),
+        ({"REDIRECT_URI_ALLOWLIST": "claude.ai/callback"}, "REDIRECT_URI_ALLOWLIST"),
+        ({"CIMD_ALLOWED_HOSTS": "https://claude.ai"}, "CIMD_ALLOWED_HOSTS"),
+        ({"CIMD_DENIED_HOSTS": "evil example"}, "CIMD_DENIED_HOSTS"),
+        ({"CIMD_ALLOW_LOOPBACK": "sure"}, "CIMD_ALLOW_LOOPBACK"),
+        ({"CIMD_PINNED_ONLY": "sure"}, "CIMD_PINNED_ONLY"),
+        ({"CIMD_CACHE_MIN_TTL": "0"}, "CIMD_CACHE_MIN_TTL"),
+        ({"CIMD_CACHE_MIN_TTL": "600", "CIMD_CACHE_MAX_TTL": "60"}, "CIMD_CACHE_MIN_TTL"),
+        ({"CIMD_STALE_TTL": "60"}, "CIMD_STALE_TTL"),
+        # Fetching documents from loopback over http is for development only.
+        (
+            {"CIMD_ALLOW_LOOPBACK": "true", "PUBLIC_URL": "https://mcp.example.com", "IDP_PROVIDER": "fake",
+             "FAKE_IDP_ALLOW_NON_LOOPBACK": "true"},
+            "CIMD_ALLOW_LOOPBACK",
+        ),
     ],
 )
 def test_invalid_configuration_names_the_variable(tmp_path: Path, overrides: dict[str, str], variable: str) -> None:
@@ -204,3 +219,27 @@ def test_the_postgresql_password_is_never_shown(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "STORAGE_URL=postgresql://bridge:***@db.internal" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_client_registration_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        environment_for(
+            tmp_path,
+            CLIENT_REGISTRATION="Metadata-Documents",
+            REDIRECT_URI_ALLOWLIST="https://claude.ai/api/mcp/auth_callback, http://127.0.0.1:*/callback",
+            CIMD_ALLOWED_HOSTS="claude.ai,*.Example.com.",
+            CIMD_DENIED_HOSTS="bad.example.com",
+            CIMD_PINNED_ONLY="true",
+            CIMD_CACHE_MAX_TTL="7200",
+        ),
+        dotenv_path=None,
+    )
+    assert settings.client_registration == "metadata-documents"
+    assert settings.redirect_uri_allowlist.patterns == ("https://claude.ai/api/mcp/auth_callback", "http://127.0.0.1:*/callback")
+    documents = settings.metadata_documents
+    assert documents.allowed_hosts == ("claude.ai", "*.example.com")
+    assert documents.denied_hosts == ("bad.example.com",)
+    assert documents.pinned_only and not documents.allow_loopback
+    assert (documents.min_cache_ttl, documents.max_cache_ttl, documents.stale_ttl) == (60, 7200, 7 * 24 * 3600)
+    defaults = load_settings(environment_for(tmp_path), dotenv_path=None)
+    assert defaults.client_registration == "open" and defaults.redirect_uri_allowlist.patterns == ()

@@ -352,3 +352,9 @@ def test_the_code_is_sent_to_the_documents_redirect(world: World) -> None:
     prompt = world.start(as_registered(world), redirect_uri=REDIRECT)
     redirect = world.callback(world.approve(prompt))
     assert redirect.startswith(REDIRECT + "?") and query(redirect)["code"]
+
+
+def test_the_token_endpoint_never_fetches_a_document_it_has_not_seen(world: World) -> None:
+    with pytest.raises(InvalidClient):
+        token_client(world)
+    assert world.fetcher.fetched == []

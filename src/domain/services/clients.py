@@ -87,9 +87,17 @@ class ClientDirectory:
         rules = self._policy.metadata_documents
         check_client_id_url(client_id, allow_loopback=rules.allow_loopback)
         rules.check_host(client_id)
+        stored = self._clients.get(client_id)
+        if stored is not None and stored.kind != METADATA_DOCUMENT_CLIENT_KIND:
+            raise InvalidClient("unknown client")
+        if stale_allowed and stored is None:
+            # The token, revocation and introspection endpoints serve clients that were
+            # authorized before: a URL never seen at /authorize is unknown, and nobody can
+            # make this server fetch from them.
+            raise InvalidClient("unknown client")
         now = self._clock.now()
         document = self._current_document(client_id, now, stale_allowed=stale_allowed)
-        return self._stored_client(client_id, self._validated(client_id, document), now)
+        return self._stored_client(stored, self._validated(client_id, document), now)
 
     def _current_document(self, client_id: str, now: int, *, stale_allowed: bool) -> Mapping[str, Any]:
         """The document to use now: cached while fresh; else fetched (and cached if valid);
@@ -154,12 +162,9 @@ class ClientDirectory:
             kind=METADATA_DOCUMENT_CLIENT_KIND,
         )
 
-    def _stored_client(self, client_id: str, described: Client, now: int) -> Client:
+    def _stored_client(self, stored: Client | None, described: Client, now: int) -> Client:
         """The client's row, created or brought up to date with its document (rows written only
         when something changed: most lookups are reads)."""
-        stored = self._clients.get(client_id)
-        if stored is not None and stored.kind != METADATA_DOCUMENT_CLIENT_KIND:
-            raise InvalidClient("unknown client")
         if stored is None:
             client = replace(described, issued_at=now)
         else:
