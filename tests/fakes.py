@@ -372,8 +372,11 @@ class InMemoryStorage:
         return self.documents.get(client_id)
 
     def put_document(self, document: CachedMetadataDocument) -> None:
+        # A copy through JSON, as the SQL adapters store the text: a later change to the
+        # caller's mapping is not cached, and a value JSON cannot hold fails here as there.
+        copied = json.loads(json.dumps(dict(document.document)))
         with self.lock:
-            self.documents[document.client_id] = document
+            self.documents[document.client_id] = replace(document, document=copied)
 
     def reencrypt(self) -> int:
         return 0
@@ -389,6 +392,7 @@ class InMemoryStorage:
             "grants": len(self.grants),
             "access_tokens": len(self.access_tokens),
             "refresh_tokens": len(self.refresh_tokens),
+            "client_metadata_documents": len(self.documents),
         }
 
     def purge_expired(self, now: int) -> int:

@@ -13,6 +13,7 @@ from ..adapters.storage.postgres import (
     PostgresClientRepository,
     PostgresDatabase,
     PostgresGrantStore,
+    PostgresMetadataDocumentStore,
     PostgresRateLimitStore,
     PostgresRefreshTokenStore,
     PostgresUpstreamTokenStore,
@@ -24,6 +25,7 @@ from ..adapters.storage.sqlite import (
     SqliteClientRepository,
     SqliteDatabase,
     SqliteGrantStore,
+    SqliteMetadataDocumentStore,
     SqliteRateLimitStore,
     SqliteRefreshTokenStore,
     SqliteUpstreamTokenStore,
@@ -33,6 +35,7 @@ from ..domain.ports import (
     AuthorizationStore,
     ClientRepository,
     GrantStore,
+    MetadataDocumentStore,
     RateLimitStore,
     RefreshTokenStore,
     StorageAdministration,
@@ -58,6 +61,9 @@ class StorageContainer(containers.DeclarativeContainer):
     access_tokens: providers.Provider[AccessTokenStore] = providers.Dependency()
     refresh_tokens: providers.Provider[RefreshTokenStore] = providers.Dependency()
     rate_limit_store: providers.Provider[RateLimitStore] = providers.Dependency()
+    # The cache of client ID metadata documents, in the same database (shared by every worker
+    # and instance).
+    metadata_documents: providers.Provider[MetadataDocumentStore] = providers.Dependency()
     admin: providers.Provider[StorageAdministration] = providers.Dependency()
 
 
@@ -76,6 +82,7 @@ class SqliteStorage(StorageContainer):
     refresh_tokens = providers.Singleton(SqliteRefreshTokenStore, database)
     # Rate-limit counters in the same database (unless RATE_LIMIT_STORAGE_URL names a Redis).
     rate_limit_store = providers.Singleton(SqliteRateLimitStore, database)
+    metadata_documents = providers.Singleton(SqliteMetadataDocumentStore, database)
     admin = providers.Singleton(
         SqliteAdministration, database, grant_retention=StorageContainer.settings.provided.refresh_token_ttl
     )
@@ -100,6 +107,7 @@ class PostgresStorage(StorageContainer):
     access_tokens = providers.Singleton(PostgresAccessTokenStore, database)
     refresh_tokens = providers.Singleton(PostgresRefreshTokenStore, database)
     rate_limit_store = providers.Singleton(PostgresRateLimitStore, database)
+    metadata_documents = providers.Singleton(PostgresMetadataDocumentStore, database)
     admin = providers.Singleton(
         PostgresAdministration, database, grant_retention=StorageContainer.settings.provided.refresh_token_ttl
     )

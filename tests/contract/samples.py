@@ -18,6 +18,7 @@ from mcp_oauth_bridge.domain.model import (
     UpstreamTokens,
     UpstreamTransaction,
 )
+from mcp_oauth_bridge.domain.ports import CachedMetadataDocument
 
 def h(label: str) -> str:
     """A keyed hash as the domain makes them (64 lower-case hex digits), named by ``label``."""
@@ -140,3 +141,28 @@ def make_refresh_token(token_hash: str = h("rt-hash-1"), grant_id: str = "grant-
         expires_at=NOW + 30 * DAY,
     )
     return replace(token, **changes)
+
+
+CIMD_URL = "https://app.example/oauth/client-metadata.json"
+
+
+def make_document(client_id: str = CIMD_URL, **changes: Any) -> CachedMetadataDocument:
+    """A client ID metadata document as the fetcher found it: JSON of every type, non-ASCII
+    text, and a lone surrogate (json.loads makes one of a ``\\ud800`` escape)."""
+    document = CachedMetadataDocument(
+        client_id=client_id,
+        document={
+            "client_id": client_id,
+            "client_name": "Zoë's app \u2014 🚀",
+            "redirect_uris": ["https://app.example/cb", "http://127.0.0.1/callback"],
+            "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"],
+            "token_endpoint_auth_method": "none",
+            "logo_uri": None,
+            "nested": {"list": [1, 2.5, True, False, None, {"deep": "\ud800 \u0000"}], "empty": {}},
+        },
+        fetched_at=NOW,
+        fresh_until=NOW + HOUR,
+        # Past 2**31: times are 64-bit on every backend.
+        stale_until=2**31 + 7 * DAY,
+    )
+    return replace(document, **changes)

@@ -11,6 +11,7 @@ from mcp_oauth_bridge.adapters.storage.postgres import (
     PostgresClientRepository,
     PostgresDatabase,
     PostgresGrantStore,
+    PostgresMetadataDocumentStore,
     PostgresRateLimitStore,
     PostgresRefreshTokenStore,
     PostgresUpstreamTokenStore,
@@ -23,6 +24,7 @@ from mcp_oauth_bridge.adapters.storage.sqlite import (
     SqliteClientRepository,
     SqliteDatabase,
     SqliteGrantStore,
+    SqliteMetadataDocumentStore,
     SqliteRateLimitStore,
     SqliteRefreshTokenStore,
     SqliteUpstreamTokenStore,
@@ -32,6 +34,7 @@ from mcp_oauth_bridge.domain.ports import (
     AuthorizationStore,
     ClientRepository,
     GrantStore,
+    MetadataDocumentStore,
     RateLimitStore,
     RefreshTokenStore,
     StorageAdministration,
@@ -54,6 +57,7 @@ class Stores:
     refresh_tokens: RefreshTokenStore
     rate_limits: RateLimitStore
     admin: StorageAdministration
+    documents: MetadataDocumentStore
 
 
 def memory_stores() -> Stores:
@@ -68,6 +72,7 @@ def memory_stores() -> Stores:
         refresh_tokens=storage,
         rate_limits=InMemoryRateLimitStore(),
         admin=storage,
+        documents=storage,
     )
 
 
@@ -82,6 +87,7 @@ def sqlite_stores(database: SqliteDatabase, *, grant_retention: int = DEFAULT_GR
         refresh_tokens=SqliteRefreshTokenStore(database),
         rate_limits=SqliteRateLimitStore(database),
         admin=SqliteAdministration(database, grant_retention=grant_retention),
+        documents=SqliteMetadataDocumentStore(database),
     )
 
 
@@ -96,4 +102,5 @@ def postgres_stores(database: PostgresDatabase, *, grant_retention: int = DEFAUL
         refresh_tokens=PostgresRefreshTokenStore(database),
         rate_limits=PostgresRateLimitStore(database),
         admin=PostgresAdministration(database, grant_retention=grant_retention),
+        documents=PostgresMetadataDocumentStore(database),
     )

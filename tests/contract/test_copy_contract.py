@@ -20,10 +20,12 @@ from tests.integration.postgres_server import fresh_database
 from .samples import (
     DAY,
     NOW,
+    CIMD_URL,
     h,
     make_access_token,
     make_client,
     make_code,
+    make_document,
     make_grant,
     make_pending,
     make_refresh_token,
@@ -64,8 +66,10 @@ def source_and_target(request: pytest.FixtureRequest) -> Iterator[tuple[Stores, 
 
 def fill(storage: Stores) -> None:
     """Records in every state at COPIED_AT: live, expired, revoked, rotated, long revoked, unused."""
-    storage.clients.add(make_client("client-1"))
+    storage.clients.add(make_client("client-1", registration_token_hash=h("registration-token-1")))
     storage.clients.add(make_client("client-2", secret_hash=None, token_endpoint_auth_method="none"))
+    # A cached client ID metadata document (of no client yet): a cache, never copied.
+    storage.documents.put_document(make_document(stale_until=NOW + DAY))
     storage.authorizations.add_pending(make_pending("pending-live", expires_at=NOW + 600))
     storage.authorizations.attach_upstream("pending-live", make_upstream(h("state-live")))
     storage.authorizations.add_pending(make_pending("pending-old", expires_at=COPIED_AT))
@@ -158,6 +162,12 @@ def test_the_target_holds_what_a_purge_of_the_source_would_keep(source_and_targe
     for kind, keys in DROPPED.items():
         for key in keys:
             assert records(target, kind, key) in (None, (None, None)), (kind, key)
+    # RFC 7592: the copied client can still be managed with its registration access token.
+    copied_client = target.clients.get("client-1")
+    assert copied_client is not None and copied_client.registration_token_hash == h("registration-token-1")
+    # The document cache stays behind; the target fetches documents again.
+    assert target.documents.get_document(CIMD_URL) is None
+    assert target.admin.counts()["client_metadata_documents"] == 0
     source.admin.purge_expired(COPIED_AT)
     kept = {kind: count for kind, count in source.admin.counts().items() if kind in RECORD_KINDS}
     assert {kind: count for kind, count in target.admin.counts().items() if kind in RECORD_KINDS} == kept

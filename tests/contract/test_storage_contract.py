@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from mcp_oauth_bridge.domain.model import Grant, UpstreamTokens
+from mcp_oauth_bridge.domain.model import CLIENT_KINDS, Grant, UpstreamTokens
 from mcp_oauth_bridge.domain.ports import (
     AccessTokenStore,
     AuthorizationStore,
     ClientRepository,
     GrantStore,
+    MetadataDocumentStore,
     RateLimitStore,
     RefreshTokenStore,
     StorageAdministration,
@@ -58,6 +59,7 @@ def test_every_store_implements_its_port(storage: Stores) -> None:
     assert isinstance(storage.refresh_tokens, RefreshTokenStore)
     assert isinstance(storage.rate_limits, RateLimitStore)
     assert isinstance(storage.admin, StorageAdministration)
+    assert isinstance(storage.documents, MetadataDocumentStore)
 
 
 # -- ClientRepository -----------------------------------------------------------------------
@@ -67,6 +69,33 @@ def test_client_round_trip_keeps_every_field(storage: Stores) -> None:
     client = make_client(kind="cimd", last_used_at=NOW + 5)
     storage.clients.add(client)
     assert storage.clients.get("client-1") == client
+
+
+@pytest.mark.parametrize("kind", CLIENT_KINDS)
+def test_a_client_of_each_kind_round_trips_with_its_registration_token_hash(storage: Stores, kind: str) -> None:
+    client = make_client(kind=kind, registration_token_hash=h("registration-token"), last_used_at=NOW + 5)
+    storage.clients.add(client)
+    assert storage.clients.get("client-1") == client
+    assert storage.clients.list() == [client]
+
+
+def test_a_client_without_a_registration_token_hash_reads_back_without_one(storage: Stores) -> None:
+    storage.clients.add(make_client(registration_token_hash=None))
+    stored = storage.clients.get("client-1")
+    assert stored is not None and stored.registration_token_hash is None
+
+
+def test_a_new_registration_token_hash_is_read_back_at_once(storage: Stores) -> None:
+    # RFC 7592 §2.2 (PUT) may issue a new registration access token: the row is read on every
+    # get, and an unchanged row's decoded client is reused only while the row is the same.
+    storage.clients.add(make_client(registration_token_hash=h("token-1")))
+    assert storage.clients.get("client-1") == make_client(registration_token_hash=h("token-1"))
+    storage.clients.add(make_client(registration_token_hash=h("token-2")))
+    assert storage.clients.get("client-1") == make_client(registration_token_hash=h("token-2"))
+    storage.clients.add(make_client(registration_token_hash=None))
+    assert storage.clients.get("client-1") == make_client(registration_token_hash=None)
+    storage.clients.add(make_client(registration_token_hash=h("token-1")))
+    assert storage.clients.get("client-1") == make_client(registration_token_hash=h("token-1"))
 
 
 def test_public_client_without_optional_fields_round_trips(storage: Stores) -> None:

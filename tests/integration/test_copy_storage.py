@@ -206,7 +206,7 @@ def test_the_copy_prints_its_counts_and_leaves_expired_records_behind(
     assert printed_counts(out) == {
         "clients": 1, "pending_authorizations": 0, "grants": 1, "authorization_codes": 0, "access_tokens": 2, "refresh_tokens": 1,
     }
-    assert "applied schema versions 1 to the target" in out
+    assert "applied schema versions 1, 2 to the target" in out
     assert "rate-limit counters and upstream-refresh leases are not copied" in out
     target = postgres_storage(postgres_url)
     assert target.access_tokens.get_access_token(h("at-live-1")) is not None
@@ -310,7 +310,7 @@ def test_a_source_whose_schema_is_behind_is_refused_and_left_as_it_is(
     status, out, err = copy_storage(capsys, "--from", sqlite_url(tmp_path / "old.db"), "--to", sqlite_url(tmp_path / "new.db"))
 
     assert status == 1
-    assert "copy refused: the source's schema lacks versions 4, 5" in err
+    assert "copy refused: the source's schema lacks versions 4, 5, 6" in err
     assert "mcp-oauth-bridge migrate" in err
     with sqlite3.connect(tmp_path / "old.db") as connection:
         assert connection.execute("SELECT max(version) FROM schema_migrations").fetchone() == (3,)

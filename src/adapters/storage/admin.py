@@ -16,6 +16,7 @@ COUNTED_TABLES = (
     "access_tokens",
     "refresh_tokens",
     "rate_limit_counters",
+    "client_metadata_documents",
 )
 
 

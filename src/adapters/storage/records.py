@@ -24,7 +24,7 @@ from ...domain.model import (
     UpstreamTokens,
     UpstreamTransaction,
 )
-from ...domain.ports import StorageError
+from ...domain.ports import CachedMetadataDocument, StorageError
 from .crypto import SecretBox
 
 # Revoked grants stay a day so a late replay still meets "revoked", not "unknown".
@@ -84,7 +84,9 @@ def client_metadata(client: Client) -> str:
     )
 
 
-CLIENT_COLUMNS = "client_id, secret_hash, metadata, kind, issued_at, last_used_at"
+# registration_token_hash (RFC 7592; SQLite migration 6, PostgreSQL 2) comes last, so that the
+# columns before it keep their positions.
+CLIENT_COLUMNS = "client_id, secret_hash, metadata, kind, issued_at, last_used_at, registration_token_hash"
 
 
 def client_from_row(row: tuple[Any, ...]) -> Client:
@@ -103,6 +105,7 @@ def client_from_row(row: tuple[Any, ...]) -> Client:
         secret_hash=row[1],
         kind=row[3],
         last_used_at=row[5],
+        registration_token_hash=row[6],
     )
 
 
@@ -267,6 +270,7 @@ def client_row(client: Client) -> tuple[Any, ...]:
         client.kind,
         client.issued_at,
         client.last_used_at,
+        client.registration_token_hash,
     )
 
 
@@ -350,6 +354,32 @@ def refresh_token_row(token: RefreshToken, *, encode: HashEncoder = hash_key) ->
     )
 
 
+# -- client ID metadata documents (a cache, apart from the clients) ------------------------------
+
+DOCUMENT_COLUMNS = "client_id, document, fetched_at, fresh_until, stale_until"
+
+
+def document_row(document: CachedMetadataDocument) -> tuple[Any, ...]:
+    return (
+        document.client_id,
+        # ASCII-only JSON (the default): a lone surrogate or a NUL in a string is stored as its
+        # \u escape, which every backend's text column holds (PostgreSQL's text holds no NUL).
+        json.dumps(dict(document.document)),
+        document.fetched_at,
+        document.fresh_until,
+        document.stale_until,
+    )
+
+
+def document_from_row(row: tuple[Any, ...]) -> CachedMetadataDocument:
+    document = load_json(row[1])
+    if not isinstance(document, dict):
+        raise StorageError("a stored client metadata document is not a JSON object")
+    return CachedMetadataDocument(
+        client_id=row[0], document=document, fetched_at=row[2], fresh_until=row[3], stale_until=row[4]
+    )
+
+
 # -- rate-limit counters ------------------------------------------------------------------------
 
 
@@ -426,7 +456,11 @@ def stored_hash(value: str) -> bytes:
 # exporting backend stores them (32 bytes, or text for a value that is not a keyed hash, which
 # only SQLite keeps), sealed values still sealed (both storages use the same ENCRYPTION_KEYS).
 # A grant's row ends with its upstream tokens (tokens_enc and their expiry, or two NULLs); an
-# access token's row ends with the copy of its grant that it carries (migration 3).
+# access token's row ends with the copy of its grant that it carries (migration 3); a client's
+# row carries its registration_token_hash (SQLite migration 6, PostgreSQL 2), so that RFC 7592
+# management of a copied client keeps working. The client metadata document cache is not
+# copied: it is a cache, which the target fills again from the documents' hosts on first use
+# (RECORD_KINDS has no kind for it).
 GRANT_UPSTREAM_COLUMNS = "u.tokens_enc, u.expires_at"
 EXPORT_COLUMNS: dict[str, str] = {
     "clients": CLIENT_COLUMNS,

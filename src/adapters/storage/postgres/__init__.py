@@ -8,6 +8,7 @@ from .admin import PostgresAdministration
 from .authorizations import PostgresAuthorizationStore
 from .clients import PostgresClientRepository
 from .database import PostgresDatabase
+from .documents import PostgresMetadataDocumentStore
 from .grants import PostgresGrantStore, PostgresUpstreamTokenStore
 from .ratelimit import PostgresRateLimitStore
 from .tokens import PostgresAccessTokenStore, PostgresRefreshTokenStore
@@ -19,6 +20,7 @@ __all__ = [
     "PostgresClientRepository",
     "PostgresDatabase",
     "PostgresGrantStore",
+    "PostgresMetadataDocumentStore",
     "PostgresRateLimitStore",
     "PostgresRefreshTokenStore",
     "PostgresUpstreamTokenStore",

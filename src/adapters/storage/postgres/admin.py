@@ -25,11 +25,16 @@ _EXPIRED_TABLES = ("pending_authorizations", "authorization_codes", "access_toke
 _GRANT_TABLES = ("authorization_codes", "access_tokens", "refresh_tokens")
 
 
-def _delete_expired(table: str) -> str:
+def _delete_expired(table: str, column: str = "expires_at") -> str:
     return f"""
         DELETE FROM {table} WHERE ctid = ANY (ARRAY(
-            SELECT ctid FROM {table} WHERE expires_at <= %(cut)s LIMIT %(batch)s))
+            SELECT ctid FROM {table} WHERE {column} <= %(cut)s LIMIT %(batch)s))
     """
+
+
+# Cached client ID metadata documents past the time they may be served stale; never their
+# clients (no foreign key ties them).
+_DELETE_STALE_DOCUMENTS = _delete_expired("client_metadata_documents", "stale_until")
 
 
 def _delete_of_revoked_grants(table: str) -> str:
@@ -100,7 +105,8 @@ def _storable(kind: str, row: Sequence[Any]) -> tuple[Any, ...] | None:
 
 class PostgresAdministration(SchemaAdministration):
     """``purge_expired`` deletes what SQLite's does (records.REVOKED_GRANT_RETENTION,
-    ``grant_retention``), batch by batch."""
+    ``grant_retention``, cached client metadata documents past their ``stale_until``), batch by
+    batch."""
 
     def __init__(self, db: PostgresDatabase, *, grant_retention: int = records.DEFAULT_GRANT_RETENTION) -> None:
         super().__init__(db, grant_retention=grant_retention)
@@ -116,6 +122,7 @@ class PostgresAdministration(SchemaAdministration):
 
     def purge_expired(self, now: int) -> int:
         removed = sum(self._in_batches(_delete_expired(table), now) for table in _EXPIRED_TABLES)
+        removed += self._in_batches(_DELETE_STALE_DOCUMENTS, now)
         revoked_before = now - records.REVOKED_GRANT_RETENTION
         removed += sum(self._in_batches(_delete_of_revoked_grants(table), revoked_before) for table in _GRANT_TABLES)
         removed += self._in_batches(_DELETE_REVOKED_GRANTS, revoked_before)

@@ -2,7 +2,8 @@
 
 The same tables, columns and encoding as SQLite's (records.py), in PostgreSQL's types: keyed
 hashes as 32-byte ``bytea``, times as ``bigint`` seconds since the epoch, JSON as ``text``
-(read only by the adapter). Version 1 is the whole schema SQLite reached in its five steps.
+(read only by the adapter). Version 1 is the whole schema SQLite reached in its five steps;
+version 2 is SQLite's 6.
 """
 
 from __future__ import annotations
@@ -126,6 +127,25 @@ MIGRATIONS: Sequence[Migration] = check_steps((
                 hits bigint NOT NULL,
                 ends_at bigint NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        2,
+        (
+            # RFC 7592 §3: the registration access token of a DCR client, a keyed hash stored
+            # as text like secret_hash (NULL for clients registered before and those without).
+            "ALTER TABLE clients ADD COLUMN registration_token_hash text",
+            # The cache of client ID metadata documents (SQLite's migration 6 has the why):
+            # no foreign key to clients, so that an expired or purged document never deletes a
+            # client or its grants, and a document may be cached before its client exists.
+            """CREATE TABLE client_metadata_documents (
+                client_id text PRIMARY KEY,
+                document text NOT NULL,
+                fetched_at bigint NOT NULL,
+                fresh_until bigint NOT NULL,
+                stale_until bigint NOT NULL
+            )""",
+            "CREATE INDEX client_metadata_documents_stale_until ON client_metadata_documents (stale_until)",
         ),
     ),
 ))

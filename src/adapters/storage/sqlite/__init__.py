@@ -8,6 +8,7 @@ from .admin import SqliteAdministration
 from .authorizations import SqliteAuthorizationStore
 from .clients import SqliteClientRepository
 from .database import SqliteDatabase
+from .documents import SqliteMetadataDocumentStore
 from .grants import SqliteGrantStore, SqliteUpstreamTokenStore
 from .ratelimit import SqliteRateLimitStore
 from .tokens import SqliteAccessTokenStore, SqliteRefreshTokenStore
@@ -19,6 +20,7 @@ __all__ = [
     "SqliteClientRepository",
     "SqliteDatabase",
     "SqliteGrantStore",
+    "SqliteMetadataDocumentStore",
     "SqliteRateLimitStore",
     "SqliteRefreshTokenStore",
     "SqliteUpstreamTokenStore",

@@ -20,6 +20,9 @@ _PURGE_EXPIRED = (
     "DELETE FROM authorization_codes WHERE expires_at <= ?",
     "DELETE FROM access_tokens WHERE expires_at <= ?",
     "DELETE FROM refresh_tokens WHERE expires_at <= ?",
+    # Cached client ID metadata documents past the time they may be served stale; never their
+    # clients (no foreign key ties them).
+    "DELETE FROM client_metadata_documents WHERE stale_until <= ?",
 )
 _PURGE_REVOKED_GRANTS = (
     f"DELETE FROM authorization_codes WHERE grant_id IN ({_REVOKED_GRANTS})",
@@ -53,8 +56,9 @@ _ACCESS_TOKEN_EXISTS = "SELECT 1 FROM access_tokens WHERE token_hash = ?"
 
 
 class SqliteAdministration(SchemaAdministration):
-    """``purge_expired`` deletes expired pending authorizations, codes and tokens; grants revoked
-    more than ``records.REVOKED_GRANT_RETENTION`` ago (with their rows); and grants older than
+    """``purge_expired`` deletes expired pending authorizations, codes and tokens; cached client
+    metadata documents past their ``stale_until``; grants revoked more than
+    ``records.REVOKED_GRANT_RETENTION`` ago (with their rows); and grants older than
     ``grant_retention`` that have no code or token left, so nothing can use them any more."""
 
     def __init__(self, db: SqliteDatabase, *, grant_retention: int = records.DEFAULT_GRANT_RETENTION) -> None:

@@ -8,10 +8,11 @@ from .database import SqliteDatabase, storage_errors
 
 
 _UPSERT_CLIENT = f"""
-    INSERT INTO clients ({records.CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO clients ({records.CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (client_id) DO UPDATE SET
         secret_hash = excluded.secret_hash, metadata = excluded.metadata, kind = excluded.kind,
-        issued_at = excluded.issued_at, last_used_at = excluded.last_used_at
+        issued_at = excluded.issued_at, last_used_at = excluded.last_used_at,
+        registration_token_hash = excluded.registration_token_hash
 """
 _SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id = ?"
 _SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"

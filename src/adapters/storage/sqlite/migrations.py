@@ -239,4 +239,29 @@ MIGRATIONS: Sequence[Migration] = check_steps((
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        6,
+        (
+            # RFC 7592 §3: the registration access token of a DCR client, a keyed hash stored
+            # as text like secret_hash (NULL for every client registered before, and for clients
+            # that have none: operator-created and client ID metadata document clients).
+            "ALTER TABLE clients ADD COLUMN registration_token_hash TEXT",
+            # The cache of client ID metadata documents (draft-ietf-oauth-client-id-metadata-
+            # document §5.2; documents.SqliteMetadataDocumentStore): the JSON object as
+            # fetched, and until when it is fresh and may be served stale. No foreign key to
+            # clients on purpose: the cache is kept apart from the client's identity, so that a
+            # document that expires or is purged never deletes a client or (by cascade) its
+            # grants, and a document may be cached before its client row exists. A rowid
+            # table: a document is up to 5 KiB, too large a row for WITHOUT ROWID.
+            """CREATE TABLE client_metadata_documents (
+                client_id TEXT PRIMARY KEY,
+                document TEXT NOT NULL,
+                fetched_at INTEGER NOT NULL,
+                fresh_until INTEGER NOT NULL,
+                stale_until INTEGER NOT NULL
+            )""",
+            # For purge_expired (documents past stale_until).
+            "CREATE INDEX client_metadata_documents_stale_until ON client_metadata_documents (stale_until)",
+        ),
+    ),
 ))
