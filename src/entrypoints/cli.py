@@ -106,7 +106,7 @@ def _print_copy_report(report: CopyReport) -> None:
         if result.unstorable:
             notes.append(f"{result.unstorable} skipped: a keyed hash stored as text, which the target cannot hold")
         print(f"  {kind}: {result.added}" + (f" ({'; '.join(notes)})" if notes else ""))
-    print("rate-limit counters and upstream-refresh leases are not copied: they start afresh")
+    print("rate-limit counters, upstream-refresh leases and cached client metadata documents are not copied: they start afresh")
 
 
 def _copy_storage(settings: Settings, args: argparse.Namespace) -> int:
