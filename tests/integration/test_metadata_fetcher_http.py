@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
@@ -42,8 +43,8 @@ Serve = Callable[..., ScriptedHttpServer]
 def serve() -> Iterator[Serve]:
     servers: list[ScriptedHttpServer] = []
 
-    def start(handler: Handler, tls: object = None) -> ScriptedHttpServer:
-        server = ScriptedHttpServer(handler, tls=tls)  # type: ignore[arg-type]
+    def start(handler: Handler, tls: ssl.SSLContext | None = None) -> ScriptedHttpServer:
+        server = ScriptedHttpServer(handler, tls=tls)
         servers.append(server)
         return server
 
@@ -63,11 +64,11 @@ class MapResolver:
 
 
 class Harness:
-    def __init__(self, **options: object) -> None:
+    def __init__(self, **options: Any) -> None:
         self.resolver = MapResolver({"localhost": ["127.0.0.1"]})
         self.opener = LoopbackOnlyOpener()
         options.setdefault("allow_loopback", True)
-        self.fetcher = SafeMetadataFetcher(resolve=self.resolver, open_socket=self.opener, **options)  # type: ignore[arg-type]
+        self.fetcher = SafeMetadataFetcher(resolve=self.resolver, open_socket=self.opener, **options)
 
     def fetch(self, url: str) -> FetchedDocument:
         return self.fetcher.fetch(url)

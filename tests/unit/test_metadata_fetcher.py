@@ -10,7 +10,7 @@ import email.message
 import logging
 import socket
 import threading
-from typing import Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -77,8 +77,8 @@ class StubResolver:
         return self.answers
 
 
-def fetcher(resolver: StubResolver, opener: RefusingOpener, **options: object) -> SafeMetadataFetcher:
-    return SafeMetadataFetcher(resolve=resolver, open_socket=opener, **options)  # type: ignore[arg-type]
+def fetcher(resolver: StubResolver, opener: RefusingOpener, **options: Any) -> SafeMetadataFetcher:
+    return SafeMetadataFetcher(resolve=resolver, open_socket=opener, **options)
 
 
 def refusal_of(fetch: SafeMetadataFetcher, url: str) -> str:
