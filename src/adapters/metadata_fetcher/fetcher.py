@@ -112,7 +112,12 @@ class _InFlight:
 
 
 class SafeMetadataFetcher:
-    """ClientMetadataFetcher for documents on the internet (see the module docstring)."""
+    """ClientMetadataFetcher for documents on the internet (see the package docstring).
+
+    ``allow_loopback`` admits loopback addresses (and http to a loopback host): tests and local
+    development only. ``resolve`` (host, port -> IP address strings) defaults to getaddrinfo,
+    ``open_socket`` (address, port, timeout -> connected socket) to a plain TCP connect; tests
+    replace both so that nothing leaves loopback. ``ssl_context`` defaults to the system's CAs."""
 
     def __init__(
         self,
