@@ -26,6 +26,9 @@ class ServerPolicy:
     # App schemes admitted in redirect URIs besides https, loopback http and reverse-domain
     # private-use schemes (EXTRA_REDIRECT_SCHEMES; never one a browser hands to the OS).
     extra_redirect_schemes: tuple[str, ...] = ()
+    # The organisation or service the pages name (SERVICE_NAME): "… wants to use your tools at
+    # Contoso". Empty: the pages name the issuer's host.
+    service_name: str = ""
 
     def __post_init__(self) -> None:
         for name in (

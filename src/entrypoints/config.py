@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -25,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
+from ..adapters.web_url import AdaWebUrlParser
 from ..domain.uris import is_loopback_host, is_os_handler_scheme
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,12 @@ RATE_LIMIT_DEFAULTS = {
 RATE_LIMIT_STORAGE_SCHEMES = ("redis", "rediss")
 # The proxies whose X-Forwarded-For is believed: the variable and default gunicorn_conf.py uses.
 DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
+# SERVICE_NAME, the organisation or service the pages name ("Claude wants to use your tools at
+# Contoso"): a heading, not a paragraph.
+MAX_SERVICE_NAME_LENGTH = 80
+# Characters that reorder or hide the text around them (Unicode bidirectional controls): in a
+# name shown on the consent page they could make it read as something else.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class ConfigError(Exception):
@@ -149,6 +157,8 @@ class Settings:
     storage_pool_size: int = 10
     storage_statement_timeout: int = 5
     storage_connect_timeout: int = 5
+    # The organisation or service the pages name (SERVICE_NAME; by default PUBLIC_URL's host).
+    service_name: str = ""
 
     @property
     def issuer(self) -> str:
@@ -216,6 +226,25 @@ def _public_url(value: str | None) -> str:
     if port is not None and port != DEFAULT_PORTS[parts.scheme]:
         host = f"{host}:{port}"
     return f"{parts.scheme}://{host}"
+
+
+def _service_name(raw: str | None, public_url: str) -> str:
+    """SERVICE_NAME stripped, or PUBLIC_URL's host as a person reads it (an internationalised
+    name in Unicode, no port)."""
+    name = (raw or "").strip()
+    if not name:
+        parsed = AdaWebUrlParser().parse(public_url)
+        return parsed.unicode_hostname if parsed is not None else (urlsplit(public_url).hostname or public_url)
+    if len(name) > MAX_SERVICE_NAME_LENGTH:
+        raise ConfigError(f"SERVICE_NAME must be at most {MAX_SERVICE_NAME_LENGTH} characters (a name such as Contoso), got {len(name)}")
+    for ch in name:
+        # Cc: control characters (tabs, new lines); Cs: lone surrogates; Zl/Zp: line breaks.
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in BIDI_CONTROLS:
+            raise ConfigError(
+                f"SERVICE_NAME must be plain text on one line, without control or bidirectional formatting "
+                f"characters; it contains U+{ord(ch):04X}"
+            )
+    return name
 
 
 def redact_url(url: str) -> str:
@@ -526,4 +555,5 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         storage_pool_size=_positive_int(env, "STORAGE_POOL_SIZE", 10, unit="number of connections"),
         storage_statement_timeout=_positive_int(env, "STORAGE_STATEMENT_TIMEOUT", 5),
         storage_connect_timeout=_positive_int(env, "STORAGE_CONNECT_TIMEOUT", 5),
+        service_name=_service_name(env.get("SERVICE_NAME"), public_url),
     )

@@ -71,6 +71,7 @@ def server_policy(settings: Settings, tools: ToolService) -> ServerPolicy:
         idle_client_ttl=settings.idle_client_ttl,
         purge_interval=settings.purge_interval,
         extra_redirect_schemes=settings.extra_redirect_schemes,
+        service_name=settings.service_name,
     )
 
 
