@@ -60,6 +60,7 @@ pytestmark = pytest.mark.slow
 # Every route the app serves (path, endpoint, methods besides HEAD and OPTIONS): the fuzz reads
 # url_map itself, and this says that the reading found them all.
 EXPECTED_ROUTES = {
+    ("/", "home.home", ("GET",)),
     ("/.well-known/oauth-authorization-server", "metadata.authorization_server", ("GET",)),
     ("/.well-known/openid-configuration", "metadata.authorization_server", ("GET",)),
     ("/.well-known/oauth-protected-resource", "metadata.protected_resource", ("GET",)),
@@ -83,7 +84,7 @@ EXPECTED_ROUTES = {
     ("/mcp", "mcp.mcp_endpoint", ("POST",)),
     ("/mcp", "mcp.method_not_allowed", ("DELETE", "GET", "PATCH", "PUT")),
 }
-# Requests per route path in the stateless part (20 paths); rounds per scenario are in SCENARIOS.
+# Requests per route path in the stateless part (21 paths); rounds per scenario are in SCENARIOS.
 REQUESTS_PER_PATH = 300
 SHARDS = 3
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "PROPFIND", "get", "CONNECT", "X" * 300)
