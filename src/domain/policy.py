@@ -47,6 +47,9 @@ class ServerPolicy:
     redirect_uri_allowlist: RedirectUriAllowlist = field(default_factory=RedirectUriAllowlist)
     # CIMD_*: client ID metadata documents.
     metadata_documents: MetadataDocumentPolicy = field(default_factory=MetadataDocumentPolicy)
+    # The organisation or service the pages name (SERVICE_NAME): "… wants to use your tools at
+    # Contoso". Empty: the pages name the issuer's host.
+    service_name: str = ""
 
     def __post_init__(self) -> None:
         for name in (

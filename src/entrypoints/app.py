@@ -9,12 +9,12 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from ..adapters.http import authorization, fake_idp, mcp, metadata, ratelimit, readiness, registration, security_headers, services, token
+from ..adapters.http import authorization, fake_idp, home, mcp, metadata, pages, ratelimit, readiness, registration, security_headers, services, token
 from ..adapters.http.errors import register_error_handlers
 from .config import Settings, load_settings
 from .container import Container, build_container
 
-BLUEPRINT_MODULES = (metadata, registration, authorization, token, mcp)
+BLUEPRINT_MODULES = (home, metadata, registration, authorization, token, mcp)
 # How long a start-up or retried schema migration waits for the database's write lock.
 SCHEMA_BUSY_WAIT = 1.0
 # Endpoints a browser-based client (MCP Inspector) calls without cookies: any origin.
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     # The views look their services up in their own app, never in process-wide wiring.
     services.install(app, app_services(container))
+    pages.install(app)
     # Never fail to start for the database: a worker whose schema check finds the file busy
     # (another process holding the write lock) or unreachable answers 503 and retries.
     admin = container.storage_admin()
@@ -65,6 +66,7 @@ def app_services(container: Container) -> services.Services:
         mcp_server=container.mcp_server,
         mcp_origins=container.mcp_origins,
         identity_provider=container.identity_provider,
+        web_urls=container.web_urls,
     )
 
 

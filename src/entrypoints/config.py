@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -27,6 +28,7 @@ from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
 from ..domain.client_documents import MetadataDocumentPolicy, RedirectUriAllowlist
 from ..domain.policy import ACCEPTED_CLIENT_KINDS, REGISTRATION_OPEN
+from ..adapters.web_url import AdaWebUrlParser
 from ..domain.uris import is_loopback_host, is_os_handler_scheme
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,12 @@ RATE_LIMIT_DEFAULTS = {
 RATE_LIMIT_STORAGE_SCHEMES = ("redis", "rediss")
 # The proxies whose X-Forwarded-For is believed: the variable and default gunicorn_conf.py uses.
 DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
+# SERVICE_NAME, the organisation or service the pages name ("Claude wants to use your tools at
+# Contoso"): a heading, not a paragraph.
+MAX_SERVICE_NAME_LENGTH = 80
+# Characters that reorder or hide the text around them (Unicode bidirectional controls): in a
+# name shown on the consent page they could make it read as something else.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 # A host name (lower-case labels), optionally "*." for any of its subdomains.
@@ -160,6 +168,8 @@ class Settings:
     redirect_uri_allowlist: RedirectUriAllowlist = field(default_factory=RedirectUriAllowlist)
     # Client ID metadata documents (CIMD_*).
     metadata_documents: MetadataDocumentPolicy = field(default_factory=MetadataDocumentPolicy)
+    # The organisation or service the pages name (SERVICE_NAME; by default PUBLIC_URL's host).
+    service_name: str = ""
 
     @property
     def issuer(self) -> str:
@@ -227,6 +237,25 @@ def _public_url(value: str | None) -> str:
     if port is not None and port != DEFAULT_PORTS[parts.scheme]:
         host = f"{host}:{port}"
     return f"{parts.scheme}://{host}"
+
+
+def _service_name(raw: str | None, public_url: str) -> str:
+    """SERVICE_NAME stripped, or PUBLIC_URL's host as a person reads it (an internationalised
+    name in Unicode, no port)."""
+    name = (raw or "").strip()
+    if not name:
+        parsed = AdaWebUrlParser().parse(public_url)
+        return parsed.unicode_hostname if parsed is not None else (urlsplit(public_url).hostname or public_url)
+    if len(name) > MAX_SERVICE_NAME_LENGTH:
+        raise ConfigError(f"SERVICE_NAME must be at most {MAX_SERVICE_NAME_LENGTH} characters (a name such as Contoso), got {len(name)}")
+    for ch in name:
+        # Cc: control characters (tabs, new lines); Cs: lone surrogates; Zl/Zp: line breaks.
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in BIDI_CONTROLS:
+            raise ConfigError(
+                f"SERVICE_NAME must be plain text on one line, without control or bidirectional formatting "
+                f"characters; it contains U+{ord(ch):04X}"
+            )
+    return name
 
 
 def redact_url(url: str) -> str:
@@ -596,4 +625,5 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         client_registration=_client_registration(env),
         redirect_uri_allowlist=_redirect_uri_allowlist(env),
         metadata_documents=_metadata_document_policy(env, public_url),
+        service_name=_service_name(env.get("SERVICE_NAME"), public_url),
     )

@@ -77,6 +77,7 @@ def server_policy(settings: Settings, tools: ToolService) -> ServerPolicy:
         client_registration=settings.client_registration,
         redirect_uri_allowlist=settings.redirect_uri_allowlist,
         metadata_documents=settings.metadata_documents,
+        service_name=settings.service_name,
     )
 
 

@@ -243,3 +243,41 @@ def test_client_registration_settings(tmp_path: Path) -> None:
     assert (documents.min_cache_ttl, documents.max_cache_ttl, documents.stale_ttl) == (60, 7200, 7 * 24 * 3600)
     defaults = load_settings(environment_for(tmp_path), dotenv_path=None)
     assert defaults.client_registration == "open" and defaults.redirect_uri_allowlist.patterns == ()
+
+# -- SERVICE_NAME ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "public_url, raw, expected",
+    [
+        ("https://mcp.contoso.com", None, "mcp.contoso.com"),
+        ("https://mcp.contoso.com:8443", "", "mcp.contoso.com"),
+        # An internationalised host is shown as a person reads it.
+        ("https://xn--bcher-kva.example", "  ", "bücher.example"),
+        ("https://mcp.contoso.com", "  Contoso  ", "Contoso"),
+        ("https://mcp.contoso.com", "Contoso Ltd. — Tools ✓", "Contoso Ltd. — Tools ✓"),
+    ],
+)
+def test_service_name_is_stripped_and_defaults_to_the_public_host(tmp_path: Path, public_url: str, raw: str | None, expected: str) -> None:
+    env = environment_for(tmp_path, PUBLIC_URL=public_url, IDP_PROVIDER="oidc", OIDC_ISSUER="https://idp.example",
+                          OIDC_CLIENT_ID="id", OIDC_CLIENT_SECRET="secret")  # fmt: skip
+    if raw is not None:
+        env["SERVICE_NAME"] = raw
+    assert load_settings(env, dotenv_path=None).service_name == expected
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ("C" * 81, "at most 80 characters"),
+        ("Contoso\nTools", "U+000A"),
+        ("Contoso\tTools", "U+0009"),
+        ("Contoso\u2028Tools", "U+2028"),
+        # Right-to-left override: "Contoso\u202eslooT" would read as "ContosoTools" reversed.
+        ("Contoso\u202eslooT", "U+202E"),
+    ],
+)
+def test_service_name_must_be_one_short_line_of_plain_text(tmp_path: Path, raw: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match="SERVICE_NAME") as error:
+        load_settings(environment_for(tmp_path, SERVICE_NAME=raw), dotenv_path=None)
+    assert fragment in str(error.value)

@@ -60,6 +60,7 @@ pytestmark = pytest.mark.slow
 # Every route the app serves (path, endpoint, methods besides HEAD and OPTIONS): the fuzz reads
 # url_map itself, and this says that the reading found them all.
 EXPECTED_ROUTES = {
+    ("/", "home.home", ("GET",)),
     ("/.well-known/oauth-authorization-server", "metadata.authorization_server", ("GET",)),
     ("/.well-known/openid-configuration", "metadata.authorization_server", ("GET",)),
     ("/.well-known/oauth-protected-resource", "metadata.protected_resource", ("GET",)),

@@ -13,6 +13,7 @@ from ...domain.ports import UpstreamIdentityError
 from ...domain.policy import ServerPolicy
 from ...domain.services.authorization import ConsentPrompt
 from ...domain.services.redirects import ClientRedirect
+from .consent_page import consent_view
 from .errors import error_page, render_page
 from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse, query_params
 from .services import services
@@ -117,14 +118,11 @@ def authorize() -> BaseResponse:
 
 
 def _render_consent(prompt: ConsentPrompt) -> bytes:
-    client = prompt.client
     return render_page(
         "consent.html",
-        client_name=client.display_name,
-        client_uri=client.extra_metadata.get("client_uri"),
-        # What the browser will go to: the domain's WHATWG parse, never the raw string.
-        destination=prompt.destination,
-        scopes=prompt.request.scopes,
+        # Who asks, as far as it is known (consent_page.py); where the browser goes back to is
+        # the domain's WHATWG parse, never the raw string.
+        view=consent_view(prompt, services().web_urls()),
         pending_id=prompt.pending_id,
         csrf_token=prompt.csrf_token,
         consent_path=CONSENT_PATH,

@@ -21,6 +21,8 @@ REGISTRATION_PATH = "/oauth/register"
 REVOCATION_PATH = "/oauth/revoke"
 INTROSPECTION_PATH = "/oauth/introspect"
 MCP_PATH = "/mcp"
+AUTHORIZATION_SERVER_METADATA_PATH = "/.well-known/oauth-authorization-server"
+PROTECTED_RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
 METADATA_MAX_AGE = 300
 
 
@@ -71,14 +73,14 @@ def _document(document: dict[str, Any]) -> Response:
     return response
 
 
-@bp.get("/.well-known/oauth-authorization-server")
+@bp.get(AUTHORIZATION_SERVER_METADATA_PATH)
 @bp.get("/.well-known/openid-configuration")
 def authorization_server() -> Response:
     return _document(authorization_server_metadata(services().policy()))
 
 
-@bp.get("/.well-known/oauth-protected-resource")
-@bp.get("/.well-known/oauth-protected-resource" + MCP_PATH)
+@bp.get(PROTECTED_RESOURCE_METADATA_PATH)
+@bp.get(PROTECTED_RESOURCE_METADATA_PATH + MCP_PATH)
 def protected_resource() -> Response:
     return _document(protected_resource_metadata(services().policy()))
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, cast
 from flask import Flask, current_app
 
 from ...domain.policy import ServerPolicy
-from ...domain.ports import IdentityProvider
+from ...domain.ports import IdentityProvider, WebUrlParser
 from ...domain.security import TokenHasher
 from ...domain.services.authorization import AuthorizationService
 from ...domain.services.bearer import BearerAuthenticator
@@ -42,6 +42,8 @@ class Services:
     mcp_server: Callable[[], McpServer]
     mcp_origins: Callable[[], OriginPolicy]
     identity_provider: Callable[[], IdentityProvider]
+    # The WHATWG parse browsers make: what the consent page shows of a URL client_id's host.
+    web_urls: Callable[[], WebUrlParser]
 
 
 def install(app: Flask, app_services: Services) -> None:

@@ -1,0 +1,21 @@
+"""What every HTML page of the server (consent, sign-in, error and status pages) names: the
+organisation or service (SERVICE_NAME), by default the public host."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask
+
+from ...domain.policy import ServerPolicy
+from .services import services
+
+
+def service_name(policy: ServerPolicy) -> str:
+    return policy.service_name or urlsplit(policy.issuer).hostname or policy.issuer
+
+
+def install(app: Flask) -> None:
+    @app.context_processor
+    def page_context() -> dict[str, str]:
+        return {"service_name": service_name(services().policy())}
