@@ -5,6 +5,7 @@ redirect URI that records what arrives there, and checks every page must pass in
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -18,6 +19,7 @@ from playwright.sync_api import ConsoleMessage, Dialog, Page, Response
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from mcp_oauth_bridge.domain.model import Client
+from mcp_oauth_bridge.domain.ports import CachedMetadataDocument
 from mcp_oauth_bridge.entrypoints.app import create_app
 from mcp_oauth_bridge.entrypoints.config import load_settings
 from tests.integration.oauth_flow import pkce_pair
@@ -58,6 +60,16 @@ class LiveServer:
     def add_client(self, client: Client) -> None:
         """A client put straight into storage (operator-created and metadata-document clients)."""
         self.container.clients().add(client)
+
+    def cache_document(self, document: dict[str, Any]) -> None:
+        """A client ID metadata document as a fetch leaves it in the shared cache, fresh for an
+        hour: the server uses it without fetching (these tests never leave loopback)."""
+        now = int(time.time())
+        self.container.metadata_documents().put_document(
+            CachedMetadataDocument(
+                client_id=document["client_id"], document=document, fetched_at=now, fresh_until=now + 3600, stale_until=now + 7200
+            )
+        )
 
     def register(self, redirect_uri: str, **metadata: Any) -> dict[str, Any]:
         """Dynamic Client Registration (RFC 7591) as a client does it, over HTTP."""

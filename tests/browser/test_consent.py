@@ -13,7 +13,7 @@ import pytest
 import requests
 from playwright.sync_api import Page
 
-from mcp_oauth_bridge.domain.model import METADATA_DOCUMENT_CLIENT_KIND, OPERATOR_CLIENT_KIND, Client
+from mcp_oauth_bridge.domain.model import OPERATOR_CLIENT_KIND, Client
 
 from .harness import DESKTOP_WIDTH, PHONE_WIDTH, SERVICE_NAME, ClientCallback, LiveServer, PageWatch, assert_sound, text_of
 
@@ -103,16 +103,15 @@ def test_self_registered_client_is_shown_as_self_declared_and_allow_returns_a_co
 def test_metadata_document_client_shows_its_document_host_as_verified(
     server: LiveServer, client_callback: ClientCallback, page: Page, watch: PageWatch, width: int
 ) -> None:
-    # Until the metadata-document fetcher lands, the client is put into storage as it would leave it.
+    # The document as a fetch leaves it in the cache (nothing here is fetched from outside).
     client_id = f"https://apps.example.com/{secrets.token_hex(4)}/client-metadata.json"
-    server.add_client(
-        stored_client(
-            client_id,
-            client_callback.redirect_uri,
-            kind=METADATA_DOCUMENT_CLIENT_KIND,
-            client_name="Example App",
-            client_uri="https://elsewhere.example",
-        )
+    server.cache_document(
+        {
+            "client_id": client_id,
+            "client_name": "Example App",
+            "client_uri": "https://elsewhere.example",
+            "redirect_uris": [client_callback.redirect_uri],
+        }
     )
     state = secrets.token_urlsafe(8)
     url, _ = server.authorize_url(client_id, client_callback.redirect_uri, state)
@@ -236,8 +235,8 @@ def test_hostile_and_overlong_self_declared_names_stay_text_and_wrap(
 @BOTH_WIDTHS
 def test_overlong_verified_host_and_name_wrap(hostile_server: LiveServer, page: Page, watch: PageWatch, width: int) -> None:
     client_id = f"https://{LONG_HOST}/client.json"
-    hostile_server.add_client(
-        stored_client(client_id, "https://claude.ai/api/mcp/auth_callback", kind=METADATA_DOCUMENT_CLIENT_KIND, client_name="W" * 200)
+    hostile_server.cache_document(
+        {"client_id": client_id, "client_name": "W" * 200, "redirect_uris": ["https://claude.ai/api/mcp/auth_callback"]}
     )
     page.goto(hostile_server.authorize_url(client_id, "https://claude.ai/api/mcp/auth_callback", "s")[0])
 

@@ -101,7 +101,7 @@ class ErrorPage:
 
 
 ERROR_PAGES = {
-    "unknown client": ErrorPage(unknown_client, 400, CANNOT_COMPLETE, "unknown client_id", None),
+    "unknown client": ErrorPage(unknown_client, 400, CANNOT_COMPLETE, "unknown client", None),
     "unregistered redirect_uri": ErrorPage(
         unregistered_redirect_uri, 400, CANNOT_COMPLETE, "redirect_uri is not registered for this client", None
     ),
