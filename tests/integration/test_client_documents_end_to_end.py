@@ -226,7 +226,6 @@ def test_claude_with_the_pinned_document_signs_in_refreshes_and_calls_whoami(tmp
         tmp_path, jail,
         CIMD_PINNED_ONLY="true",
         CLIENT_REGISTRATION="metadata-documents",
-        ACCESS_TOKEN_TTL=str(ACCESS_TOKEN_TTL),
     ) as server:
         mcp_url = server.base_url + "/mcp"
         metadata, scope = claude_discovers(server)
