@@ -1,9 +1,11 @@
 """A loopback web host publishing client ID metadata documents (for CIMD_ALLOW_LOOPBACK=true
-tests): documents by path, each request counted."""
+tests): documents by path, each request counted; over http on 127.0.0.1 by default, or over
+https under a name that resolves to loopback (``localhost``) with a test CA's certificate."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
@@ -14,7 +16,7 @@ from .servers import LoopbackHttpServer
 
 
 class DocumentHost:
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None, host_name: str = "127.0.0.1") -> None:
         self.documents: dict[str, tuple[int, bytes, dict[str, str]]] = {}
         self.requests: list[str] = []
         self.lock = threading.Lock()
@@ -35,8 +37,8 @@ class DocumentHost:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = LoopbackHttpServer(Handler, name="document-host")
-        self.origin = f"http://127.0.0.1:{self.server.port}"
+        self.server = LoopbackHttpServer(Handler, name="document-host", tls=tls)
+        self.origin = f"{'https' if tls else 'http'}://{host_name}:{self.server.port}"
 
     def url(self, path: str) -> str:
         return self.origin + path

@@ -1,7 +1,8 @@
 """Drive /mcp with the official MCP Python SDK client and a headless "browser".
 
 The SDK's ``OAuthClientProvider`` discovers the server (protected resource metadata, then
-authorization server metadata), registers (DCR), and runs the authorization code flow with
+authorization server metadata), registers (DCR) or presents its client ID metadata document's
+URL as its client id (``client_metadata_url``), and runs the authorization code flow with
 PKCE. It hands the authorization URL to a *redirect handler* and then awaits a *callback
 handler* for the redirect back. ``HeadlessBrowser`` plays the person: with a ``requests``
 session (cookies matter: the consent form is bound to the browser cookie) it opens the consent
@@ -12,9 +13,9 @@ redirect URI itself is never served). ``examples/whoami.py`` mirrors this module
 
 from __future__ import annotations
 
-import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import AsyncIterator, Callable
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -27,8 +28,6 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 REDIRECT_URI = "http://127.0.0.1:9999/callback"
-HIDDEN_INPUT = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">')
-FORM_ACTION = re.compile(r'<form method="post"(?: action="([^"]*)")?>')
 
 
 class InMemoryTokenStorage:
@@ -57,8 +56,34 @@ class BrowserError(AssertionError):
     """The headless browser met a page or redirect it did not expect."""
 
 
+class _FormReader(HTMLParser):
+    """The first POST form of a page: its action and hidden inputs, whatever the attribute order,
+    quoting or markup around them (the pages' styling is free to change)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found_form = False
+        self.action: str | None = None
+        self.hidden: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = {name: value or "" for name, value in attrs}
+        if tag == "form" and not self.found_form and attributes.get("method", "get").lower() == "post":
+            self.found_form = True
+            self.action = attributes.get("action") or None
+        elif tag == "input" and attributes.get("type", "").lower() == "hidden" and "name" in attributes:
+            self.hidden.setdefault(attributes["name"], attributes.get("value", ""))
+
+
+def _read_form(html: str) -> _FormReader:
+    reader = _FormReader()
+    reader.feed(html)
+    reader.close()
+    return reader
+
+
 def _hidden_fields(html: str) -> dict[str, str]:
-    return dict(HIDDEN_INPUT.findall(html))
+    return _read_form(html).hidden
 
 
 def _expect(response: requests.Response, status: int, step: str) -> None:
@@ -68,10 +93,10 @@ def _expect(response: requests.Response, status: int, step: str) -> None:
 
 def _form_action(page: requests.Response) -> str:
     """Where the page's form posts to (no action: back to the page's own path)."""
-    match = FORM_ACTION.search(page.text)
-    if match is None:
+    form = _read_form(page.text)
+    if not form.found_form:
         raise BrowserError(f"no form on {page.url}: {page.text[:500]}")
-    action: str = match.group(1) or urlsplit(page.url).path
+    action: str = form.action or urlsplit(page.url).path
     return urljoin(page.url, action)
 
 
@@ -86,11 +111,13 @@ def sign_in_with_fake_idp(
     username: str,
     *,
     consent_pages: list[str] | None = None,
+    final_redirects: list[str] | None = None,
     timeout: float = 30,
 ) -> dict[str, str]:
     """Consent page → approve → fake sign-in → /oauth/callback; return the query of the final
     redirect to the client's redirect URI (``code``, ``state``, ``iss``, or ``error``).
-    The consent page's HTML is appended to ``consent_pages`` when given."""
+    The consent page's HTML is appended to ``consent_pages`` and the final redirect's whole URL
+    (captured, never followed) to ``final_redirects`` when given."""
     consent_page = session.get(authorization_url, allow_redirects=False, timeout=timeout)
     _expect(consent_page, 200, "consent page")
     if consent_pages is not None:
@@ -111,6 +138,8 @@ def sign_in_with_fake_idp(
     back = session.get(_location(to_callback), allow_redirects=False, timeout=timeout)
     _expect(back, 302, "identity provider callback")
     # The client's redirect URI: not fetched, only read.
+    if final_redirects is not None:
+        final_redirects.append(_location(back))
     return {key: values[0] for key, values in parse_qs(urlsplit(_location(back)).query).items()}
 
 
@@ -196,13 +225,18 @@ def oauth_provider(
     storage: InMemoryTokenStorage,
     browser: HeadlessBrowser,
     redirect_uri: str = REDIRECT_URI,
+    client_metadata_url: str | None = None,
 ) -> OAuthClientProvider:
+    """The SDK's OAuth provider; with ``client_metadata_url`` (an https URL, the SDK insists) it
+    presents that URL as its client id wherever the server advertises
+    ``client_id_metadata_document_supported``, instead of registering."""
     return OAuthClientProvider(
         server_url=mcp_url,
         client_metadata=client_metadata(redirect_uri),
         storage=storage,
         redirect_handler=browser.redirect_handler,
         callback_handler=browser.callback_handler,
+        client_metadata_url=client_metadata_url,
     )
 
 

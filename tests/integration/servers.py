@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -100,11 +101,18 @@ def _wait_until_ready(server: RunningServer, timeout: float = 30.0) -> None:
 
 class LoopbackHttpServer:
     """A ThreadingHTTPServer on a free loopback port, served by a daemon thread until ``stop``
-    (the test doubles' HTTP side: the Entra stand-in, the round-robin front)."""
+    (the test doubles' HTTP side: the Entra stand-in, the round-robin front). With ``tls`` it
+    speaks HTTPS (the handshake happens in the connection's own thread, on its first read)."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], *, name: str) -> None:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], *, name: str, tls: ssl.SSLContext | None = None
+    ) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
         self._thread.start()
 
