@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from mcp_oauth_bridge.adapters.http.scope_descriptions import UNDESCRIBED_SCOPE, describe_scopes
-from mcp_oauth_bridge.domain.model import METADATA_DOCUMENT_CLIENT_KIND, OPERATOR_CLIENT_KIND, Client
+from mcp_oauth_bridge.domain.model import OPERATOR_CLIENT_KIND, Client
+from mcp_oauth_bridge.domain.ports import CachedMetadataDocument
 from mcp_oauth_bridge.entrypoints.app import create_app
 from mcp_oauth_bridge.entrypoints.config import load_settings
 
@@ -87,7 +89,19 @@ def test_self_registered_client_without_a_name_is_not_given_one(named_app: Flask
 
 
 def test_metadata_document_client_shows_the_host_of_its_client_id_as_verified(named_app: Flask) -> None:
-    client = stored_client(named_app, METADATA_DOCUMENT_CLIENT_KIND, "https://xn--bcher-kva.example/client.json", "Bücher")
+    client_id = "https://xn--bcher-kva.example/client.json"
+    # The document as a fetch leaves it in the shared cache (nothing is fetched here).
+    named_app.extensions["container"].metadata_documents().put_document(
+        CachedMetadataDocument(
+            client_id=client_id,
+            document={"client_id": client_id, "client_name": "Bücher", "redirect_uris": [REDIRECT_URI],
+                      "client_uri": "https://unrelated.example"},
+            fetched_at=int(time.time()),
+            fresh_until=int(time.time()) + 3600,
+            stale_until=int(time.time()) + 7200,
+        )
+    )
+    client = OAuthClient(FlaskTransport(named_app.test_client()), client_id=client_id)
     page = client.authorize(pkce_pair()[1]).text
     assert heading_of(page) == "Bücher wants to use your tools at Contoso"
     assert (
@@ -106,11 +120,12 @@ def test_operator_client_is_shown_as_added_by_the_administrators(named_app: Flas
     assert "self-declared" not in page and "unrelated.example" not in page
 
 
-def test_a_client_of_an_unknown_kind_is_treated_as_self_registered(named_app: Flask) -> None:
+def test_a_client_of_an_unknown_kind_is_refused(named_app: Flask) -> None:
+    # A row no release of ours writes (a newer one's, after a downgrade): never trusted.
     client = stored_client(named_app, "someday", "mob_client_future", "Future")
-    page = client.authorize(pkce_pair()[1]).text
-    assert heading_of(page) == "“Future” wants to use your tools at Contoso"
-    assert "unverified · self-declared" in page
+    page = client.authorize(pkce_pair()[1])
+    assert page.status == 400 and "Location" not in page.headers
+    assert heading_of(page.text) == "This sign-in request cannot be completed"
 
 
 def test_scopes_are_described_in_plain_words_with_their_names(tmp_path: Path) -> None:
