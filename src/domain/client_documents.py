@@ -121,18 +121,24 @@ class MetadataDocumentPolicy:
         return max(self.min_cache_ttl, min(self.max_cache_ttl, wanted))
 
 
+def json_object(body: bytes, *, invalid: str, not_object: str) -> dict[str, Any]:
+    """Client metadata as JSON (a registration body, a metadata document): one JSON object, or
+    ``InvalidClientMetadata`` with ``invalid`` or ``not_object``."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidClientMetadata(invalid) from None
+    if not isinstance(document, dict):
+        raise InvalidClientMetadata(not_object)
+    return document
+
+
 def parse_document(body: bytes) -> dict[str, Any]:
     """§4: the body must be one JSON object (the size cap is the fetcher's, and checked here
     again for documents that were not fetched)."""
     if len(body) > MAX_DOCUMENT_BYTES:
         raise InvalidClientMetadata(f"the document is larger than {MAX_DOCUMENT_BYTES} bytes")
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidClientMetadata("the document is not valid JSON") from None
-    if not isinstance(document, dict):
-        raise InvalidClientMetadata("the document is not a JSON object")
-    return document
+    return json_object(body, invalid="the document is not valid JSON", not_object="the document is not a JSON object")
 
 
 def check_document(document: Mapping[str, Any], client_id: str) -> None:

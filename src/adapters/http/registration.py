@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request
 
+from ...domain.client_documents import json_object
 from ...domain.errors import InvalidClientMetadata, InvalidToken
 from ...domain.model import Client
 from ...domain.services.registration import CLIENT_CONFIGURATION_PATH
@@ -35,13 +35,8 @@ def _read_metadata() -> dict[str, object]:
     body = read_body(request.stream, MAX_REGISTRATION_BYTES + 1)
     if len(body) > MAX_REGISTRATION_BYTES:
         raise InvalidClientMetadata(f"registration body larger than {MAX_REGISTRATION_BYTES} bytes")
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidClientMetadata("the body must be a JSON object of client metadata") from None
-    if not isinstance(document, dict):
-        raise InvalidClientMetadata("the body must be a JSON object of client metadata")
-    return document
+    not_metadata = "the body must be a JSON object of client metadata"
+    return json_object(body, invalid=not_metadata, not_object=not_metadata)
 
 
 def _log_client(action: str, client: Client) -> None:

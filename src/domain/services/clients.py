@@ -149,18 +149,7 @@ class ClientDirectory:
             allowlist=self._policy.redirect_uri_allowlist,
             published=True,
         )
-        return Client(
-            client_id=client_id,
-            redirect_uris=validated.redirect_uris,
-            grant_types=validated.grant_types,
-            response_types=validated.response_types,
-            token_endpoint_auth_method=validated.token_endpoint_auth_method,
-            issued_at=0,
-            client_name=validated.client_name,
-            scope=validated.scope,
-            extra_metadata=validated.extra,
-            kind=METADATA_DOCUMENT_CLIENT_KIND,
-        )
+        return validated.client(client_id, issued_at=0, kind=METADATA_DOCUMENT_CLIENT_KIND)
 
     def _stored_client(self, stored: Client | None, described: Client, now: int) -> Client:
         """The client's row, created or brought up to date with its document (rows written only

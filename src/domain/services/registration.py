@@ -7,7 +7,7 @@ from typing import Any, Iterator, Mapping
 
 from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidToken
 from ..client_documents import RedirectUriAllowlist
-from ..model import OPERATOR_CLIENT_KIND, PUBLIC_CLIENT_AUTH_METHOD, Client
+from ..model import DYNAMIC_CLIENT_KIND, OPERATOR_CLIENT_KIND, PUBLIC_CLIENT_AUTH_METHOD, Client
 from ..policy import ServerPolicy
 from ..ports import ClientRepository, Clock, TokenGenerator, WebUrlParser
 from ..security import TokenHasher
@@ -159,6 +159,21 @@ class ValidatedMetadata:
     # Only known fields (RFC 7591 §2), validated: an unknown field is never stored or echoed.
     extra: Mapping[str, Any]
 
+    def client(self, client_id: str, *, issued_at: int, kind: str = DYNAMIC_CLIENT_KIND) -> Client:
+        """The client these metadata describe (without secret or registration token)."""
+        return Client(
+            client_id=client_id,
+            redirect_uris=self.redirect_uris,
+            grant_types=self.grant_types,
+            response_types=self.response_types,
+            token_endpoint_auth_method=self.token_endpoint_auth_method,
+            issued_at=issued_at,
+            client_name=self.client_name,
+            scope=self.scope,
+            extra_metadata=self.extra,
+            kind=kind,
+        )
+
 
 def validate_client_metadata(
     metadata: Mapping[str, Any],
@@ -278,17 +293,7 @@ class RegistrationService:
                 )
             )
         validated = self._validate(metadata)
-        client = Client(
-            client_id=self._tokens.generate(CLIENT_ID_PREFIX),
-            redirect_uris=validated.redirect_uris,
-            grant_types=validated.grant_types,
-            response_types=validated.response_types,
-            token_endpoint_auth_method=validated.token_endpoint_auth_method,
-            issued_at=self._clock.now(),
-            client_name=validated.client_name,
-            scope=validated.scope,
-            extra_metadata=validated.extra,
-        )
+        client = validated.client(self._tokens.generate(CLIENT_ID_PREFIX), issued_at=self._clock.now())
         client, secret = self._with_secret(client)
         registration_token = self._tokens.generate(REGISTRATION_TOKEN_PREFIX)
         client = replace(client, registration_token_hash=self._hasher.hash(registration_token))
@@ -399,15 +404,8 @@ class RegistrationService:
         )
         if validated.client_name is None:
             raise InvalidClientMetadata("the client needs a name")
-        client = Client(
-            client_id=self._tokens.generate(CLIENT_ID_PREFIX),
-            redirect_uris=validated.redirect_uris,
-            grant_types=validated.grant_types,
-            response_types=validated.response_types,
-            token_endpoint_auth_method=validated.token_endpoint_auth_method,
-            issued_at=self._clock.now(),
-            client_name=validated.client_name,
-            kind=OPERATOR_CLIENT_KIND,
+        client = validated.client(
+            self._tokens.generate(CLIENT_ID_PREFIX), issued_at=self._clock.now(), kind=OPERATOR_CLIENT_KIND
         )
         client, secret = self._with_secret(client)
         self._clients.add(client)
