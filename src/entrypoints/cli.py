@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import socket
 import sys
 from dataclasses import replace
+from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,10 +28,47 @@ log = logging.getLogger("mcp_oauth_bridge")
 MASTER_SCHEMA_BUSY_WAIT = 10.0
 
 
+SERVE_EPILOG = """\
+gunicorn settings it honours (environment): BIND (listen address, default 127.0.0.1:8000; --bind
+wins), WEB_CONCURRENCY (worker processes, default 2; --workers wins), FORWARDED_ALLOW_IPS (proxies
+whose X-Forwarded-For is believed), and the serving limits WORKER_THREADS, WORKER_CONNECTIONS,
+KEEPALIVE_TIMEOUT, REQUEST_HEADER_TIMEOUT, REQUEST_BODY_TIMEOUT, MAX_REQUEST_HEADER_BYTES,
+MAX_REQUEST_BODY_BYTES, RESPONSE_WRITE_TIMEOUT, WORKER_ACTIVE_REQUESTS, WORKER_ACTIVE_MS (see
+README, "Running it on the internet"). The application itself reads PUBLIC_URL, IDP_PROVIDER,
+STORAGE_URL and the rest (README, "Configuration"; `mcp-oauth-bridge check-config` validates them).
+"""
+
+
+def _address_in_use(bind: str) -> str | None:
+    """Why ``bind`` (host:port) cannot be listened on, or None. Checked before gunicorn starts,
+    which would otherwise report a taken port by retrying for a while after saying it serves."""
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit():
+        return None  # a unix socket or a form gunicorn will judge itself
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gunicorn binds: SO_REUSEADDR, so a port in TIME_WAIT is not "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"address {bind} is already in use"
+            return f"cannot listen on {bind}: {exc.strerror}"
+    return None
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from .app import create_app
+
+    bind = args.bind or gunicorn_conf.bind
+    problem = _address_in_use(bind)
+    if problem is not None:
+        print(f"mcp-oauth-bridge: {problem}", file=sys.stderr)
+        return 1
 
     # Migrate once in the master so workers start on a ready schema; if the database is busy
     # or down now, the workers answer 503 and retry rather than the server not starting. Then
@@ -53,7 +93,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         def load(self) -> Any:
             return create_app(settings)
 
-    log.info("serving %s on %s", settings.public_url, args.bind or gunicorn_conf.bind)
+    log.info("serving %s on %s", settings.public_url, bind)
     Server().run()
     return 0
 
@@ -157,6 +197,11 @@ def _copy_storage(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.keys_to_generate is not None:
+        print(
+            f"ENCRYPTION_KEYS and TOKEN_HASH_KEY are not set: the server would generate them into "
+            f"{settings.keys_to_generate} (nothing was written); set both in production"
+        )
     print(f"PUBLIC_URL={settings.public_url}")
     print(f"IDP_PROVIDER={settings.idp_provider}")
     print(f"STORAGE_URL={settings.storage_url_for_display}")
@@ -238,11 +283,29 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
 }
 
 
+def _version() -> str:
+    try:
+        return package_metadata.version("mcp-oauth-bridge")
+    except package_metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mcp-oauth-bridge", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="mcp-oauth-bridge",
+        description="An OAuth 2.1 authorization server and protected MCP endpoint. Configuration comes from "
+        "environment variables (and a .env file): see README, \"Configuration\".",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=SERVE_EPILOG if name == "serve" else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if name == "serve":
             sub.add_argument("--bind", help="host:port to listen on (default 127.0.0.1:8000 or $BIND)")
             sub.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
@@ -259,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = load_settings()
+        # check-config only validates: it writes nothing, not even generated keys.
+        settings = load_settings(write_generated_keys=args.command != "check-config")
     except ConfigError as exc:
         print(f"mcp-oauth-bridge: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -168,6 +168,8 @@ class Settings:
     redirect_uri_allowlist: RedirectUriAllowlist = field(default_factory=RedirectUriAllowlist)
     # Client ID metadata documents (CIMD_*).
     metadata_documents: MetadataDocumentPolicy = field(default_factory=MetadataDocumentPolicy)
+    # Where keys would be generated, when they were not written (load_settings, check-config).
+    keys_to_generate: Path | None = None
     # The organisation or service the pages name (SERVICE_NAME; by default PUBLIC_URL's host).
     service_name: str = ""
 
@@ -554,7 +556,12 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in values.items()}
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env") -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env", write_generated_keys: bool = True
+) -> Settings:
+    """The validated settings. Without ENCRYPTION_KEYS and TOKEN_HASH_KEY, keys are generated once
+    into DATA_DIR/secrets.json; with ``write_generated_keys`` False (check-config) nothing is
+    written: throwaway keys stand in and ``Settings.keys_to_generate`` names the file."""
     env = _merged_environment(os.environ if environ is None else environ, dotenv_path)
     public_url = _public_url(env.get("PUBLIC_URL"))
 
@@ -573,12 +580,17 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
     storage_url = check_storage_url(env.get("STORAGE_URL") or f"sqlite:///{data_dir / 'mcp-oauth-bridge.db'}")
 
     raw_keys, raw_hash_key = env.get("ENCRYPTION_KEYS"), env.get("TOKEN_HASH_KEY")
+    keys_to_generate: Path | None = None
     if not raw_keys or not raw_hash_key:
         if raw_keys or raw_hash_key:
             missing = "TOKEN_HASH_KEY" if raw_keys else "ENCRYPTION_KEYS"
             raise ConfigError(f"{missing} must be set together with {'ENCRYPTION_KEYS' if raw_keys else 'TOKEN_HASH_KEY'}")
-        generated = _generated_secrets(data_dir)
-        raw_keys, raw_hash_key = generated["ENCRYPTION_KEYS"], generated["TOKEN_HASH_KEY"]
+        if write_generated_keys or (data_dir / GENERATED_SECRETS_FILE).exists():
+            generated = _generated_secrets(data_dir)
+            raw_keys, raw_hash_key = generated["ENCRYPTION_KEYS"], generated["TOKEN_HASH_KEY"]
+        else:
+            keys_to_generate = data_dir / GENERATED_SECRETS_FILE
+            raw_keys, raw_hash_key = generate_key(), secrets.token_urlsafe(32)
 
     extra_scopes = tuple(dict.fromkeys((env.get("SCOPES") or "").split()))
     toolsets = tuple(dict.fromkeys(name.strip() for name in (env.get("TOOLSETS") or DEFAULT_TOOLSETS).split(",") if name.strip()))
@@ -625,5 +637,6 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv_path: str 
         client_registration=_client_registration(env),
         redirect_uri_allowlist=_redirect_uri_allowlist(env),
         metadata_documents=_metadata_document_policy(env, public_url),
+        keys_to_generate=keys_to_generate,
         service_name=_service_name(env.get("SERVICE_NAME"), public_url),
     )
