@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import tempfile
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -29,6 +28,7 @@ from ..adapters.storage.crypto import SecretBox, generate_key
 from ..domain.client_documents import MetadataDocumentPolicy, RedirectUriAllowlist
 from ..domain.policy import ACCEPTED_CLIENT_KINDS, REGISTRATION_OPEN
 from ..adapters.web_url import AdaWebUrlParser
+from ..domain.text import unsafe_display_character
 from ..domain.uris import is_loopback_host, is_os_handler_scheme
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,6 @@ DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
 # SERVICE_NAME, the organisation or service the pages name ("Claude wants to use your tools at
 # Contoso"): a heading, not a paragraph.
 MAX_SERVICE_NAME_LENGTH = 80
-# Characters that reorder or hide the text around them (Unicode bidirectional controls): in a
-# name shown on the consent page they could make it read as something else.
-BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 # A host name (lower-case labels), optionally "*." for any of its subdomains.
@@ -250,13 +247,12 @@ def _service_name(raw: str | None, public_url: str) -> str:
         return parsed.unicode_hostname if parsed is not None else (urlsplit(public_url).hostname or public_url)
     if len(name) > MAX_SERVICE_NAME_LENGTH:
         raise ConfigError(f"SERVICE_NAME must be at most {MAX_SERVICE_NAME_LENGTH} characters (a name such as Contoso), got {len(name)}")
-    for ch in name:
-        # Cc: control characters (tabs, new lines); Cs: lone surrogates; Zl/Zp: line breaks.
-        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in BIDI_CONTROLS:
-            raise ConfigError(
-                f"SERVICE_NAME must be plain text on one line, without control or bidirectional formatting "
-                f"characters; it contains U+{ord(ch):04X}"
-            )
+    ch = unsafe_display_character(name)
+    if ch is not None:
+        raise ConfigError(
+            f"SERVICE_NAME must be plain text on one line, without control or bidirectional formatting "
+            f"characters; it contains U+{ord(ch):04X}"
+        )
     return name
 
 

@@ -479,3 +479,22 @@ def test_text_that_utf8_cannot_encode_is_refused_anywhere(world: World, metadata
 def test_text_outside_the_basic_plane_is_accepted(world: World) -> None:
     # A properly paired character (here an emoji) encodes as UTF-8: only lone surrogates are refused.
     assert world.register(client_name="Claude \U0001F916").client.client_name == "Claude \U0001F916"
+
+
+# -- client_name is one line of plain text (the consent page names the client by it) ----------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Claude\u202eedualC", "Claude\u2066x\u2069", "Claude\nSupport", "Claude\tSupport", "Claude\u2028x", "Claude\x00", "\u200fClaude"],
+)
+def test_client_name_with_control_or_bidi_characters_is_refused(world: World, name: str) -> None:
+    with pytest.raises(InvalidClientMetadata) as caught:
+        world.register(client_name=name)
+    assert "U+" in (caught.value.description or "")
+    assert world.clients.list() == []
+
+
+@pytest.mark.parametrize("name", ["Claude", "Bücher & Co — Tools ✓", "مساعد", "クロード"])
+def test_client_names_in_any_script_are_kept(world: World, name: str) -> None:
+    assert world.register(client_name=name).client.client_name == name

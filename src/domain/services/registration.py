@@ -11,6 +11,7 @@ from ..model import DYNAMIC_CLIENT_KIND, OPERATOR_CLIENT_KIND, PUBLIC_CLIENT_AUT
 from ..policy import ServerPolicy
 from ..ports import ClientRepository, Clock, TokenGenerator, WebUrlParser
 from ..security import TokenHasher
+from ..text import unsafe_display_character
 from ..uris import MAX_CLIENT_URL_LENGTH, canonical_client_url, canonical_redirect_uri, is_utf8_encodable
 from .housekeeping import Housekeeping
 
@@ -223,6 +224,13 @@ def validate_client_metadata(
     client_name = _optional_string(metadata, "client_name", MAX_NAME_LENGTH)
     if client_name is not None:
         client_name = client_name.strip() or None
+        unsafe = unsafe_display_character(client_name or "")
+        if unsafe is not None:
+            # The consent page names the client by it: one line, read as written.
+            raise InvalidClientMetadata(
+                f"client_name must be one line of plain text without control or bidirectional formatting "
+                f"characters; it contains U+{ord(unsafe):04X}"
+            )
 
     scope = _optional_string(metadata, "scope", MAX_SCOPE_LENGTH)
     if scope is not None:
