@@ -192,3 +192,9 @@ def test_status_page_shows_no_secret(tmp_path: Path) -> None:
     page = create_app(load_settings(env, dotenv_path=None)).test_client().get("/").get_data(as_text=True)
     for name in ("ENCRYPTION_KEYS", "TOKEN_HASH_KEY", "DATA_DIR"):
         assert env[name] not in page
+
+
+def test_the_protected_resource_is_named_after_the_service(named_app: Flask, app: Flask) -> None:
+    assert named_app.test_client().get("/.well-known/oauth-protected-resource").get_json()["resource_name"] == "Contoso"
+    # Without SERVICE_NAME: the public host, as the pages say.
+    assert app.test_client().get("/.well-known/oauth-protected-resource").get_json()["resource_name"] == "127.0.0.1"

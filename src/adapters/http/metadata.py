@@ -63,7 +63,8 @@ def protected_resource_metadata(policy: ServerPolicy) -> dict[str, Any]:
         "scopes_supported": list(policy.scopes_supported),
         # RFC 9728 §2: tokens only in the Authorization header.
         "bearer_methods_supported": ["header"],
-        "resource_name": "mcp-oauth-bridge",
+        # RFC 9728 §2: the name people see for it (SERVICE_NAME).
+        "resource_name": policy.service_name or "mcp-oauth-bridge",
     }
 
 
