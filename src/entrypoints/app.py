@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 from typing import Any
@@ -9,12 +11,12 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from ..adapters.http import authorization, fake_idp, home, mcp, metadata, pages, ratelimit, readiness, registration, security_headers, services, token
+from ..adapters.http import authorization, connections, fake_idp, home, mcp, metadata, pages, ratelimit, readiness, registration, security_headers, services, token
 from ..adapters.http.errors import register_error_handlers
 from .config import Settings, load_settings
 from .container import Container, build_container
 
-BLUEPRINT_MODULES = (home, metadata, registration, authorization, token, mcp)
+BLUEPRINT_MODULES = (home, metadata, registration, authorization, connections, token, mcp)
 # How long a start-up or retried schema migration waits for the database's write lock.
 SCHEMA_BUSY_WAIT = 1.0
 # Endpoints a browser-based client (MCP Inspector) calls without cookies: any origin.
@@ -29,6 +31,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     # No static files: the pages carry their styles inline.
     app = Flask("mcp_oauth_bridge.adapters.http", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    # Signs the connections page's cookies: a key of its own, derived from TOKEN_HASH_KEY.
+    app.secret_key = hmac.new(settings.token_hash_key, b"mcp-oauth-bridge signed cookies", hashlib.sha256).digest()
     modules = list(BLUEPRINT_MODULES)
     if settings.idp_provider == "fake":
         modules.append(fake_idp)
@@ -67,6 +71,7 @@ def app_services(container: Container) -> services.Services:
         mcp_origins=container.mcp_origins,
         identity_provider=container.identity_provider,
         web_urls=container.web_urls,
+        connections_service=container.connections_service,
     )
 
 

@@ -22,6 +22,7 @@ from ..domain.security import TokenHasher
 from ..domain.services.authorization import AuthorizationService
 from ..domain.services.bearer import BearerAuthenticator
 from ..domain.services.clients import ClientDirectory
+from ..domain.services.connections import ConnectionsService
 from ..domain.services.housekeeping import Housekeeping
 from ..domain.services.registration import RegistrationService
 from ..domain.ports import Toolset
@@ -188,6 +189,14 @@ class Container(containers.DeclarativeContainer):
         policy=policy,
         web_urls=web_urls,
         housekeeping=housekeeping,
+    )
+    connections_service = providers.Singleton(
+        ConnectionsService,
+        grants=grants,
+        clients=clients,
+        identity_provider=identity_provider,
+        clock=clock,
+        tokens=token_generator,
     )
     client_authenticator = providers.Singleton(ClientAuthenticator, directory=client_directory, hasher=hasher)
     token_service = providers.Singleton(

@@ -76,6 +76,10 @@ EXPECTED_ROUTES = {
     ("/oauth/register", "registration.register", ("POST",)),
     ("/register", "registration.register", ("POST",)),
     ("/oauth/register/<client_id>", "registration.configuration", ("DELETE", "GET", "PUT")),
+    ("/connections", "connections.connections_page", ("GET",)),
+    ("/connections/sign-in", "connections.sign_in", ("GET",)),
+    ("/connections/revoke", "connections.revoke", ("POST",)),
+    ("/connections/sign-out", "connections.sign_out", ("POST",)),
     ("/oauth/token", "token.token", ("POST",)),
     ("/token", "token.token", ("POST",)),
     ("/oauth/revoke", "token.revoke", ("POST",)),
@@ -85,7 +89,7 @@ EXPECTED_ROUTES = {
     ("/mcp", "mcp.mcp_endpoint", ("POST",)),
     ("/mcp", "mcp.method_not_allowed", ("DELETE", "GET", "PATCH", "PUT")),
 }
-# Requests per route path in the stateless part (21 paths); rounds per scenario are in SCENARIOS.
+# Requests per route path in the stateless part (25 paths); rounds per scenario are in SCENARIOS.
 REQUESTS_PER_PATH = 300
 SHARDS = 3
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "PROPFIND", "get", "CONNECT", "X" * 300)

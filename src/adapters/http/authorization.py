@@ -12,7 +12,9 @@ from ...domain.errors import AuthorizationRedirect, OAuthError, RefusedAuthoriza
 from ...domain.ports import UpstreamIdentityError
 from ...domain.policy import ServerPolicy
 from ...domain.services.authorization import ConsentPrompt
+from ...domain.services.connections import ConnectionsService
 from ...domain.services.redirects import ClientRedirect
+from . import connections
 from .consent_page import consent_view
 from .errors import error_page, render_page
 from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse, query_params
@@ -150,6 +152,11 @@ def consent() -> BaseResponse:
 def callback() -> BaseResponse:
     service, policy = services().authorization_service(), services().policy()
     params = parse(CallbackSchema, query_params())
+    sign_in = connections.pending_sign_in()
+    if ConnectionsService.is_its_callback(sign_in, params.get("state")):
+        # The answer to this browser's sign-in on the connections page, not to an authorization.
+        assert sign_in is not None
+        return connections.finish_sign_in(sign_in, params)
     if params.get("error"):
         log.warning("identity provider returned error %r: %r", params["error"], params.get("error_description"))
     target = service.complete_upstream_login(

@@ -34,7 +34,7 @@ OAUTH_JSON_BLUEPRINTS = frozenset({"token", "registration", "metadata"})
 JSONRPC_BLUEPRINT = "mcp"
 # Blueprints of the pages a person's browser opens (authorize, consent, the upstream callback,
 # the fake IdP's sign-in): a failure there is shown as the error page, not as JSON.
-BROWSER_BLUEPRINTS = frozenset({"authorization", "fake_idp"})
+BROWSER_BLUEPRINTS = frozenset({"authorization", "fake_idp", "connections", "home"})
 # Seconds a client should wait before retrying a 503 of ours.
 RETRY_AFTER_SECONDS = 2
 

@@ -61,7 +61,13 @@ REDIS_TIMEOUT_SECONDS = 2.0
 
 # The view functions limited per client address, by endpoint name, and how they answer 429.
 REGISTER_ENDPOINTS = ("registration.register", "registration.configuration")
-BROWSER_ENDPOINTS = ("authorization.authorize", "authorization.consent", "authorization.callback")
+BROWSER_ENDPOINTS = (
+    "authorization.authorize",
+    "authorization.consent",
+    "authorization.callback",
+    "connections.sign_in",
+    "connections.revoke",
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -14,6 +14,7 @@ from ...domain.ports import IdentityProvider, WebUrlParser
 from ...domain.security import TokenHasher
 from ...domain.services.authorization import AuthorizationService
 from ...domain.services.bearer import BearerAuthenticator
+from ...domain.services.connections import ConnectionsService
 from ...domain.services.registration import RegistrationService
 from ...domain.services.tokens import ClientAuthenticator, TokenService
 
@@ -44,6 +45,7 @@ class Services:
     identity_provider: Callable[[], IdentityProvider]
     # The WHATWG parse browsers make: what the consent page shows of a URL client_id's host.
     web_urls: Callable[[], WebUrlParser]
+    connections_service: Callable[[], ConnectionsService]
 
 
 def install(app: Flask, app_services: Services) -> None:
