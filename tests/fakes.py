@@ -489,6 +489,10 @@ class ScriptedIdentityProvider:
         self.refreshes: list[str] = []
         # What refresh() answers; None: the login's tokens.
         self.refreshed: UpstreamTokens | None = None
+        # What identity_after_refresh() answers (None: the login's identity), or raises.
+        self.refreshed_identity: UpstreamIdentity | None = None
+        self.identity_failure: UpstreamIdentityError | None = None
+        self.identity_reads: list[UpstreamTokens] = []
 
     def authorization_url(self, *, state: str, nonce: str, code_challenge: str) -> str:
         query = urlencode({"state": state, "nonce": nonce, "code_challenge": code_challenge})
@@ -508,6 +512,12 @@ class ScriptedIdentityProvider:
         if self.failure is not None:
             raise self.failure
         return self.refreshed or self.login.tokens
+
+    def identity_after_refresh(self, tokens: UpstreamTokens) -> UpstreamIdentity:
+        self.identity_reads.append(tokens)
+        if self.identity_failure is not None:
+            raise self.identity_failure
+        return self.refreshed_identity or self.login.identity
 
 
 class NoUpstreamTokens:

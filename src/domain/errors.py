@@ -157,6 +157,16 @@ class RefusedAuthorizationRequest(Exception):
         self.destination = destination
 
 
+class SignInNotAllowed(Exception):
+    """The person signed in upstream but is outside the access policy: shown as a page that says
+    so and whom to ask, with a link back to the client carrying ``access_denied``."""
+
+    def __init__(self, explanation: str, *, return_url: str) -> None:
+        super().__init__(explanation)
+        self.explanation = explanation
+        self.return_url = return_url
+
+
 class UpstreamSignInFailed(Exception):
     """The upstream sign-in failed for a reason the person or the operator must act on: shown as a
     page that says what to fix, with a link back to the client carrying ``server_error``."""

@@ -128,6 +128,9 @@ class UpstreamIdentity:
 
     subject: str
     claims: Mapping[str, Any] = field(default_factory=dict)
+    # What the access policy is evaluated on (every claim the provider gave, Entra ID's groups
+    # resolved); not stored with the grant.
+    policy_claims: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .access_policy import AccessPolicy
 from .client_documents import MetadataDocumentPolicy, RedirectUriAllowlist
 from .model import DYNAMIC_CLIENT_KIND, METADATA_DOCUMENT_CLIENT_KIND, OPERATOR_CLIENT_KIND
 
@@ -50,6 +51,13 @@ class ServerPolicy:
     # The organisation or service the pages name (SERVICE_NAME): "… wants to use your tools at
     # Contoso". Empty: the pages name the issuer's host.
     service_name: str = ""
+    # Who may connect (AZURE_ALLOWED_GROUPS, AZURE_REQUIRED_APP_ROLES, OIDC_REQUIRED_CLAIMS),
+    # checked at sign-in and again whenever the upstream session is refreshed.
+    access_policy: AccessPolicy = field(default_factory=AccessPolicy)
+    # Whom the access-denied page tells a person to ask (ACCESS_DENIED_CONTACT).
+    access_denied_contact: str = ""
+    # GRANT_MAX_LIFETIME: past it a grant's refresh tokens stop working; the person signs in again.
+    grant_max_lifetime: int = 30 * 24 * 3600
 
     def __post_init__(self) -> None:
         for name in (
@@ -60,6 +68,7 @@ class ServerPolicy:
             "unused_client_ttl",
             "idle_client_ttl",
             "purge_interval",
+            "grant_max_lifetime",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

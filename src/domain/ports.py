@@ -17,6 +17,7 @@ from .model import (
     Grant,
     PendingAuthorization,
     RefreshToken,
+    UpstreamIdentity,
     UpstreamLogin,
     UpstreamTokens,
     UpstreamTransaction,
@@ -450,6 +451,13 @@ class IdentityProvider(Protocol):
     def refresh(self, refresh_token: str) -> UpstreamTokens:
         """Use an upstream refresh token; raise ``UpstreamIdentityError(temporary=False)`` when
         the upstream session is over."""
+        ...
+
+    def identity_after_refresh(self, tokens: UpstreamTokens) -> UpstreamIdentity:
+        """Who the freshly refreshed ``tokens`` belong to now, with the claims the access policy
+        reads: from the refresh response's ID token, else the userinfo endpoint (Entra ID: group
+        membership from Microsoft Graph when the token does not carry it). Raise
+        ``UpstreamIdentityError`` when the claims cannot be read (``temporary`` for outages)."""
         ...
 
 

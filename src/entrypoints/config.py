@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
+from ..domain.access_policy import AccessPolicy, ClaimRequirement, parse_required_claims
 from ..domain.client_documents import MetadataDocumentPolicy, RedirectUriAllowlist
 from ..domain.policy import ACCEPTED_CLIENT_KINDS, REGISTRATION_OPEN
 from ..adapters.web_url import AdaWebUrlParser
@@ -44,6 +45,9 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 TOOLSETS = ("identity", "mail")
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+# OIDC_PROMPT_CONSENT: when to send prompt=consent (OIDC Core 1.0 §11: offline_access is
+# ignored unless the request asks for consent).
+PROMPT_CONSENT_MODES = ("auto", "always", "never")
 DEFAULT_TOOLSETS = "identity"
 GENERATED_SECRETS_FILE = "secrets.json"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -94,6 +98,9 @@ class EntraSettings:
     authority_host: str = DEFAULT_AUTHORITY_HOST
     scopes: tuple[str, ...] = ()
     allowed_tenants: tuple[str, ...] = ()
+    # AZURE_ALLOWED_GROUPS (group object ids, lower case) and AZURE_REQUIRED_APP_ROLES.
+    allowed_groups: tuple[str, ...] = ()
+    required_app_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,10 @@ class OidcSettings:
     client_id: str
     client_secret: str = field(repr=False)
     scopes: tuple[str, ...] = ()
+    # OIDC_REQUIRED_CLAIMS, parsed.
+    required_claims: AccessPolicy = field(default_factory=AccessPolicy)
+    # OIDC_PROMPT_CONSENT: auto (with offline_access), always or never.
+    prompt_consent: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -169,6 +180,23 @@ class Settings:
     keys_to_generate: Path | None = None
     # The organisation or service the pages name (SERVICE_NAME; by default PUBLIC_URL's host).
     service_name: str = ""
+    # Whom the access-denied page names (ACCESS_DENIED_CONTACT) and GRANT_MAX_LIFETIME.
+    access_denied_contact: str = ""
+    grant_max_lifetime: int = 30 * 24 * 3600
+
+    @property
+    def access_policy(self) -> AccessPolicy:
+        """Who may connect, from the provider's policy variables (none: everyone who signs in)."""
+        if self.entra is not None:
+            requirements = []
+            if self.entra.allowed_groups:
+                requirements.append(ClaimRequirement("groups", frozenset(self.entra.allowed_groups), case_insensitive=True))
+            if self.entra.required_app_roles:
+                requirements.append(ClaimRequirement("roles", frozenset(self.entra.required_app_roles)))
+            return AccessPolicy.of(requirements)
+        if self.oidc is not None:
+            return self.oidc.required_claims
+        return AccessPolicy()
 
     @property
     def issuer(self) -> str:
@@ -490,7 +518,27 @@ def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
     for value in allowed:
         if not GUID.fullmatch(value):
             raise ConfigError(f"AZURE_ALLOWED_TENANTS holds tenant ids (GUIDs), got {value!r}")
-    return EntraSettings(tenant=tenant, client_id=client_id, client_secret=secret, authority_host=host, scopes=scopes, allowed_tenants=allowed)
+    groups = tuple(dict.fromkeys(g.strip().lower() for g in (env.get("AZURE_ALLOWED_GROUPS") or "").split(",") if g.strip()))
+    for value in groups:
+        if not GUID.fullmatch(value):
+            raise ConfigError(f"AZURE_ALLOWED_GROUPS holds group object ids (GUIDs, comma-separated), got {value!r}")
+    if groups:
+        # Membership may have to be read from Microsoft Graph, in the same token as AZURE_SCOPES.
+        _checked("AZURE_ALLOWED_GROUPS", lambda: entra_scopes(scopes + ("GroupMember.Read.All",)))
+    roles = tuple(dict.fromkeys(r.strip() for r in (env.get("AZURE_REQUIRED_APP_ROLES") or "").split(",") if r.strip()))
+    for role in roles:
+        if re.search(r"\s", role):
+            raise ConfigError(f"AZURE_REQUIRED_APP_ROLES holds app role values (comma-separated, no spaces), got {role!r}")
+    return EntraSettings(
+        tenant=tenant,
+        client_id=client_id,
+        client_secret=secret,
+        authority_host=host,
+        scopes=scopes,
+        allowed_tenants=allowed,
+        allowed_groups=groups,
+        required_app_roles=roles,
+    )
 
 
 def _oidc_settings(env: Mapping[str, str]) -> OidcSettings:
@@ -502,7 +550,34 @@ def _oidc_settings(env: Mapping[str, str]) -> OidcSettings:
         client_id=_required(env, "OIDC_CLIENT_ID", why),
         client_secret=_required(env, "OIDC_CLIENT_SECRET", why),
         scopes=scopes,
+        required_claims=_checked("OIDC_REQUIRED_CLAIMS", lambda: parse_required_claims(env.get("OIDC_REQUIRED_CLAIMS") or "")),
+        prompt_consent=_prompt_consent(env),
     )
+
+
+def _prompt_consent(env: Mapping[str, str]) -> str:
+    value = (env.get("OIDC_PROMPT_CONSENT") or "auto").strip().lower()
+    if value not in PROMPT_CONSENT_MODES:
+        raise ConfigError(f"OIDC_PROMPT_CONSENT must be one of {', '.join(PROMPT_CONSENT_MODES)}, got {value!r}")
+    return value
+
+
+# Policy variables and the provider they belong to: set for another provider, they would
+# silently restrict nothing.
+POLICY_VARIABLES = {"AZURE_ALLOWED_GROUPS": "azure", "AZURE_REQUIRED_APP_ROLES": "azure", "OIDC_REQUIRED_CLAIMS": "oidc"}
+
+
+def _check_policy_variables(env: Mapping[str, str], idp_provider: str) -> None:
+    for name, provider in POLICY_VARIABLES.items():
+        if (env.get(name) or "").strip() and idp_provider != provider:
+            raise ConfigError(f"{name} applies only with IDP_PROVIDER={provider} (IDP_PROVIDER is {idp_provider})")
+
+
+def _access_denied_contact(env: Mapping[str, str]) -> str:
+    contact = (env.get("ACCESS_DENIED_CONTACT") or "").strip()
+    if len(contact) > MAX_SERVICE_NAME_LENGTH * 2 or unsafe_display_character(contact) is not None:
+        raise ConfigError("ACCESS_DENIED_CONTACT must be one line of plain text, at most 160 characters (e.g. the IT service desk, it@example.com)")
+    return contact
 
 
 def _token_hash_key(raw: str) -> bytes:
@@ -599,6 +674,7 @@ def load_settings(
         "GRAPH_BASE_URL",
         lambda: require_secure_url((env.get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).strip().rstrip("/"), what="the Graph base URL"),
     )
+    _check_policy_variables(env, idp_provider)
     log_level = (env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
@@ -635,4 +711,6 @@ def load_settings(
         metadata_documents=_metadata_document_policy(env, public_url),
         keys_to_generate=keys_to_generate,
         service_name=_service_name(env.get("SERVICE_NAME"), public_url),
+        access_denied_contact=_access_denied_contact(env),
+        grant_max_lifetime=_positive_int(env, "GRANT_MAX_LIFETIME", 30 * 24 * 3600),
     )

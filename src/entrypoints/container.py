@@ -50,7 +50,9 @@ def entra_scopes(settings: Settings) -> tuple[str, ...]:
     """What to ask Entra ID for: AZURE_SCOPES plus what the enabled toolsets' APIs need."""
     assert settings.entra is not None
     needed = GraphMailToolset.upstream_scopes if "mail" in settings.toolsets else ()
-    return tuple(dict.fromkeys(settings.entra.scopes + needed))
+    # AZURE_ALLOWED_GROUPS: group membership may have to be read from Graph (groups overage).
+    groups = ("GroupMember.Read.All",) if settings.entra.allowed_groups else ()
+    return tuple(dict.fromkeys(settings.entra.scopes + needed + groups))
 
 
 def server_info() -> ServerInfo:
@@ -79,6 +81,9 @@ def server_policy(settings: Settings, tools: ToolService) -> ServerPolicy:
         redirect_uri_allowlist=settings.redirect_uri_allowlist,
         metadata_documents=settings.metadata_documents,
         service_name=settings.service_name,
+        access_policy=settings.access_policy,
+        access_denied_contact=settings.access_denied_contact,
+        grant_max_lifetime=settings.grant_max_lifetime,
     )
 
 
@@ -123,6 +128,8 @@ class Container(containers.DeclarativeContainer):
             authority_host=settings.provided.entra.authority_host,
             scopes=providers.Callable(entra_scopes, settings),
             allowed_tenants=settings.provided.entra.allowed_tenants,
+            allowed_groups=settings.provided.entra.allowed_groups,
+            graph_base_url=settings.provided.graph_base_url,
             redirect_uri=settings.provided.upstream_redirect_uri,
             clock=clock,
         ),
@@ -132,6 +139,8 @@ class Container(containers.DeclarativeContainer):
             client_id=settings.provided.oidc.client_id,
             client_secret=settings.provided.oidc.client_secret,
             scopes=settings.provided.oidc.scopes,
+            prompt_consent=settings.provided.oidc.prompt_consent,
+            policy_claims=settings.provided.access_policy.claims,
             redirect_uri=settings.provided.upstream_redirect_uri,
             clock=clock,
         ),
@@ -144,6 +153,7 @@ class Container(containers.DeclarativeContainer):
         identity_provider=identity_provider,
         clock=clock,
         tokens=token_generator,
+        access_policy=settings.provided.access_policy,
     )
     # The tools decide which scopes the server offers.
     toolsets = providers.Singleton(build_toolsets, settings)
@@ -212,6 +222,7 @@ class Container(containers.DeclarativeContainer):
         hasher=hasher,
         policy=policy,
         housekeeping=housekeeping,
+        upstream=upstream_tokens,
     )
     bearer_authenticator = providers.Singleton(
         BearerAuthenticator, access_tokens=access_tokens, clock=clock, hasher=hasher, policy=policy

@@ -82,7 +82,8 @@ def flood_app(tmp_path: Path, clock: FixedClock) -> Iterator[Flask]:
 
 
 def test_a_grant_refreshed_every_hour_for_thirty_days_keeps_a_constant_size(tmp_path: Path, clock: FixedClock) -> None:
-    app = _app(tmp_path, clock)
+    # A grant lives at most GRANT_MAX_LIFETIME (30 days by default): a day more, to refresh for 30.
+    app = _app(tmp_path, clock, GRANT_MAX_LIFETIME=str(31 * 24 * 3600))
     database: SqliteDatabase = app.extensions["container"].storage.database()
     try:
         oauth = OAuthClient(FlaskTransport(app.test_client()))

@@ -17,6 +17,7 @@ from mcp_oauth_bridge.domain.services.clients import ClientDirectory
 from mcp_oauth_bridge.domain.services.housekeeping import Housekeeping
 from mcp_oauth_bridge.domain.services.registration import RegisteredClient, RegistrationService
 from mcp_oauth_bridge.domain.services.tokens import ClientAuthenticator, TokenService
+from mcp_oauth_bridge.domain.services.upstream import UpstreamTokenService
 from tests.fakes import (
     FixedClock,
     InMemoryClientRepository,
@@ -233,6 +234,14 @@ def build_world(policy: ServerPolicy | None = None, *, pinned: dict[str, Any] | 
             hasher=hasher,
             policy=policy,
             housekeeping=housekeeping,
+            upstream=UpstreamTokenService(
+                grants=storage,
+                upstream_tokens=storage,
+                identity_provider=idp,
+                clock=clock,
+                tokens=tokens,
+                access_policy=policy.access_policy,
+            ),
         ),
         client_auth=ClientAuthenticator(directory=directory, hasher=hasher),
         bearer=BearerAuthenticator(access_tokens=storage, clock=clock, hasher=hasher, policy=policy),

@@ -65,7 +65,8 @@ def test_refresh_issues_new_tokens_and_rotates_the_refresh_token(
     new_record = world.refresh_record(rt(new))
     assert new_record.generation == 1
     assert new_record.issued_at == NOW + 100
-    assert new_record.expires_at == NOW + 100 + world.policy.refresh_token_ttl
+    # The refresh-token TTL, capped by GRANT_MAX_LIFETIME from sign-in (both 30 days by default).
+    assert new_record.expires_at == min(NOW + 100 + world.policy.refresh_token_ttl, NOW + world.policy.grant_max_lifetime)
     assert new_record.rotated_at is None
     assert world.access_record(new.access_token).expires_at == NOW + 100 + world.policy.access_token_ttl + 1
     # The old refresh token is no longer current; the new one is.
@@ -119,14 +120,15 @@ def test_storage_per_grant_stays_constant_over_thirty_days_of_hourly_refreshes(
     world: World, public_client: RegisteredClient, issued: IssuedTokens
 ) -> None:
     current = issued
-    for _ in range(30 * 24):
+    # Up to the last hour before GRANT_MAX_LIFETIME (30 days) ends the grant.
+    for _ in range(30 * 24 - 1):
         world.clock.advance(3600)
         current = world.refresh(public_client, rt(current))
         # The rotated token, the current one; the access tokens of the last hour or two (expired
         # ones are purged at most every purge_interval).
         assert len(world.storage.refresh_tokens) == 2
         assert len(world.storage.access_tokens) <= 3
-    assert world.refresh_record(rt(current)).generation == 720
+    assert world.refresh_record(rt(current)).generation == 719
     assert world.bearer.authenticate(current.access_token).client_id == public_client.client.client_id
 
 

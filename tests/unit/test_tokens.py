@@ -61,7 +61,8 @@ def test_exchange_issues_access_and_refresh_tokens(world: World, public_client: 
         scopes=("mcp:read",),
         resource=RESOURCE,
         issued_at=NOW + 10,
-        expires_at=NOW + 10 + world.policy.refresh_token_ttl,
+        # The refresh-token TTL, capped by GRANT_MAX_LIFETIME from sign-in.
+        expires_at=min(NOW + 10 + world.policy.refresh_token_ttl, grant.created_at + world.policy.grant_max_lifetime),
     )
     # The code is marked redeemed, and the client is recorded as used.
     assert next(iter(world.storage.codes.values())).redeemed_at == NOW + 10

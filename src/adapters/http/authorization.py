@@ -8,7 +8,13 @@ import logging
 from flask import Blueprint, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from ...domain.errors import AuthorizationRedirect, OAuthError, RefusedAuthorizationRequest, UpstreamSignInFailed
+from ...domain.errors import (
+    AuthorizationRedirect,
+    OAuthError,
+    RefusedAuthorizationRequest,
+    SignInNotAllowed,
+    UpstreamSignInFailed,
+)
 from ...domain.ports import UpstreamIdentityError
 from ...domain.policy import ServerPolicy
 from ...domain.services.authorization import ConsentPrompt
@@ -77,6 +83,12 @@ def upstream_sign_in_failed(error: UpstreamSignInFailed) -> BaseResponse:
     # 400, not 502: what reached the callback (a code the provider refused, an error it sent)
     # came through the browser; the page says what to fix either way.
     return error_page("Sign-in did not work", error.explanation, 400, return_url=error.return_url)
+
+
+@bp.errorhandler(SignInNotAllowed)
+def sign_in_not_allowed(error: SignInNotAllowed) -> BaseResponse:
+    log.info("sign-in refused: the account is outside the access policy")
+    return error_page("You are not allowed to connect", error.explanation, 403, return_url=error.return_url)
 
 
 @bp.errorhandler(AuthorizationRedirect)

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ...domain.model import UpstreamIdentity
-from ...domain.ports import Clock
+from ...domain.model import UpstreamIdentity, UpstreamTokens
+from ...domain.ports import Clock, UpstreamIdentityError
 from .oidc import (
     DEFAULT_LEEWAY,
     DEFAULT_TIMEOUT,
@@ -27,6 +27,9 @@ from .oidc import (
 
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_RESOURCE = "https://graph.microsoft.com"
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+# Microsoft Graph, user: checkMemberGroups takes at most 20 group ids per request.
+CHECK_MEMBER_GROUPS_BATCH = 20
 # offline_access: without it Entra returns no refresh token.
 BASE_SCOPES = ("openid", "profile", "email", "offline_access")
 OIDC_SCOPES = frozenset(BASE_SCOPES)
@@ -193,11 +196,20 @@ class EntraIdentityProvider(OidcIdentityProvider):
         authority_host: str = DEFAULT_AUTHORITY_HOST,
         graph_resource: str = DEFAULT_GRAPH_RESOURCE,
         allowed_tenants: Iterable[str] = (),
+        allowed_groups: Iterable[str] = (),
+        graph_base_url: str = DEFAULT_GRAPH_BASE_URL,
         session: requests.Session | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         leeway: int = DEFAULT_LEEWAY,
     ) -> None:
         self._tenant = validate_tenant(tenant)
+        groups = tuple(dict.fromkeys(value.strip().lower() for value in allowed_groups))
+        for value in groups:
+            if not GUID.match(value):
+                raise ValueError(f"allowed_groups holds group object ids (GUIDs), got {value!r}")
+        # The groups the access policy admits: the only ones whose membership is ever asked.
+        self._allowed_groups = groups
+        self._graph_base_url = require_secure_url(graph_base_url.rstrip("/"), what="graph_base_url")
         self._authority_host = validate_authority_host(authority_host)
         allowed = tuple(value.strip().lower() for value in allowed_tenants)
         for value in allowed:
@@ -262,6 +274,69 @@ class EntraIdentityProvider(OidcIdentityProvider):
         elif isinstance(username, str) and "@" in username:
             shown["email"] = username
         return UpstreamIdentity(subject=f"{tid}:{oid}", claims=shown)
+
+    # -- the access policy's claims: groups and app roles ---------------------------------------
+
+    def identity_after_refresh(self, tokens: UpstreamTokens) -> UpstreamIdentity:
+        """Entra ID returns an ID token with every refresh that asks for openid; its subject
+        (tid + oid) cannot be read from userinfo, so without one the claims are unreadable."""
+        if not tokens.id_token:
+            raise UpstreamIdentityError("Entra ID returned no valid ID token with the refreshed tokens", temporary=False)
+        claims = self.validate_id_token(tokens.id_token, nonce=None)
+        return self._identity_with_policy_claims(claims, tokens)
+
+    def _completed_claims(self, claims: Mapping[str, Any], access_token: str) -> Mapping[str, Any]:
+        # Entra's userinfo adds nothing the ID token lacks (and no oid or tid).
+        return claims
+
+    def _policy_claims(self, claims: Mapping[str, Any], tokens: UpstreamTokens) -> Mapping[str, Any]:
+        """``roles`` (app roles assigned to the person, ID-token claims reference) and ``groups``
+        as group object ids, from the ID token or, when it does not carry them, from Graph."""
+        roles = claims.get("roles")
+        policy: dict[str, Any] = {"roles": [r for r in roles if isinstance(r, str)] if isinstance(roles, list) else []}
+        if self._allowed_groups:
+            policy["groups"] = self._groups(claims, tokens.access_token)
+        return policy
+
+    def _groups(self, claims: Mapping[str, Any], access_token: str) -> list[str]:
+        """The groups claim, unless Entra signals overage (more groups than a token holds:
+        ``_claim_names``/``_claim_sources`` name ``groups``, or ``hasgroups``) or the app
+        registration emits no groups claim: then Microsoft Graph answers for the allowed groups."""
+        names = claims.get("_claim_names")
+        overage = (isinstance(names, dict) and "groups" in names) or claims.get("hasgroups") is True
+        groups = claims.get("groups")
+        if isinstance(groups, list) and not overage:
+            return [g.lower() for g in groups if isinstance(g, str)]
+        return self._member_groups(access_token)
+
+    def _member_groups(self, access_token: str) -> list[str]:
+        """``POST /me/checkMemberGroups`` (Microsoft Graph v1.0, user: checkMemberGroups): which
+        of the allowed groups the person is a member of, transitively, in at most 20 ids per
+        call. Fails closed: no answer, no groups."""
+        url = f"{self._graph_base_url}/me/checkMemberGroups"
+        members: list[str] = []
+        for start in range(0, len(self._allowed_groups), CHECK_MEMBER_GROUPS_BATCH):
+            batch = list(self._allowed_groups[start : start + CHECK_MEMBER_GROUPS_BATCH])
+            try:
+                status, body = self._call(
+                    "POST", url, json={"groupIds": batch}, headers={"Authorization": f"Bearer {access_token}"}
+                )
+            except requests.RequestException as exc:
+                raise UpstreamIdentityError(f"Microsoft Graph unreachable for group membership ({type(exc).__name__})") from None
+            if status >= 500 or status == 429:
+                raise UpstreamIdentityError(f"Microsoft Graph answered HTTP {status} for group membership")
+            if status in (401, 403):
+                raise UpstreamIdentityError(
+                    f"Microsoft Graph refused to read group membership (HTTP {status}): the app registration needs "
+                    "the delegated permission GroupMember.Read.All with admin consent, and AZURE_SCOPES must be "
+                    "Microsoft Graph scopes",
+                    temporary=False,
+                )
+            value = body.get("value") if isinstance(body, dict) else None
+            if status != 200 or not isinstance(value, list):
+                raise UpstreamIdentityError(f"Microsoft Graph answered HTTP {status} without group membership", temporary=False)
+            members.extend(g.lower() for g in value if isinstance(g, str))
+        return members
 
     def _describe_token_error(self, error: str, description: str | None) -> str:
         """What the operator must fix, for the AADSTS codes that have a known fix."""

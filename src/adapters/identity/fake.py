@@ -96,8 +96,12 @@ class FakeIdentityProvider:
         if not hmac.compare_digest(str(payload.get("nonce", "")), nonce):
             raise UpstreamIdentityError("fake IdP: nonce mismatch", temporary=False, upstream_error="invalid_grant")
         claims = {key: payload[key] for key in ("preferred_username", "email", "name") if payload.get(key)}
-        identity = UpstreamIdentity(subject="fake:" + str(payload["preferred_username"]), claims=claims)
+        identity = UpstreamIdentity(subject="fake:" + str(payload["preferred_username"]), claims=claims, policy_claims=claims)
         return UpstreamLogin(identity=identity, tokens=self._token_set(claims))
+
+    def identity_after_refresh(self, tokens: UpstreamTokens) -> UpstreamIdentity:
+        claims = self.claims_for(tokens.access_token)
+        return UpstreamIdentity(subject="fake:" + str(claims["preferred_username"]), claims=claims, policy_claims=claims)
 
     def describe_error(self, error: str, description: str | None) -> str:
         return f"The fake identity provider answered {error if error.isidentifier() else 'an error'}."

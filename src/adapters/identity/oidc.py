@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -73,6 +73,9 @@ INVALID_ID_TOKEN = "invalid_id_token"
 # Google documents both forms for its ID tokens' iss ("accounts.google.com" is the legacy one).
 ISSUER_ALIASES: Mapping[str, tuple[str, ...]] = {"https://accounts.google.com": ("accounts.google.com",)}
 IDENTITY_CLAIMS = ("preferred_username", "email", "name")
+# OIDC_PROMPT_CONSENT: OIDC Core 1.0 §11: a provider may ignore offline_access unless the request
+# carries prompt=consent (panva's oidc-provider does by default, so no refresh token is issued).
+PROMPT_CONSENT_MODES = ("auto", "always", "never")
 MAX_DESCRIPTION_LENGTH = 300
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -134,6 +137,8 @@ class ProviderMetadata:
     token_endpoint: str
     jwks_uri: str
     client_auth_method: str
+    # OIDC Discovery 1.0 §3: RECOMMENDED; None when the provider has none.
+    userinfo_endpoint: str | None = None
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> ProviderMetadata:
@@ -146,7 +151,13 @@ class ProviderMetadata:
             values[name] = require_secure_url(value, what=name, allow_query=name != "issuer")
         methods = document.get("token_endpoint_auth_methods_supported")
         supported = tuple(str(method) for method in methods) if isinstance(methods, list) else None
-        return cls(client_auth_method=choose_client_auth_method(supported), **values)
+        userinfo = document.get("userinfo_endpoint")
+        userinfo_endpoint = (
+            require_secure_url(userinfo, what="userinfo_endpoint", allow_query=True)
+            if isinstance(userinfo, str) and userinfo
+            else None
+        )
+        return cls(client_auth_method=choose_client_auth_method(supported), userinfo_endpoint=userinfo_endpoint, **values)
 
 
 # -- small helpers --------------------------------------------------------------------------------
@@ -333,7 +344,11 @@ class OidcIdentityProvider:
         timeout: float = DEFAULT_TIMEOUT,
         leeway: int = DEFAULT_LEEWAY,
         authorization_params: Mapping[str, str] | None = None,
+        prompt_consent: str = "never",
+        policy_claims: Iterable[str] = (),
     ) -> None:
+        if prompt_consent not in PROMPT_CONSENT_MODES:
+            raise ValueError(f"prompt_consent must be one of {', '.join(PROMPT_CONSENT_MODES)}")
         if not client_id:
             raise ValueError("client_id is required")
         if not client_secret:
@@ -354,6 +369,9 @@ class OidcIdentityProvider:
         self._timeout = timeout
         self._leeway = leeway
         self._authorization_params = extra
+        self._prompt_consent = prompt_consent
+        # The claims the access policy reads: read from userinfo when the ID token lacks them.
+        self._policy_claim_names = tuple(policy_claims)
         self._metadata: ProviderMetadata | None = None
         self._keys: list[SigningKey] = []
         self._keys_fetched_at: int | None = None
@@ -401,6 +419,8 @@ class OidcIdentityProvider:
             "code_challenge_method": CODE_CHALLENGE_METHOD,
             **self._authorization_params,
         }
+        if self._asks_consent() and "prompt" not in params:
+            params["prompt"] = "consent"
         return _with_query(self.metadata().authorization_endpoint, params)
 
     def exchange_code(self, *, code: str, code_verifier: str, nonce: str) -> UpstreamLogin:
@@ -418,7 +438,71 @@ class OidcIdentityProvider:
             raise invalid_id_token("the token response has no id_token")
         claims = self.validate_id_token(id_token, nonce=nonce)
         tokens = self._upstream_tokens(body, id_token=id_token, previous_refresh_token=None)
-        return UpstreamLogin(identity=self._identity(claims), tokens=tokens)
+        return UpstreamLogin(identity=self._identity_with_policy_claims(claims, tokens), tokens=tokens)
+
+    def identity_after_refresh(self, tokens: UpstreamTokens) -> UpstreamIdentity:
+        """The refreshed ID token's claims (validated again, without nonce: OIDC Core 1.0 §12.2),
+        completed from userinfo; with no ID token, the userinfo response alone (§5.3)."""
+        if tokens.id_token:
+            claims = self.validate_id_token(tokens.id_token, nonce=None)
+            return self._identity_with_policy_claims(claims, tokens)
+        claims = self._userinfo(tokens.access_token, expected_subject=None)
+        return self._identity_with_policy_claims(claims, tokens)
+
+    def _asks_consent(self) -> bool:
+        if self._prompt_consent == "always":
+            return True
+        return self._prompt_consent == "auto" and "offline_access" in self._scopes
+
+    def _identity_with_policy_claims(self, claims: Mapping[str, Any], tokens: UpstreamTokens) -> UpstreamIdentity:
+        claims = self._completed_claims(claims, tokens.access_token)
+        return replace(self._identity(claims), policy_claims=self._policy_claims(claims, tokens))
+
+    def _policy_claims(self, claims: Mapping[str, Any], tokens: UpstreamTokens) -> Mapping[str, Any]:
+        """What the access policy reads: every claim, userinfo's included."""
+        return dict(claims)
+
+    def _completed_claims(self, claims: Mapping[str, Any], access_token: str) -> Mapping[str, Any]:
+        """OIDC Core 1.0 §5.4: with default settings some providers return profile and email
+        claims only from the userinfo endpoint. Missing ones are read from it; its sub must be
+        the ID token's (§5.3.2). A claim the access policy needs makes the call mandatory."""
+        missing_display = [name for name in IDENTITY_CLAIMS if name not in claims]
+        missing_policy = [name for name in self._policy_claim_names if name not in claims]
+        if not (missing_display or missing_policy) or self.metadata().userinfo_endpoint is None:
+            return claims
+        try:
+            userinfo = self._userinfo(access_token, expected_subject=check_subject(claims))
+        except UpstreamIdentityError as exc:
+            if missing_policy:
+                raise
+            log.warning("keeping the ID token's claims only: %s", exc)
+            return claims
+        # The ID token's own claims win: they are signed.
+        return {**userinfo, **claims}
+
+    def _userinfo(self, access_token: str, *, expected_subject: str | None) -> dict[str, Any]:
+        """The userinfo request (OIDC Core 1.0 §5.3.1) with the access token as a bearer."""
+        endpoint = self.metadata().userinfo_endpoint
+        if endpoint is None:
+            raise UpstreamIdentityError("the provider has no userinfo endpoint to read claims from", temporary=False)
+        try:
+            status, body = self._call("GET", endpoint, headers={"Authorization": f"Bearer {access_token}"})
+        except requests.RequestException as exc:
+            raise _unavailable(f"userinfo endpoint unreachable ({type(exc).__name__})") from None
+        if status >= 500 or status == 429:
+            raise _unavailable(f"userinfo endpoint answered HTTP {status}")
+        if status != 200 or not isinstance(body, dict):
+            # 401 (RFC 6750 §3.1 invalid_token): the access token no longer works.
+            raise UpstreamIdentityError(f"userinfo endpoint answered HTTP {status} without claims", temporary=False)
+        subject = body.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise UpstreamIdentityError("userinfo response has no sub", temporary=False)
+        # §5.3.2: "the sub Claim in the UserInfo Response MUST be verified to exactly match the
+        # sub Claim in the ID Token; if they do not match, the UserInfo Response values MUST NOT
+        # be used."
+        if expected_subject is not None and not hmac.compare_digest(subject.encode(), expected_subject.encode()):
+            raise UpstreamIdentityError("userinfo sub does not match the ID token's sub", temporary=False)
+        return body
 
     def describe_error(self, error: str, description: str | None) -> str:
         """RFC 6749 §4.1.2.1 errors in words; the description's free text is not repeated."""

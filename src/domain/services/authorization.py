@@ -16,6 +16,7 @@ from ..errors import (
     OAuthError,
     RefusedAuthorizationRequest,
     ServerError,
+    SignInNotAllowed,
     TemporarilyUnavailable,
     UnsupportedResponseType,
     UpstreamSignInFailed,
@@ -352,6 +353,11 @@ class AuthorizationService:
             # (free of secrets) says what to fix.
             raise failure_page(str(exc)) from exc
 
+        decision = self._policy.access_policy.evaluate(login.identity.policy_claims)
+        if not decision.allowed:
+            # audit: upstream_sign_in_denied_by_policy (client, login.identity.subject, decision.unmet)
+            raise self._not_allowed(request)
+
         grant = Grant(
             grant_id=self._tokens.generate(GRANT_ID_PREFIX),
             client_id=request.client_id,
@@ -380,3 +386,20 @@ class AuthorizationService:
         return ClientRedirect.build(
             request.redirect_uri, issuer=self._policy.issuer, state=request.state, code=code_value
         ).url()
+
+    def _not_allowed(self, request: AuthorizationRequest) -> SignInNotAllowed:
+        """The page for a person outside the access policy, with a way back carrying
+        ``access_denied`` (RFC 6749 §4.1.2.1) so the client stops waiting."""
+        back = ClientRedirect.build(
+            request.redirect_uri,
+            issuer=self._policy.issuer,
+            state=request.state,
+            error=AccessDenied.error,
+            error_description="this account is not allowed to connect",
+        )
+        contact = self._policy.access_denied_contact or f"the administrators of {self._policy.service_name or self._policy.issuer}"
+        return SignInNotAllowed(
+            f"You signed in, but your account is not allowed to connect applications to this service. "
+            f"If you need access, ask {contact}.",
+            return_url=back.url(),
+        )

@@ -11,6 +11,7 @@ from ..errors import (
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
+    InvalidToken,
     UnauthorizedClient,
 )
 from ..model import AccessToken, Client, Grant, Introspection, IssuedTokens, RefreshToken
@@ -30,6 +31,7 @@ from ..security import TokenHasher, verify_pkce
 from .authorization import parse_scope, resource_matches
 from .clients import ClientDirectory
 from .housekeeping import Housekeeping
+from .upstream import UpstreamTokenService
 
 ACCESS_TOKEN_PREFIX = "mob_at_"
 
@@ -89,7 +91,12 @@ class TokenService:
         hasher: TokenHasher,
         policy: ServerPolicy,
         housekeeping: Housekeeping,
+        upstream: UpstreamTokenService | None = None,
     ) -> None:
+        # The upstream session behind each grant, refreshed and re-checked against the access
+        # policy when our refresh grant runs after the upstream token expired (None: no upstream
+        # re-check, for services built without an identity provider).
+        self._upstream = upstream
         self._clients = clients
         self._authorizations = authorizations
         self._grants = grants
@@ -184,6 +191,8 @@ class TokenService:
         if not refresh_token:
             raise InvalidRequest("refresh_token is required")
         now = self._clock.now()
+        # Outside the transaction: an upstream call must not hold the database's write lock.
+        self._recheck_upstream(client, refresh_token, now)
         try:
             # Read-then-write in one transaction, so two refreshes cannot both rotate one token.
             with self._unit_of_work.atomic():
@@ -195,6 +204,35 @@ class TokenService:
         self._clients.touch(client.client_id, now)
         self._housekeeping.tick()
         return response
+
+    def _recheck_upstream(self, client: Client, refresh_token: str, now: int) -> None:
+        """Issue 11 §1: when the grant's upstream access token has expired, refresh it upstream
+        and re-check the access policy first; a refused upstream refresh or a failed policy
+        revokes the grant (``invalid_grant``), an outage answers ``temporarily_unavailable``
+        and keeps it. Only for a token the transaction below would accept: nothing upstream
+        happens for unknown, foreign, revoked, expired or replayed tokens."""
+        if self._upstream is None:
+            return
+        found = self._refresh_tokens.get_refresh_token(self._hasher.hash(refresh_token))
+        if found is None:
+            return
+        token, grant = found
+        if (
+            token.client_id != client.client_id
+            or grant.is_revoked
+            or token.revoked_at is not None
+            or token.expires_at <= now
+            or self._past_max_lifetime(grant, now)
+            or (token.rotated_at is not None and not self._may_retry(token, now))
+        ):
+            return
+        try:
+            self._upstream.ensure_current(grant.grant_id)
+        except InvalidToken as exc:
+            raise InvalidGrant(exc.description) from None
+
+    def _past_max_lifetime(self, grant: Grant, now: int) -> bool:
+        return now >= grant.created_at + self._policy.grant_max_lifetime
 
     def _refresh_locked(
         self, client: Client, refresh_token: str, requested: tuple[str, ...], resource: str | None, now: int
@@ -210,6 +248,9 @@ class TokenService:
             raise InvalidGrant("refresh token was revoked")
         if token.expires_at <= now:
             raise InvalidGrant("refresh token expired")
+        if self._past_max_lifetime(grant, now):
+            # GRANT_MAX_LIFETIME: the person signs in again.
+            raise InvalidGrant("the authorization reached its maximum lifetime; sign in again")
         retry = token.rotated_at is not None
         if retry and not self._may_retry(token, now):
             # Replay detection comes first: whatever else the replaying request asks for, reuse of
@@ -289,7 +330,8 @@ class TokenService:
                     scopes=refresh_scopes,
                     resource=grant.resource,
                     issued_at=now,
-                    expires_at=now + self._policy.refresh_token_ttl,
+                    # Never beyond the grant's maximum lifetime (GRANT_MAX_LIFETIME).
+                    expires_at=min(now + self._policy.refresh_token_ttl, grant.created_at + self._policy.grant_max_lifetime),
                 )
             )
         return IssuedTokens(

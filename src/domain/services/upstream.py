@@ -1,9 +1,19 @@
 """The upstream access token a tool calls its API with: refreshed shortly before it expires,
 under a per-grant lease in storage so that concurrent requests (any worker, any instance) spend
-a single-use upstream refresh token once."""
+a single-use upstream refresh token once.
+
+Every upstream refresh also re-checks the person against the access policy on fresh claims
+(issue 11 §1): a person removed from the allowed groups, or deleted, loses the grant at the first
+upstream refresh after the upstream access token expired, whether a tool or our own refresh
+grant (``ensure_current``) triggered it.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
+from ..access_policy import AccessPolicy
 from ..errors import InvalidToken, TemporarilyUnavailable
 from ..model import UpstreamTokens
 from ..ports import Clock, GrantStore, IdentityProvider, TokenGenerator, UpstreamIdentityError, UpstreamTokenStore
@@ -16,6 +26,8 @@ LEASE_SECONDS = 30
 WAIT_SECONDS = 15
 WAIT_STEP = 0.1
 
+log = logging.getLogger(__name__)
+
 
 class UpstreamTokenService:
     def __init__(
@@ -26,7 +38,9 @@ class UpstreamTokenService:
         identity_provider: IdentityProvider,
         clock: Clock,
         tokens: TokenGenerator,
+        access_policy: AccessPolicy | None = None,
     ) -> None:
+        self._access_policy = access_policy or AccessPolicy()
         self._grants = grants
         self._upstream_tokens = upstream_tokens
         self._idp = identity_provider
@@ -60,6 +74,34 @@ class UpstreamTokenService:
             if self._clock.now() > deadline:
                 raise TemporarilyUnavailable("the upstream token is being refreshed; try again")
 
+    def ensure_current(self, grant_id: str) -> None:
+        """Before our refresh grant issues new tokens: when the grant's upstream access token
+        has expired, refresh it upstream, which re-checks the access policy on fresh claims.
+
+        Raises ``InvalidToken`` when the grant was revoked (upstream ``invalid_grant``, policy no
+        longer met, claims unreadable) and ``TemporarilyUnavailable`` when the provider is down
+        (the grant is kept: an outage of the identity provider disconnects nobody).
+        """
+        tokens = self._upstream_tokens.get_upstream_tokens(grant_id)
+        if tokens is None:
+            if self._access_policy.restricts:
+                # Nothing to re-check the person with: fail closed.
+                self._revoke(grant_id, reason="policy")
+                raise InvalidToken("no upstream session to check this authorization with; sign in again")
+            return
+        if tokens.expires_at > self._clock.now():
+            return
+        if not tokens.refresh_token and not self._access_policy.restricts:
+            # A provider without refresh tokens and no policy to re-check: the grant lives on
+            # until its own limits (refresh-token lifetime, GRANT_MAX_LIFETIME).
+            return
+        self.access_token(grant_id)
+
+    def _revoke(self, grant_id: str, *, reason: str) -> None:
+        # audit: grant_revoked (grant_id, reason: "policy" or "upstream invalid_grant")
+        log.info("authorization %s revoked: %s", grant_id, reason)
+        self._grants.revoke_grant(grant_id, self._clock.now())
+
     def _stored(self, grant_id: str) -> UpstreamTokens:
         tokens = self._upstream_tokens.get_upstream_tokens(grant_id)
         if tokens is None:
@@ -78,7 +120,7 @@ class UpstreamTokenService:
             return current.access_token
         stored = self._stored(grant_id)
         if not stored.refresh_token:
-            self._grants.revoke_grant(grant_id, self._clock.now())
+            self._revoke(grant_id, reason="upstream session expired")
             raise InvalidToken("the upstream session expired; sign in again")
         try:
             refreshed = self._idp.refresh(stored.refresh_token)
@@ -86,7 +128,7 @@ class UpstreamTokenService:
             # Only invalid_grant ends the upstream session; a misconfiguration or an outage
             # must not revoke every grant.
             if exc.upstream_error == "invalid_grant":
-                self._grants.revoke_grant(grant_id, self._clock.now())
+                self._revoke(grant_id, reason="upstream invalid_grant")
                 raise InvalidToken("the upstream session ended; sign in again") from exc
             raise TemporarilyUnavailable("the identity provider is unavailable") from exc
         if refreshed.refresh_token is None:
@@ -98,5 +140,37 @@ class UpstreamTokenService:
                 scope=refreshed.scope,
                 id_token=refreshed.id_token,
             )
+        try:
+            self._recheck(grant_id, refreshed)
+        except TemporarilyUnavailable:
+            # Keep the rotated refresh token, but as expired, so the check runs again next time.
+            expired = replace(refreshed, expires_at=min(refreshed.expires_at, self._clock.now()))
+            self._upstream_tokens.update_upstream_tokens(grant_id, expired)
+            raise
         self._upstream_tokens.update_upstream_tokens(grant_id, refreshed)
         return refreshed.access_token
+
+    def _recheck(self, grant_id: str, refreshed: UpstreamTokens) -> None:
+        """The access policy on the claims the fresh tokens carry (or the provider serves)."""
+        if not self._access_policy.restricts:
+            return
+        grant = self._grants.get_grant(grant_id)
+        if grant is None:
+            raise InvalidToken("this authorization no longer exists; sign in again")
+        try:
+            identity = self._idp.identity_after_refresh(refreshed)
+        except UpstreamIdentityError as exc:
+            if exc.temporary:
+                log.warning("cannot re-check authorization %s against the access policy now: %s", grant_id, exc)
+                raise TemporarilyUnavailable("the identity provider is unavailable") from exc
+            log.warning("cannot read the claims of authorization %s: %s", grant_id, exc)
+            self._revoke(grant_id, reason="policy")
+            raise InvalidToken("your account could not be checked against the access policy; sign in again") from exc
+        if identity.subject != grant.subject:
+            self._revoke(grant_id, reason="policy")
+            raise InvalidToken("the upstream session belongs to another account; sign in again")
+        decision = self._access_policy.evaluate(identity.policy_claims)
+        if not decision.allowed:
+            log.info("authorization %s no longer meets the access policy (%s)", grant_id, ", ".join(decision.unmet))
+            self._revoke(grant_id, reason="policy")
+            raise InvalidToken("your account is no longer allowed to connect; sign in again")
