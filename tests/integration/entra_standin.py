@@ -12,7 +12,13 @@ the Graph mail tools with ``GRAPH_BASE_URL=http://127.0.0.1:PORT/v1.0``. It serv
   ``invalid_grant``), answering with RSA-signed ID tokens with Entra's claims and opaque access
   tokens;
 - ``GET /v1.0/me/messages``: a Graph message list for a currently valid access token, Graph's
-  ``401 InvalidAuthenticationToken`` otherwise.
+  ``401 InvalidAuthenticationToken`` otherwise;
+- ``POST /v1.0/me/checkMemberGroups``: which of the ``groupIds`` the person is a member of.
+
+The person's ``groups`` and app ``roles`` go into the ID tokens it issues; with
+``group_overage`` the ID token carries Entra's overage claims (``_claim_names``/``_claim_sources``)
+instead, and membership is only known through Graph. Both can change between sign-in and a
+refresh (``set_membership``), as when an administrator removes someone from a group.
 
 Everything it sees is recorded (thread-safe) for the test to assert on; anything a real Entra
 would refuse is answered with Entra's error *and* recorded in ``violations``.
@@ -122,6 +128,11 @@ class EntraStandIn:
     violations: list[str] = field(default_factory=list)
     # When each authorization code was redeemed (time.time()), in order.
     code_exchanges: list[float] = field(default_factory=list)
+    # The person's group object ids and app role values (set_membership changes them).
+    groups: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    # Too many groups for a token: overage claims in the ID token instead of groups.
+    group_overage: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -191,6 +202,13 @@ class EntraStandIn:
     def graph_snapshot(self) -> list[GraphCall]:
         with self._lock:
             return list(self.graph_calls)
+
+    def set_membership(self, *, groups: list[str] | None = None, roles: list[str] | None = None) -> None:
+        with self._lock:
+            if groups is not None:
+                self.groups = list(groups)
+            if roles is not None:
+                self.roles = list(roles)
 
     def expire_access_tokens(self) -> None:
         """Graph stops accepting every access token issued so far (revocation, early expiry)."""
@@ -316,6 +334,17 @@ class EntraStandIn:
         }
         if nonce is not None:
             claims["nonce"] = nonce
+        with self._lock:
+            groups, roles = list(self.groups), list(self.roles)
+        if roles:
+            claims["roles"] = roles
+        if self.group_overage:
+            claims["_claim_names"] = {"groups": "src1"}
+            claims["_claim_sources"] = {
+                "src1": {"endpoint": f"https://graph.windows.net/{self.tenant}/users/{USER_OID}/getMemberObjects"}
+            }
+        elif groups:
+            claims["groups"] = groups
         access_token = "eyJ0eXAiOiJKV1QiLCJub25jZSI6I." + secrets.token_urlsafe(32)
         refresh_token = "1.AXEA" + secrets.token_urlsafe(48)
         with self._lock:
@@ -335,7 +364,9 @@ class EntraStandIn:
 
     # -- Graph ---------------------------------------------------------------------------------
 
-    def graph(self, path: str, query: Mapping[str, list[str]], headers: Mapping[str, str]) -> tuple[int, dict[str, str], Any]:
+    def graph(
+        self, path: str, query: Mapping[str, list[str]], headers: Mapping[str, str], body: Any = None
+    ) -> tuple[int, dict[str, str], Any]:
         authorization = headers.get("Authorization") or ""
         token = authorization[7:] if authorization.startswith("Bearer ") else None
         with self._lock:
@@ -349,7 +380,17 @@ class EntraStandIn:
             code = "InvalidAuthenticationToken"
             message = "Access token is empty." if token is None else "Lifetime validation failed, the token is expired."
             return 401, reply_headers, _graph_error(code, message, request_id)
-        if path != "/v1.0/me/messages":
+        if path == "/v1.0/me/checkMemberGroups" and body is not None:
+            asked = body.get("groupIds") if isinstance(body, dict) else None
+            if not isinstance(asked, list) or len(asked) > 20:
+                return 400, reply_headers, _graph_error("Request_BadRequest", "Invalid groupIds.", request_id)
+            with self._lock:
+                members = [group for group in asked if group in self.groups]
+            return 200, reply_headers, {
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(Edm.String)",
+                "value": members,
+            }
+        if path != "/v1.0/me/messages" or body is not None:
             return 404, reply_headers, _graph_error("ResourceNotFound", "Resource not found.", request_id)
         top = int((query.get("$top") or ["10"])[0])
         return 200, reply_headers, {
@@ -422,7 +463,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode()
-        if urlsplit(self.path).path != f"/{self.owner.tenant}/oauth2/v2.0/token":
+        parts = urlsplit(self.path)
+        if parts.path.startswith("/v1.0/"):
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = {}
+            status, headers, answer = self.owner.graph(parts.path, parse_qs(parts.query), self.headers, body)  # type: ignore[arg-type]
+            self._send(status, answer, headers)
+            return
+        if parts.path != f"/{self.owner.tenant}/oauth2/v2.0/token":
             self._send(404, {"error": "not_found"})
             return
         form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
