@@ -524,7 +524,7 @@ def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
             raise ConfigError(f"AZURE_ALLOWED_GROUPS holds group object ids (GUIDs, comma-separated), got {value!r}")
     if groups:
         # Membership may have to be read from Microsoft Graph, in the same token as AZURE_SCOPES.
-        _checked("AZURE_ALLOWED_GROUPS", lambda: entra_scopes(scopes + ("GroupMember.Read.All",)))
+        _checked("AZURE_ALLOWED_GROUPS", lambda: entra_scopes(scopes + ("User.Read",)))
     roles = tuple(dict.fromkeys(r.strip() for r in (env.get("AZURE_REQUIRED_APP_ROLES") or "").split(",") if r.strip()))
     for role in roles:
         if re.search(r"\s", role):

@@ -44,7 +44,7 @@ CHECK_MEMBER_GROUPS = f"{GRAPH}/me/checkMemberGroups"
 MCP_USERS = "8f1c2a55-2d8e-4b8f-9a53-1c3e0f4b7d21"
 ADMINS = "1d9a7c33-5b2e-4f0a-8c61-7e2b9d0c4a58"
 UNRELATED = "c4e2b1a0-9f8d-4c7b-a6e5-d4c3b2a1f0e9"
-SCOPE = "openid profile email https://graph.microsoft.com/User.Read https://graph.microsoft.com/GroupMember.Read.All"
+SCOPE = "openid profile email https://graph.microsoft.com/User.Read"
 # What Entra puts in an ID token in place of groups when there are too many (the v2.0 form).
 OVERAGE = {
     "_claim_names": {"groups": "src1"},
@@ -83,7 +83,7 @@ def provider() -> EntraIdentityProvider:
         client_secret=CLIENT_SECRET,
         redirect_uri=REDIRECT_URI,
         clock=FixedClock(NOW),
-        scopes=("User.Read", "GroupMember.Read.All"),
+        scopes=("User.Read",),
         allowed_groups=(MCP_USERS, ADMINS.upper()),
         graph_base_url=GRAPH,
         session=requests.Session(),
@@ -180,7 +180,7 @@ def test_graph_failures_fail_closed(
     assert raised.value.temporary is temporary
     assert ACCESS_TOKEN not in str(raised.value)
     if status == 403:
-        assert "GroupMember.Read.All" in str(raised.value)
+        assert "User.Read" in str(raised.value)
 
 
 def test_graph_unreachable_is_temporary(mock: responses.RequestsMock, key: SigningKey, provider: EntraIdentityProvider) -> None:

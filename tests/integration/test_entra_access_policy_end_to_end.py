@@ -68,8 +68,8 @@ def test_a_member_connects_and_is_cut_off_after_removal_from_the_group(tmp_path:
         assert whoami(server.base_url, tokens["access_token"]) == 200
         checks = [call for call in entra.graph_snapshot() if call.path == "/v1.0/me/checkMemberGroups"]
         assert len(checks) == 1 and checks[0].valid
-        # Graph also asked for GroupMember.Read.All, in the same request as the Graph scopes.
-        assert "https://graph.microsoft.com/GroupMember.Read.All" in entra.authorize_requests[0]["scope"].split()
+        # User.Read was asked for: checkMemberGroups for the signed-in user needs it.
+        assert "https://graph.microsoft.com/User.Read" in entra.authorize_requests[0]["scope"].split()
 
         # The upstream token expires; our refresh refreshes it upstream and checks again: still in.
         time.sleep(UPSTREAM_SECONDS + 1.5)

@@ -312,7 +312,8 @@ class EntraIdentityProvider(OidcIdentityProvider):
     def _member_groups(self, access_token: str) -> list[str]:
         """``POST /me/checkMemberGroups`` (Microsoft Graph v1.0, user: checkMemberGroups): which
         of the allowed groups the person is a member of, transitively, in at most 20 ids per
-        call. Fails closed: no answer, no groups."""
+        call; for the signed-in user it needs only the delegated User.Read. Fails closed: no
+        answer, no groups (and groups whose membership is hidden from the caller are left out)."""
         url = f"{self._graph_base_url}/me/checkMemberGroups"
         members: list[str] = []
         for start in range(0, len(self._allowed_groups), CHECK_MEMBER_GROUPS_BATCH):
@@ -328,8 +329,8 @@ class EntraIdentityProvider(OidcIdentityProvider):
             if status in (401, 403):
                 raise UpstreamIdentityError(
                     f"Microsoft Graph refused to read group membership (HTTP {status}): the app registration needs "
-                    "the delegated permission GroupMember.Read.All with admin consent, and AZURE_SCOPES must be "
-                    "Microsoft Graph scopes",
+                    "the delegated Microsoft Graph permission User.Read, and AZURE_SCOPES must be Microsoft Graph "
+                    "scopes (one API per token)",
                     temporary=False,
                 )
             value = body.get("value") if isinstance(body, dict) else None
