@@ -14,6 +14,7 @@ from mcp_oauth_bridge.domain.model import IssuedTokens, UpstreamIdentity, Upstre
 from mcp_oauth_bridge.domain.policy import ServerPolicy
 from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
 from mcp_oauth_bridge.domain.services.registration import RegisteredClient
+from mcp_oauth_bridge.domain.services.upstream import UpstreamTokenService
 
 from .conftest import ISSUER, NOW, RESOURCE, SCOPES, World, build_world
 
@@ -179,8 +180,6 @@ def test_a_person_removed_from_the_group_loses_the_grant_at_the_next_refresh(
     with pytest.raises(InvalidGrant, match="no longer allowed"):
         world.refresh(client, _rt(issued))
     assert world.only_grant().is_revoked
-    with pytest.raises(InvalidToken):
-        world.bearer.authenticate(issued.access_token)
     # The refresh token is gone with the grant.
     with pytest.raises(InvalidGrant):
         world.refresh(client, _rt(issued))
@@ -317,3 +316,28 @@ def test_a_refresh_token_issued_before_the_maximum_lifetime_was_lowered_stops_at
     world.clock.advance(2 * 3600)
     with pytest.raises(InvalidGrant, match="maximum lifetime"):
         world.refresh(client, _rt(issued))
+
+
+# -- a tool's upstream refresh re-checks too ------------------------------------------------------
+
+
+def test_a_tool_refreshing_the_upstream_token_rechecks_the_policy(policed: tuple[World, RegisteredClient, IssuedTokens]) -> None:
+    world, _, _ = policed
+    service = UpstreamTokenService(
+        grants=world.storage,
+        upstream_tokens=world.storage,
+        identity_provider=world.idp,
+        clock=world.clock,
+        tokens=world.tokens,
+        access_policy=world.policy.access_policy,
+    )
+    grant_id = world.only_grant().grant_id
+    world.clock.advance(UPSTREAM_TTL)
+    assert service.access_token(grant_id) == "upstream-at-2"
+    # Removed from the group: the next upstream refresh a tool needs ends the grant.
+    world.idp.refreshed_identity = OUTSIDER
+    world.idp.refreshed = UpstreamTokens(access_token="upstream-at-3", refresh_token="upstream-rt-3", expires_at=NOW + 3 * UPSTREAM_TTL)
+    world.clock.advance(UPSTREAM_TTL)
+    with pytest.raises(InvalidToken, match="no longer allowed"):
+        service.access_token(grant_id)
+    assert world.only_grant().is_revoked
