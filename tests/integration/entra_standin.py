@@ -133,6 +133,8 @@ class EntraStandIn:
     roles: list[str] = field(default_factory=list)
     # Too many groups for a token: overage claims in the ID token instead of groups.
     group_overage: bool = False
+    # An outage: the token endpoint answers 503 temporarily_unavailable.
+    token_outage: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -267,6 +269,8 @@ class EntraStandIn:
         return status, body
 
     def _token(self, grant_type: str, form: Mapping[str, str], authorization: str | None) -> tuple[int, dict[str, Any]]:
+        if self.token_outage:
+            return 503, _error("temporarily_unavailable", "AADSTS90033", "A transient error has occurred. Please try again.")
         if "resource" in form:
             self._violation("token request carried resource")
             return 400, _error("invalid_request", "AADSTS901002", "The 'resource' request parameter is not supported.")

@@ -2,7 +2,8 @@
 local Entra stand-in, AZURE_ALLOWED_GROUPS and AZURE_REQUIRED_APP_ROLES set, group overage so
 that membership comes from Graph ``checkMemberGroups``.
 
-A person in the group with the role connects; removed from the group, they are cut off at the
+A person in the group with the role connects; an Entra outage at a refresh answers
+temporarily_unavailable and disconnects nobody; removed from the group, they are cut off at the
 next refresh after the upstream token expired (invalid_grant, then /mcp 401), with no one
 acting; a person outside the group is shown the access-denied page at sign-in.
 """
@@ -79,14 +80,23 @@ def test_a_member_connects_and_is_cut_off_after_removal_from_the_group(tmp_path:
         assert entra.refresh_count == 1
         assert len([call for call in entra.graph_snapshot() if call.path == "/v1.0/me/checkMemberGroups"]) == 2
 
+        # Entra is down when the upstream token has expired again: nobody is disconnected.
+        time.sleep(UPSTREAM_SECONDS + 1.5)
+        entra.token_outage = True
+        reply = oauth.refresh(tokens["refresh_token"])
+        assert reply.status == 503, reply.text
+        assert reply.json()["error"] == "temporarily_unavailable"
+        assert whoami(server.base_url, tokens["access_token"]) == 200
+        entra.token_outage = False
+
         # An administrator removes the person from the group; nobody does anything else.
         entra.set_membership(groups=[OTHER_GROUP])
         assert whoami(server.base_url, tokens["access_token"]) == 200
-        time.sleep(UPSTREAM_SECONDS + 1.5)
         reply = oauth.refresh(tokens["refresh_token"])
         assert reply.status == 400, reply.text
         assert reply.json()["error"] == "invalid_grant"
-        assert entra.refresh_count == 2
+        # The refresh during the outage, then the one that found the person outside the group.
+        assert [call.status for call in entra.refresh_calls()] == [200, 503, 200]
         # The grant is revoked: the access token issued before stops working at once.
         assert whoami(server.base_url, tokens["access_token"]) == 401
 
