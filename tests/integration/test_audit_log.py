@@ -19,6 +19,7 @@ from mcp_oauth_bridge.adapters.audit_log import AUDIT_LOGGER, JsonAuditLog
 from mcp_oauth_bridge.adapters.http.request_context import request_id
 from mcp_oauth_bridge.domain.audit import AuditEvent
 from mcp_oauth_bridge.entrypoints.app import create_app
+from mcp_oauth_bridge.entrypoints.cli import main as cli_main
 from mcp_oauth_bridge.entrypoints.config import ConfigError, load_settings
 
 from .conftest import environment_for
@@ -311,3 +312,20 @@ def test_audit_log_file_is_validated_without_creating_it(tmp_path: Path) -> None
     for bad in (str(tmp_path), str(tmp_path / "missing" / "audit.log")):
         with pytest.raises(ConfigError, match="AUDIT_LOG_FILE"):
             load_settings(environment_for(tmp_path / "data", AUDIT_LOG_FILE=bad), dotenv_path=None)
+
+
+def test_clients_add_records_a_client_registered_by_the_operator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit_file = tmp_path / "audit.log"
+    monkeypatch.delenv("STORAGE_URL", raising=False)
+    for name, value in environment_for(tmp_path / "data", AUDIT_LOG_FILE=str(audit_file)).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["clients", "add", "--name", "Ops", "--redirect-uri", "https://claude.ai/api/mcp/auth_callback", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    (line,) = read_lines(audit_file)
+    assert (line["event"], line["client_id"], line["reason"]) == ("client_registered", created["client_id"], "operator")
+    # Not an HTTP request: no address, no request id.
+    assert (line["client_address"], line["request_id"]) == (None, None)
+    assert created["client_secret"] not in audit_file.read_text(encoding="utf-8")
