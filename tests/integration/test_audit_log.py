@@ -329,3 +329,28 @@ def test_clients_add_records_a_client_registered_by_the_operator(
     # Not an HTTP request: no address, no request id.
     assert (line["client_address"], line["request_id"]) == (None, None)
     assert created["client_secret"] not in audit_file.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_under_gunicorn_the_workers_write_to_the_file_not_the_server_log(tmp_path: Path) -> None:
+    import requests
+
+    from .servers import running_server
+
+    audit_file = tmp_path / "audit.log"
+    with running_server(tmp_path, workers=2, AUDIT_LOG_FILE=str(audit_file)) as server:
+        registered = set()
+        for _ in range(20):
+            reply = requests.post(
+                server.base_url + "/oauth/register",
+                json={"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"},
+                timeout=10,
+            )
+            assert reply.status_code == 201, reply.text
+            registered.add(reply.json()["client_id"])
+        log_text = server.log_text()
+    lines = read_lines(audit_file)
+    assert {line["client_id"] for line in lines} == registered and len(lines) == 20
+    assert {(line["event"], line["client_address"]) for line in lines} == {("client_registered", "127.0.0.1")}
+    # Routed to the file only: the server's own log does not carry them.
+    assert '"event":"client_registered"' not in log_text
