@@ -38,6 +38,8 @@ RATE_LIMIT_HIT = "rate_limit_hit"
 REVOKED_BY_CLIENT = "client_revocation"
 # An operator (the administration CLI).
 REVOKED_BY_OPERATOR = "operator"
+# The person, on their connections page (/connections).
+REVOKED_BY_USER = "user"
 # A rotated refresh token was presented again (OAuth 2.1 §4.3.1).
 REVOKED_FOR_REFRESH_TOKEN_REUSE = "refresh_token_reuse"
 # An authorization code was redeemed twice (OAuth 2.1 §4.1.3).
