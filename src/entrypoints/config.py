@@ -169,6 +169,8 @@ class Settings:
     keys_to_generate: Path | None = None
     # The organisation or service the pages name (SERVICE_NAME; by default PUBLIC_URL's host).
     service_name: str = ""
+    # Where the audit log's JSON lines are appended (AUDIT_LOG_FILE); None: stderr.
+    audit_log_file: str | None = None
 
     @property
     def issuer(self) -> str:
@@ -505,6 +507,23 @@ def _oidc_settings(env: Mapping[str, str]) -> OidcSettings:
     )
 
 
+def _audit_log_file(env: Mapping[str, str]) -> str | None:
+    """AUDIT_LOG_FILE: a file to append the audit log to, in a directory that exists. Checked
+    without creating anything (check-config writes nothing)."""
+    raw = (env.get("AUDIT_LOG_FILE") or "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if path.is_dir():
+        raise ConfigError(f"AUDIT_LOG_FILE must be a file to append to, not a directory, got {raw!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"AUDIT_LOG_FILE must be in a directory that exists, got {raw!r}")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise ConfigError(f"AUDIT_LOG_FILE is not writable by this process, got {raw!r}")
+    return raw
+
+
 def _token_hash_key(raw: str) -> bytes:
     try:
         key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
@@ -635,4 +654,5 @@ def load_settings(
         metadata_documents=_metadata_document_policy(env, public_url),
         keys_to_generate=keys_to_generate,
         service_name=_service_name(env.get("SERVICE_NAME"), public_url),
+        audit_log_file=_audit_log_file(env),
     )

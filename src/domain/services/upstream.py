@@ -4,9 +4,10 @@ a single-use upstream refresh token once."""
 
 from __future__ import annotations
 
+from ..audit import REVOKED_UPSTREAM_INVALID_GRANT, REVOKED_UPSTREAM_SESSION_EXPIRED, NoAuditTrail, grant_revoked
 from ..errors import InvalidToken, TemporarilyUnavailable
 from ..model import UpstreamTokens
-from ..ports import Clock, GrantStore, IdentityProvider, TokenGenerator, UpstreamIdentityError, UpstreamTokenStore
+from ..ports import AuditTrail, Clock, GrantStore, IdentityProvider, TokenGenerator, UpstreamIdentityError, UpstreamTokenStore
 
 # Refresh when the upstream token expires within this many seconds.
 REFRESH_MARGIN = 120
@@ -26,8 +27,10 @@ class UpstreamTokenService:
         identity_provider: IdentityProvider,
         clock: Clock,
         tokens: TokenGenerator,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._grants = grants
+        self._audit: AuditTrail = audit or NoAuditTrail()
         self._upstream_tokens = upstream_tokens
         self._idp = identity_provider
         self._clock = clock
@@ -78,7 +81,7 @@ class UpstreamTokenService:
             return current.access_token
         stored = self._stored(grant_id)
         if not stored.refresh_token:
-            self._grants.revoke_grant(grant_id, self._clock.now())
+            self._revoke(grant_id, REVOKED_UPSTREAM_SESSION_EXPIRED)
             raise InvalidToken("the upstream session expired; sign in again")
         try:
             refreshed = self._idp.refresh(stored.refresh_token)
@@ -86,7 +89,7 @@ class UpstreamTokenService:
             # Only invalid_grant ends the upstream session; a misconfiguration or an outage
             # must not revoke every grant.
             if exc.upstream_error == "invalid_grant":
-                self._grants.revoke_grant(grant_id, self._clock.now())
+                self._revoke(grant_id, REVOKED_UPSTREAM_INVALID_GRANT, upstream_error=exc.upstream_error)
                 raise InvalidToken("the upstream session ended; sign in again") from exc
             raise TemporarilyUnavailable("the identity provider is unavailable") from exc
         if refreshed.refresh_token is None:
@@ -100,3 +103,10 @@ class UpstreamTokenService:
             )
         self._upstream_tokens.update_upstream_tokens(grant_id, refreshed)
         return refreshed.access_token
+
+    def _revoke(self, grant_id: str, reason: str, *, upstream_error: str | None = None) -> None:
+        # Read before revoking, for the audit event's client and subject.
+        grant = self._grants.get_grant(grant_id)
+        self._grants.revoke_grant(grant_id, self._clock.now())
+        if grant is not None and not grant.is_revoked:
+            self._audit.record(grant_revoked(grant, reason, upstream_error=upstream_error))
