@@ -207,6 +207,7 @@ class Container(containers.DeclarativeContainer):
         identity_provider=identity_provider,
         clock=clock,
         tokens=token_generator,
+        audit=audit_log,
     )
     client_authenticator = providers.Singleton(ClientAuthenticator, directory=client_directory, hasher=hasher)
     token_service = providers.Singleton(
