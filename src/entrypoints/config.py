@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from limits import parse_many
 from psycopg.conninfo import conninfo_to_dict
 
+from ..adapters.identity.certificate import CertificateCredential, CertificatePasswordError
 from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
@@ -135,10 +136,12 @@ class EntraSettings:
 
     tenant: str
     client_id: str
+    # Exactly one credential: a client secret, or a certificate (AZURE_CLIENT_CERTIFICATE_PATH).
     client_secret: str = field(repr=False)
     authority_host: str = DEFAULT_AUTHORITY_HOST
     scopes: tuple[str, ...] = ()
     allowed_tenants: tuple[str, ...] = ()
+    client_certificate: CertificateCredential | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -564,13 +567,52 @@ def _entra_allowed_tenants(env: Mapping[str, str]) -> tuple[str, ...]:
     return allowed
 
 
+def _entra_certificate(path: str, password: str | None) -> CertificateCredential:
+    """AZURE_CLIENT_CERTIFICATE_PATH loaded and checked: readable, a certificate with its RSA
+    private key, decrypted with AZURE_CLIENT_CERTIFICATE_PASSWORD when encrypted, not expired;
+    a warning is logged when it expires within 30 days."""
+    try:
+        credential = CertificateCredential.from_file(path, password=None if password is None else password.encode("utf-8"))
+    except CertificatePasswordError as exc:
+        raise ConfigError(f"AZURE_CLIENT_CERTIFICATE_PASSWORD: {exc} (the key in AZURE_CLIENT_CERTIFICATE_PATH={path!r})") from None
+    except ValueError as exc:
+        raise ConfigError(
+            f"AZURE_CLIENT_CERTIFICATE_PATH must name a PEM file with the certificate and its private key: {exc}"
+        ) from None
+    warning = credential.expiry_warning()
+    if credential.is_expired():
+        raise ConfigError(f"AZURE_CLIENT_CERTIFICATE_PATH: {warning}; upload a new certificate to the app registration and replace the file")
+    if warning:
+        log.warning("AZURE_CLIENT_CERTIFICATE_PATH: %s", warning)
+    return credential
+
+
+def _entra_credential(env: Mapping[str, str]) -> tuple[str, CertificateCredential | None]:
+    """Exactly one of AZURE_CLIENT_SECRET and AZURE_CLIENT_CERTIFICATE_PATH."""
+    secret = (env.get("AZURE_CLIENT_SECRET") or "").strip()
+    path = (env.get("AZURE_CLIENT_CERTIFICATE_PATH") or "").strip()
+    password = env.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None
+    if secret and path:
+        raise ConfigError("AZURE_CLIENT_SECRET and AZURE_CLIENT_CERTIFICATE_PATH are both set: set only one of them")
+    if password is not None and not path:
+        raise ConfigError("AZURE_CLIENT_CERTIFICATE_PASSWORD is set without AZURE_CLIENT_CERTIFICATE_PATH")
+    if path:
+        return "", _entra_certificate(path, password)
+    if not secret:
+        raise ConfigError(
+            "AZURE_CLIENT_SECRET (a client secret) or AZURE_CLIENT_CERTIFICATE_PATH (a certificate) is required with IDP_PROVIDER=azure"
+        )
+    return secret, None
+
+
 def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
     why = "IDP_PROVIDER=azure"
     problems = _Problems()
     check = problems.check
     tenant = check(lambda: _checked("AZURE_TENANT_ID", lambda: validate_tenant(_required(env, "AZURE_TENANT_ID", why))), "")
     client_id = check(lambda: _entra_client_id(env, why), "")
-    secret = check(lambda: _required(env, "AZURE_CLIENT_SECRET", why), "")
+    no_credential: tuple[str, CertificateCredential | None] = ("", None)
+    secret, certificate = check(lambda: _entra_credential(env), no_credential)
     host = check(
         lambda: _checked(
             "AZURE_AUTHORITY_HOST",
@@ -582,7 +624,15 @@ def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
     check(lambda: _checked("AZURE_SCOPES", lambda: entra_scopes(scopes)), scopes)
     allowed: tuple[str, ...] = check(lambda: _entra_allowed_tenants(env), ())
     problems.raise_any()
-    return EntraSettings(tenant=tenant, client_id=client_id, client_secret=secret, authority_host=host, scopes=scopes, allowed_tenants=allowed)
+    return EntraSettings(
+        tenant=tenant,
+        client_id=client_id,
+        client_secret=secret,
+        authority_host=host,
+        scopes=scopes,
+        allowed_tenants=allowed,
+        client_certificate=certificate,
+    )
 
 
 def _oidc_settings(env: Mapping[str, str]) -> OidcSettings:
