@@ -9,7 +9,9 @@ import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import pytest
 import requests
 import responses
@@ -22,11 +24,25 @@ from joserfc.jws import extract_compact
 
 from mcp_oauth_bridge.adapters.identity.certificate import CertificateCredential
 from mcp_oauth_bridge.adapters.identity.entra import EntraIdentityProvider
+from mcp_oauth_bridge.adapters.system import SystemClock
+from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
 from mcp_oauth_bridge.entrypoints.config import ConfigError, load_settings
 from tests.fakes import FixedClock
 
 from .certificates import certificate_for, certificate_pem, key_pem, rsa_key, sha256_thumbprint, write_credential
 from .conftest import environment_for
+from .entra_standin import USERNAME, EntraStandIn, s256
+from .mcp_calls import MODERN
+from .mcp_sdk_driver import (
+    HeadlessBrowser,
+    InMemoryTokenStorage,
+    RequestLog,
+    connected_client,
+    oauth_provider,
+    sign_in_with_redirecting_idp,
+    text_of,
+)
+from .servers import running_server
 from .idp_fixtures import (
     CLIENT_ID,
     CODE,
@@ -240,3 +256,68 @@ def test_an_expired_certificate_is_refused_and_one_close_to_expiry_warned_about(
     assert settings.entra.client_certificate.expiry_warning() is None
     in_two_days = datetime.now(timezone.utc) + timedelta(days=2)
     assert settings.entra.client_certificate.expiry_warning(in_two_days) is not None
+
+
+# -- against the local Entra stand-in ------------------------------------------------------------
+
+
+def standin_provider(stand_in: EntraStandIn, credential: CertificateCredential) -> EntraIdentityProvider:
+    return EntraIdentityProvider(
+        tenant=stand_in.tenant, client_id=stand_in.client_id, client_certificate=credential,
+        redirect_uri="http://127.0.0.1:8000/oauth/callback", clock=SystemClock(), authority_host=stand_in.authority_host,
+    )  # fmt: skip
+
+
+def test_the_entra_standin_accepts_the_assertions_and_refuses_another_certificate(tmp_path: Path) -> None:
+    uploaded = certificate_for(rsa_key())
+    path = write_credential(tmp_path / "app.pem", rsa_key(), uploaded)
+    stand_in = EntraStandIn(client_certificate=uploaded).start()
+    try:
+        upstream = standin_provider(stand_in, CertificateCredential.from_file(str(path)))
+        verifier = "v" * 43
+        sign_in = requests.get(upstream.authorization_url(state="st", nonce="nc", code_challenge=s256(verifier)), allow_redirects=False, timeout=10)
+        code = parse_qs(urlsplit(sign_in.headers["Location"]).query)["code"][0]
+        login = upstream.exchange_code(code=code, code_verifier=verifier, nonce="nc")
+        assert login.tokens.refresh_token is not None
+        refreshed = upstream.refresh(login.tokens.refresh_token)
+        assert [(call.grant_type, call.status) for call in stand_in.token_calls] == [("authorization_code", 200), ("refresh_token", 200)]
+        assert stand_in.violations == []
+        assert [claims["aud"] for claims in stand_in.assertions] == [stand_in.token_endpoint] * 2
+
+        # A certificate that was not uploaded to the app registration: Entra's AADSTS700027, explained.
+        stranger = certificate_for(rsa_key("other"))
+        other_path = write_credential(tmp_path / "other.pem", rsa_key("other"), stranger)
+        impostor = standin_provider(stand_in, CertificateCredential.from_file(str(other_path)))
+        assert refreshed.refresh_token is not None
+        with pytest.raises(UpstreamIdentityError, match="AADSTS700027") as refused:
+            impostor.refresh(refreshed.refresh_token)
+        assert "Certificates & secrets" in str(refused.value)
+        assert stand_in.violations == ["client assertion: not signed by the registered certificate (BadSignatureError)"]
+    finally:
+        stand_in.stop()
+
+
+@pytest.mark.slow
+def test_a_server_configured_with_a_certificate_signs_people_in_through_entra(tmp_path: Path) -> None:
+    """gunicorn with AZURE_CLIENT_CERTIFICATE_PATH and no secret: the MCP SDK client registers,
+    the person signs in at the stand-in, and whoami answers; Entra saw only assertions."""
+    uploaded = certificate_for(rsa_key())
+    path = write_credential(tmp_path / "app.pem", rsa_key(), uploaded)
+    stand_in = EntraStandIn(client_certificate=uploaded).start()
+    try:
+        environment = stand_in.server_environment(toolsets="identity", certificate_path=str(path))
+        with running_server(tmp_path, **environment) as server:
+            mcp_url = server.base_url + "/mcp"
+            browser = HeadlessBrowser(username=USERNAME, sign_in=sign_in_with_redirecting_idp)
+
+            async def scenario() -> str:
+                provider = oauth_provider(mcp_url, InMemoryTokenStorage(), browser)
+                async with connected_client(mcp_url, provider, MODERN, RequestLog()) as client:
+                    return text_of(await client.call_tool("whoami", {}))
+
+            text = anyio.run(scenario)
+        assert USERNAME in text
+        assert [(call.grant_type, call.status) for call in stand_in.token_calls] == [("authorization_code", 200)]
+        assert len(stand_in.assertions) == 1 and stand_in.violations == []
+    finally:
+        stand_in.stop()
