@@ -6,6 +6,8 @@ AZURE_CLIENT_CERTIFICATE_PATH / AZURE_CLIENT_CERTIFICATE_PASSWORD."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,6 +18,7 @@ import pytest
 import requests
 import responses
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.errors import BadSignatureError
@@ -321,3 +324,31 @@ def test_a_server_configured_with_a_certificate_signs_people_in_through_entra(tm
         assert len(stand_in.assertions) == 1 and stand_in.violations == []
     finally:
         stand_in.stop()
+
+
+def test_check_config_shows_the_certificate_the_portal_lists(tmp_path: Path) -> None:
+    uploaded = certificate_for(rsa_key(), days=100)
+    path = write_credential(tmp_path / "app.pem", rsa_key(), uploaded)
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
+        cwd=tmp_path,
+        env=entra_environment(tmp_path, AZURE_CLIENT_CERTIFICATE_PATH=str(path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    sha1 = uploaded.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - the portal's thumbprint
+    assert f"AZURE_CLIENT_CERTIFICATE_PATH: CN=mcp-oauth-bridge, thumbprint {sha1}, expires {uploaded.not_valid_after_utc:%Y-%m-%d}" in result.stdout
+    assert "PRIVATE KEY" not in result.stdout + result.stderr
+
+
+def test_the_readiness_report_warns_within_thirty_days(tmp_path: Path) -> None:
+    path = write_credential(tmp_path / "app.pem", rsa_key(), certificate_for(rsa_key(), days=45))
+    credential = CertificateCredential.from_file(str(path))
+    now = datetime.now(timezone.utc)
+    calm = credential.readiness(now)
+    assert calm == {"expires_at": credential.expires_at.isoformat(), "days_left": 44, "warning": None}
+    close = credential.readiness(now + timedelta(days=20))
+    assert close["days_left"] == 24 and "expires on" in str(close["warning"])
+    assert "expired on" in str(credential.readiness(now + timedelta(days=46))["warning"])

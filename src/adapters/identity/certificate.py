@@ -159,6 +159,15 @@ class CertificateCredential:
             f"{int(days)} days: upload a new one to the app registration and replace the file"
         )
 
+    def readiness(self, now: datetime | None = None) -> dict[str, object]:
+        """The certificate's part of /readyz: when it expires, whole days left, and the warning
+        (None while more than EXPIRY_WARNING_DAYS remain)."""
+        return {
+            "expires_at": self.expires_at.isoformat(),
+            "days_left": int(self.days_left(now)),
+            "warning": self.expiry_warning(now),
+        }
+
     # -- the client assertion ------------------------------------------------------------------
 
     def client_assertion(self, *, client_id: str, audience: str, now: int) -> str:
