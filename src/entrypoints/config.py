@@ -127,7 +127,8 @@ class _Problems:
 
     def raise_any(self) -> None:
         if self.messages:
-            raise ConfigError(*self.messages)
+            # A variable read by two checks is reported once.
+            raise ConfigError(*dict.fromkeys(self.messages))
 
 
 @dataclass(frozen=True)

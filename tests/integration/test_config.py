@@ -406,3 +406,10 @@ def test_the_cli_prints_every_problem(tmp_path: Path) -> None:
     assert "configuration error: 4 problems:" in result.stderr
     for variable in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "LOG_LEVEL"):
         assert f"\n  {variable} " in result.stderr
+
+
+def test_a_variable_read_by_two_checks_is_reported_once(tmp_path: Path) -> None:
+    env = environment_for(tmp_path, PUBLIC_URL="https://mcp.example.com", FAKE_IDP_ALLOW_NON_LOOPBACK="maybe")
+    with pytest.raises(ConfigError) as error:
+        load_settings(env, dotenv_path=None)
+    assert error.value.problems == ("FAKE_IDP_ALLOW_NON_LOOPBACK must be true or false (on or off), got 'maybe'",)
