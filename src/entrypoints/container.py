@@ -127,6 +127,7 @@ class Container(containers.DeclarativeContainer):
             tenant=settings.provided.entra.tenant,
             client_id=settings.provided.entra.client_id,
             client_secret=settings.provided.entra.client_secret,
+            client_certificate=settings.provided.entra.client_certificate,
             authority_host=settings.provided.entra.authority_host,
             scopes=providers.Callable(entra_scopes, settings),
             allowed_tenants=settings.provided.entra.allowed_tenants,
