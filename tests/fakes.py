@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any, Generator, Iterator
 from urllib.parse import urlencode
 
+from mcp_oauth_bridge.domain.audit import AuditEvent
 from mcp_oauth_bridge.domain.model import (
     AccessToken,
     AuthorizationCode,
@@ -682,3 +683,19 @@ class ScriptedMetadataFetcher:
             raise response
         body = response if isinstance(response, bytes) else json.dumps(response).encode()
         return FetchedDocument(body=body, max_age=self.max_age.get(url))
+
+
+class RecordingAuditTrail:
+    """The AuditTrail port: keeps every event, oldest first."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def named(self, name: str) -> list[AuditEvent]:
+        return [event for event in self.events if event.event == name]
+
+    def names(self) -> list[str]:
+        return [event.event for event in self.events]

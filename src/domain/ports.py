@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
+from .audit import AuditEvent
 from .model import (
     AccessToken,
     AuthorizationCode,
@@ -473,3 +474,11 @@ class Toolset(Protocol):
         """Run one of this toolset's tools; bad arguments and upstream failures are results with
         ``is_error`` set, not exceptions."""
         ...
+
+
+@runtime_checkable
+class AuditTrail(Protocol):
+    """Where security events go (issue 11 §3; the events in ``domain/audit.py``). Recording must
+    not fail the request: an adapter that cannot write reports that and carries on."""
+
+    def record(self, event: AuditEvent) -> None: ...

@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.register_blueprint(module.bp)
     register_error_handlers(app)
     # This app's own limiter, on this app's view functions (after the blueprints are registered).
-    ratelimit.install(app, settings.rate_limits, store=container.rate_limit_store(), clock=container.clock())
+    ratelimit.install(
+        app, settings.rate_limits, store=container.rate_limit_store(), clock=container.clock(), audit=container.audit_log()
+    )
     security_headers.install(app)
     install_cors(app, settings)
 

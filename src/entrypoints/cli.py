@@ -204,6 +204,13 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
         )
     print(f"PUBLIC_URL={settings.public_url}")
     print(f"IDP_PROVIDER={settings.idp_provider}")
+    certificate = settings.entra.client_certificate if settings.entra else None
+    if certificate is not None:
+        # The thumbprint the Entra portal lists under Certificates & secrets, to compare.
+        print(
+            f"AZURE_CLIENT_CERTIFICATE_PATH: {certificate.subject}, thumbprint {certificate.sha1_thumbprint}, "
+            f"expires {certificate.expires_at:%Y-%m-%d}"
+        )
     print(f"STORAGE_URL={settings.storage_url_for_display}")
     limits = settings.rate_limits
     # Where the counters are, never the Redis URL itself (it may hold a password).

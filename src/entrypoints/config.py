@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from limits import parse_many
 from psycopg.conninfo import conninfo_to_dict
 
+from ..adapters.identity.certificate import CertificateCredential, CertificatePasswordError
 from ..adapters.identity.entra import DEFAULT_AUTHORITY_HOST, entra_scopes, validate_authority_host, validate_tenant
 from ..adapters.identity.oidc import normalize_oidc_scopes, require_secure_url
 from ..adapters.storage.crypto import SecretBox, generate_key
@@ -78,6 +79,21 @@ DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
 # SERVICE_NAME, the organisation or service the pages name ("Claude wants to use your tools at
 # Contoso"): a heading, not a paragraph.
 MAX_SERVICE_NAME_LENGTH = 80
+# Variables that hold secrets: each may instead be read from the file NAME_FILE names (the
+# container convention: Docker and Kubernetes secrets mounted under /run/secrets/). A name
+# listed here before anything reads it (TOKEN_HASH_KEYS, METRICS_TOKEN) is resolved all the same.
+SECRET_VARIABLES = (
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "OIDC_CLIENT_SECRET",
+    "ENCRYPTION_KEYS",
+    "TOKEN_HASH_KEY",
+    "TOKEN_HASH_KEYS",
+    "STORAGE_URL",
+    "RATE_LIMIT_STORAGE_URL",
+    "METRICS_TOKEN",
+)
+FILE_SUFFIX = "_FILE"
 
 
 # A host name (lower-case labels), optionally "*." for any of its subdomains.
@@ -85,7 +101,38 @@ HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z
 
 
 class ConfigError(Exception):
-    """Start-up configuration is invalid; the message names the variable."""
+    """Start-up configuration is invalid; the message names the variable. With several problems
+    (every one of a load is reported at once) the message has one line per problem, each naming
+    its variable."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems: tuple[str, ...] = problems
+        if len(problems) == 1:
+            message = problems[0]
+        else:
+            message = f"{len(problems)} problems:\n" + "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(message)
+
+
+class _Problems:
+    """The problems of one configuration load, collected so that one run reports them all: each
+    section's parse runs under ``check``, which notes its ConfigError and gives the fallback so
+    the rest can still be checked; ``raise_any`` then raises one ConfigError with all of them."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def check(self, parse: "Callable[[], T]", fallback: T) -> T:
+        try:
+            return parse()
+        except ConfigError as exc:
+            self.messages.extend(exc.problems)
+            return fallback
+
+    def raise_any(self) -> None:
+        if self.messages:
+            # A variable read by two checks is reported once.
+            raise ConfigError(*dict.fromkeys(self.messages))
 
 
 @dataclass(frozen=True)
@@ -94,10 +141,12 @@ class EntraSettings:
 
     tenant: str
     client_id: str
+    # Exactly one credential: a client secret, or a certificate (AZURE_CLIENT_CERTIFICATE_PATH).
     client_secret: str = field(repr=False)
     authority_host: str = DEFAULT_AUTHORITY_HOST
     scopes: tuple[str, ...] = ()
     allowed_tenants: tuple[str, ...] = ()
+    client_certificate: CertificateCredential | None = field(default=None, repr=False)
     # AZURE_ALLOWED_GROUPS (group object ids, lower case) and AZURE_REQUIRED_APP_ROLES.
     allowed_groups: tuple[str, ...] = ()
     required_app_roles: tuple[str, ...] = ()
@@ -180,6 +229,8 @@ class Settings:
     keys_to_generate: Path | None = None
     # The organisation or service the pages name (SERVICE_NAME; by default PUBLIC_URL's host).
     service_name: str = ""
+    # Where the audit log's JSON lines are appended (AUDIT_LOG_FILE); None: stderr.
+    audit_log_file: str | None = None
     # Whom the access-denied page names (ACCESS_DENIED_CONTACT) and GRANT_MAX_LIFETIME.
     access_denied_contact: str = ""
     grant_max_lifetime: int = 30 * 24 * 3600
@@ -241,6 +292,37 @@ def _merged_environment(environ: Mapping[str, str], dotenv_path: str | None) -> 
     # Real environment variables win over .env entries.
     values.update(environ)
     return values
+
+
+def _read_secret_file(name: str, path: str) -> str:
+    """The content of NAME_FILE's file with one trailing newline stripped (what ``echo`` and
+    most editors add); errors name NAME_FILE and the path, never the content."""
+    variable = name + FILE_SUFFIX
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{variable}: cannot read {path!r} ({reason})") from None
+    return content.removesuffix("\n").removesuffix("\r")
+
+
+def _resolve_secret_files(env: dict[str, str]) -> list[str]:
+    """Replace each NAME_FILE of SECRET_VARIABLES with NAME (the file's content) in ``env``, so
+    every later parse reads NAME as usual. Returns the problems (both set, unreadable file)."""
+    problems: list[str] = []
+    for name in SECRET_VARIABLES:
+        path = env.pop(name + FILE_SUFFIX, None)
+        if path is None or not path.strip():
+            continue
+        if env.get(name):
+            problems.append(f"{name} and {name}{FILE_SUFFIX} are both set: set only one of them")
+            continue
+        try:
+            env[name] = _read_secret_file(name, path.strip())
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _public_url(value: str | None) -> str:
@@ -501,34 +583,80 @@ def _checked(name: str, check: "Callable[[], T]") -> "T":
         raise ConfigError(f"{name}: {exc}") from None
 
 
-def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
-    why = "IDP_PROVIDER=azure"
-    tenant = _checked("AZURE_TENANT_ID", lambda: validate_tenant(_required(env, "AZURE_TENANT_ID", why)))
+def _entra_client_id(env: Mapping[str, str], why: str) -> str:
     client_id = _required(env, "AZURE_CLIENT_ID", why)
     if not GUID.fullmatch(client_id):
         raise ConfigError(f"AZURE_CLIENT_ID must be the application (client) ID, a GUID, got {client_id!r}")
-    secret = _required(env, "AZURE_CLIENT_SECRET", why)
-    host = _checked(
-        "AZURE_AUTHORITY_HOST",
-        lambda: validate_authority_host((env.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST).strip().rstrip("/")),
-    )
-    scopes = tuple((env.get("AZURE_SCOPES") or "").split())
-    _checked("AZURE_SCOPES", lambda: entra_scopes(scopes))
+    return client_id
+
+
+def _entra_allowed_tenants(env: Mapping[str, str]) -> tuple[str, ...]:
     allowed = tuple(t.strip().lower() for t in (env.get("AZURE_ALLOWED_TENANTS") or "").split(",") if t.strip())
     for value in allowed:
         if not GUID.fullmatch(value):
             raise ConfigError(f"AZURE_ALLOWED_TENANTS holds tenant ids (GUIDs), got {value!r}")
-    groups = tuple(dict.fromkeys(g.strip().lower() for g in (env.get("AZURE_ALLOWED_GROUPS") or "").split(",") if g.strip()))
-    for value in groups:
-        if not GUID.fullmatch(value):
-            raise ConfigError(f"AZURE_ALLOWED_GROUPS holds group object ids (GUIDs, comma-separated), got {value!r}")
-    if groups:
-        # Membership may have to be read from Microsoft Graph, in the same token as AZURE_SCOPES.
-        _checked("AZURE_ALLOWED_GROUPS", lambda: entra_scopes(scopes + ("User.Read",)))
-    roles = tuple(dict.fromkeys(r.strip() for r in (env.get("AZURE_REQUIRED_APP_ROLES") or "").split(",") if r.strip()))
-    for role in roles:
-        if re.search(r"\s", role):
-            raise ConfigError(f"AZURE_REQUIRED_APP_ROLES holds app role values (comma-separated, no spaces), got {role!r}")
+    return allowed
+
+
+def _entra_certificate(path: str, password: str | None) -> CertificateCredential:
+    """AZURE_CLIENT_CERTIFICATE_PATH loaded and checked: readable, a certificate with its RSA
+    private key, decrypted with AZURE_CLIENT_CERTIFICATE_PASSWORD when encrypted, not expired;
+    a warning is logged when it expires within 30 days."""
+    try:
+        credential = CertificateCredential.from_file(path, password=None if password is None else password.encode("utf-8"))
+    except CertificatePasswordError as exc:
+        raise ConfigError(f"AZURE_CLIENT_CERTIFICATE_PASSWORD: {exc} (the key in AZURE_CLIENT_CERTIFICATE_PATH={path!r})") from None
+    except ValueError as exc:
+        raise ConfigError(
+            f"AZURE_CLIENT_CERTIFICATE_PATH must name a PEM file with the certificate and its private key: {exc}"
+        ) from None
+    warning = credential.expiry_warning()
+    if credential.is_expired():
+        raise ConfigError(f"AZURE_CLIENT_CERTIFICATE_PATH: {warning}; upload a new certificate to the app registration and replace the file")
+    if warning:
+        log.warning("AZURE_CLIENT_CERTIFICATE_PATH: %s", warning)
+    return credential
+
+
+def _entra_credential(env: Mapping[str, str]) -> tuple[str, CertificateCredential | None]:
+    """Exactly one of AZURE_CLIENT_SECRET and AZURE_CLIENT_CERTIFICATE_PATH."""
+    secret = (env.get("AZURE_CLIENT_SECRET") or "").strip()
+    path = (env.get("AZURE_CLIENT_CERTIFICATE_PATH") or "").strip()
+    password = env.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None
+    if secret and path:
+        raise ConfigError("AZURE_CLIENT_SECRET and AZURE_CLIENT_CERTIFICATE_PATH are both set: set only one of them")
+    if password is not None and not path:
+        raise ConfigError("AZURE_CLIENT_CERTIFICATE_PASSWORD is set without AZURE_CLIENT_CERTIFICATE_PATH")
+    if path:
+        return "", _entra_certificate(path, password)
+    if not secret:
+        raise ConfigError(
+            "AZURE_CLIENT_SECRET (a client secret) or AZURE_CLIENT_CERTIFICATE_PATH (a certificate) is required with IDP_PROVIDER=azure"
+        )
+    return secret, None
+
+
+def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
+    why = "IDP_PROVIDER=azure"
+    problems = _Problems()
+    check = problems.check
+    tenant = check(lambda: _checked("AZURE_TENANT_ID", lambda: validate_tenant(_required(env, "AZURE_TENANT_ID", why))), "")
+    client_id = check(lambda: _entra_client_id(env, why), "")
+    no_credential: tuple[str, CertificateCredential | None] = ("", None)
+    secret, certificate = check(lambda: _entra_credential(env), no_credential)
+    host = check(
+        lambda: _checked(
+            "AZURE_AUTHORITY_HOST",
+            lambda: validate_authority_host((env.get("AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST).strip().rstrip("/")),
+        ),
+        DEFAULT_AUTHORITY_HOST,
+    )
+    scopes = tuple((env.get("AZURE_SCOPES") or "").split())
+    check(lambda: _checked("AZURE_SCOPES", lambda: entra_scopes(scopes)), scopes)
+    allowed: tuple[str, ...] = check(lambda: _entra_allowed_tenants(env), ())
+    groups: tuple[str, ...] = check(lambda: _entra_allowed_groups(env, scopes), ())
+    roles: tuple[str, ...] = check(lambda: _entra_required_app_roles(env), ())
+    problems.raise_any()
     return EntraSettings(
         tenant=tenant,
         client_id=client_id,
@@ -536,22 +664,51 @@ def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
         authority_host=host,
         scopes=scopes,
         allowed_tenants=allowed,
+        client_certificate=certificate,
         allowed_groups=groups,
         required_app_roles=roles,
     )
 
 
+def _entra_allowed_groups(env: Mapping[str, str], scopes: tuple[str, ...]) -> tuple[str, ...]:
+    groups = tuple(dict.fromkeys(g.strip().lower() for g in (env.get("AZURE_ALLOWED_GROUPS") or "").split(",") if g.strip()))
+    for value in groups:
+        if not GUID.fullmatch(value):
+            raise ConfigError(f"AZURE_ALLOWED_GROUPS holds group object ids (GUIDs, comma-separated), got {value!r}")
+    if groups:
+        # Membership may have to be read from Microsoft Graph, in the same token as AZURE_SCOPES.
+        _checked("AZURE_ALLOWED_GROUPS", lambda: entra_scopes(scopes + ("User.Read",)))
+    return groups
+
+
+def _entra_required_app_roles(env: Mapping[str, str]) -> tuple[str, ...]:
+    roles = tuple(dict.fromkeys(r.strip() for r in (env.get("AZURE_REQUIRED_APP_ROLES") or "").split(",") if r.strip()))
+    for role in roles:
+        if re.search(r"\s", role):
+            raise ConfigError(f"AZURE_REQUIRED_APP_ROLES holds app role values (comma-separated, no spaces), got {role!r}")
+    return roles
+
+
 def _oidc_settings(env: Mapping[str, str]) -> OidcSettings:
     why = "IDP_PROVIDER=oidc"
-    issuer = _checked("OIDC_ISSUER", lambda: require_secure_url(_required(env, "OIDC_ISSUER", why), what="the issuer"))
-    scopes = _checked("OIDC_SCOPES", lambda: normalize_oidc_scopes((env.get("OIDC_SCOPES") or DEFAULT_OIDC_SCOPES).split()))
+    problems = _Problems()
+    check = problems.check
+    issuer = check(lambda: _checked("OIDC_ISSUER", lambda: require_secure_url(_required(env, "OIDC_ISSUER", why), what="the issuer")), "")
+    scopes: tuple[str, ...] = check(lambda: _checked("OIDC_SCOPES", lambda: normalize_oidc_scopes((env.get("OIDC_SCOPES") or DEFAULT_OIDC_SCOPES).split())), ())
+    client_id = check(lambda: _required(env, "OIDC_CLIENT_ID", why), "")
+    client_secret = check(lambda: _required(env, "OIDC_CLIENT_SECRET", why), "")
+    required_claims = check(
+        lambda: _checked("OIDC_REQUIRED_CLAIMS", lambda: parse_required_claims(env.get("OIDC_REQUIRED_CLAIMS") or "")), AccessPolicy()
+    )
+    prompt_consent = check(lambda: _prompt_consent(env), "auto")
+    problems.raise_any()
     return OidcSettings(
         issuer=issuer,
-        client_id=_required(env, "OIDC_CLIENT_ID", why),
-        client_secret=_required(env, "OIDC_CLIENT_SECRET", why),
+        client_id=client_id,
+        client_secret=client_secret,
         scopes=scopes,
-        required_claims=_checked("OIDC_REQUIRED_CLAIMS", lambda: parse_required_claims(env.get("OIDC_REQUIRED_CLAIMS") or "")),
-        prompt_consent=_prompt_consent(env),
+        required_claims=required_claims,
+        prompt_consent=prompt_consent,
     )
 
 
@@ -568,9 +725,13 @@ POLICY_VARIABLES = {"AZURE_ALLOWED_GROUPS": "azure", "AZURE_REQUIRED_APP_ROLES":
 
 
 def _check_policy_variables(env: Mapping[str, str], idp_provider: str) -> None:
-    for name, provider in POLICY_VARIABLES.items():
-        if (env.get(name) or "").strip() and idp_provider != provider:
-            raise ConfigError(f"{name} applies only with IDP_PROVIDER={provider} (IDP_PROVIDER is {idp_provider})")
+    misplaced = [
+        f"{name} applies only with IDP_PROVIDER={provider} (IDP_PROVIDER is {idp_provider})"
+        for name, provider in POLICY_VARIABLES.items()
+        if (env.get(name) or "").strip() and idp_provider != provider
+    ]
+    if misplaced:
+        raise ConfigError(*misplaced)
 
 
 def _access_denied_contact(env: Mapping[str, str]) -> str:
@@ -578,6 +739,23 @@ def _access_denied_contact(env: Mapping[str, str]) -> str:
     if len(contact) > MAX_SERVICE_NAME_LENGTH * 2 or unsafe_display_character(contact) is not None:
         raise ConfigError("ACCESS_DENIED_CONTACT must be one line of plain text, at most 160 characters (e.g. the IT service desk, it@example.com)")
     return contact
+
+
+def _audit_log_file(env: Mapping[str, str]) -> str | None:
+    """AUDIT_LOG_FILE: a file to append the audit log to, in a directory that exists. Checked
+    without creating anything (check-config writes nothing)."""
+    raw = (env.get("AUDIT_LOG_FILE") or "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if path.is_dir():
+        raise ConfigError(f"AUDIT_LOG_FILE must be a file to append to, not a directory, got {raw!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"AUDIT_LOG_FILE must be in a directory that exists, got {raw!r}")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise ConfigError(f"AUDIT_LOG_FILE is not writable by this process, got {raw!r}")
+    return raw
 
 
 def _token_hash_key(raw: str) -> bytes:
@@ -627,90 +805,126 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in values.items()}
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env", write_generated_keys: bool = True
-) -> Settings:
-    """The validated settings. Without ENCRYPTION_KEYS and TOKEN_HASH_KEY, keys are generated once
-    into DATA_DIR/secrets.json; with ``write_generated_keys`` False (check-config) nothing is
-    written: throwaway keys stand in and ``Settings.keys_to_generate`` names the file."""
-    env = _merged_environment(os.environ if environ is None else environ, dotenv_path)
-    public_url = _public_url(env.get("PUBLIC_URL"))
+def _keys(env: Mapping[str, str], data_dir: Path, write_generated_keys: bool) -> tuple[str, str, Path | None]:
+    """ENCRYPTION_KEYS and TOKEN_HASH_KEY as given, else generated ones (see load_settings), and
+    where keys would be generated when they were not written."""
+    raw_keys, raw_hash_key = env.get("ENCRYPTION_KEYS"), env.get("TOKEN_HASH_KEY")
+    if raw_keys and raw_hash_key:
+        return raw_keys, raw_hash_key, None
+    if raw_keys or raw_hash_key:
+        missing = "TOKEN_HASH_KEY" if raw_keys else "ENCRYPTION_KEYS"
+        raise ConfigError(f"{missing} must be set together with {'ENCRYPTION_KEYS' if raw_keys else 'TOKEN_HASH_KEY'}")
+    if write_generated_keys or (data_dir / GENERATED_SECRETS_FILE).exists():
+        generated = _generated_secrets(data_dir)
+        return generated["ENCRYPTION_KEYS"], generated["TOKEN_HASH_KEY"], None
+    return generate_key(), secrets.token_urlsafe(32), data_dir / GENERATED_SECRETS_FILE
 
+
+def _idp_provider(env: Mapping[str, str], public_url: str) -> str:
     idp_provider = env.get("IDP_PROVIDER", "fake").strip().lower() or "fake"
     if idp_provider not in IDP_PROVIDERS:
         raise ConfigError(f"IDP_PROVIDER must be one of {', '.join(IDP_PROVIDERS)}, got {idp_provider!r}")
-    fake_allow = _boolean(env, "FAKE_IDP_ALLOW_NON_LOOPBACK")
     host = urlsplit(public_url).hostname or ""
-    if idp_provider == "fake" and not is_loopback_host(host) and not fake_allow:
+    if idp_provider == "fake" and not is_loopback_host(host) and not _boolean(env, "FAKE_IDP_ALLOW_NON_LOOPBACK"):
         raise ConfigError(
             "IDP_PROVIDER=fake lets anyone sign in as anyone: it runs only on a loopback PUBLIC_URL. "
             "Set IDP_PROVIDER to a real provider, or FAKE_IDP_ALLOW_NON_LOOPBACK=true for a demo."
         )
+    return idp_provider
 
-    data_dir = Path(env.get("DATA_DIR") or "data")
-    storage_url = check_storage_url(env.get("STORAGE_URL") or f"sqlite:///{data_dir / 'mcp-oauth-bridge.db'}")
 
-    raw_keys, raw_hash_key = env.get("ENCRYPTION_KEYS"), env.get("TOKEN_HASH_KEY")
-    keys_to_generate: Path | None = None
-    if not raw_keys or not raw_hash_key:
-        if raw_keys or raw_hash_key:
-            missing = "TOKEN_HASH_KEY" if raw_keys else "ENCRYPTION_KEYS"
-            raise ConfigError(f"{missing} must be set together with {'ENCRYPTION_KEYS' if raw_keys else 'TOKEN_HASH_KEY'}")
-        if write_generated_keys or (data_dir / GENERATED_SECRETS_FILE).exists():
-            generated = _generated_secrets(data_dir)
-            raw_keys, raw_hash_key = generated["ENCRYPTION_KEYS"], generated["TOKEN_HASH_KEY"]
-        else:
-            keys_to_generate = data_dir / GENERATED_SECRETS_FILE
-            raw_keys, raw_hash_key = generate_key(), secrets.token_urlsafe(32)
-
-    extra_scopes = tuple(dict.fromkeys((env.get("SCOPES") or "").split()))
+def _toolsets(env: Mapping[str, str], idp_provider: str) -> tuple[str, ...]:
     toolsets = tuple(dict.fromkeys(name.strip() for name in (env.get("TOOLSETS") or DEFAULT_TOOLSETS).split(",") if name.strip()))
     unknown = [name for name in toolsets if name not in TOOLSETS]
     if unknown or not toolsets:
         raise ConfigError(f"TOOLSETS must be a comma-separated list of {', '.join(TOOLSETS)}, got {env.get('TOOLSETS')!r}")
     if "mail" in toolsets and idp_provider != "azure":
         raise ConfigError("TOOLSETS=mail needs IDP_PROVIDER=azure: Microsoft Graph accepts only Entra ID tokens")
-    graph_base_url = _checked(
-        "GRAPH_BASE_URL",
-        lambda: require_secure_url((env.get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).strip().rstrip("/"), what="the Graph base URL"),
-    )
-    _check_policy_variables(env, idp_provider)
+    return toolsets
+
+
+def _log_level(env: Mapping[str, str]) -> str:
     log_level = (env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
+    return log_level
 
-    return Settings(
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env", write_generated_keys: bool = True
+) -> Settings:
+    """The validated settings. Without ENCRYPTION_KEYS and TOKEN_HASH_KEY, keys are generated once
+    into DATA_DIR/secrets.json; with ``write_generated_keys`` False (check-config) nothing is
+    written: throwaway keys stand in and ``Settings.keys_to_generate`` names the file.
+
+    Every problem is reported at once: one ConfigError, one line per problem."""
+    env = _merged_environment(os.environ if environ is None else environ, dotenv_path)
+    problems = _Problems()
+    problems.messages.extend(_resolve_secret_files(env))
+    check = problems.check
+    # The fallbacks only let the remaining checks run: with any problem nothing is returned.
+    public_url = check(lambda: _public_url(env.get("PUBLIC_URL")), DEFAULT_PUBLIC_URL)
+    idp_provider = check(lambda: _idp_provider(env, public_url), "fake")
+    fake_allow = check(lambda: _boolean(env, "FAKE_IDP_ALLOW_NON_LOOPBACK"), False)
+
+    data_dir = Path(env.get("DATA_DIR") or "data")
+    storage_url = check(lambda: check_storage_url(env.get("STORAGE_URL") or f"sqlite:///{data_dir / 'mcp-oauth-bridge.db'}"), "")
+    # Throwaway keys until the whole configuration is known to be valid (generated ones are
+    # written into DATA_DIR only then, below).
+    no_keys: tuple[str, str, Path | None] = ("", "", None)
+    raw_keys, raw_hash_key, keys_to_generate = check(lambda: _keys(env, data_dir, False), no_keys)
+
+    extra_scopes = tuple(dict.fromkeys((env.get("SCOPES") or "").split()))
+    default_toolsets: tuple[str, ...] = (DEFAULT_TOOLSETS,)
+    toolsets = check(lambda: _toolsets(env, idp_provider), default_toolsets)
+    graph_base_url = check(
+        lambda: _checked(
+            "GRAPH_BASE_URL",
+            lambda: require_secure_url((env.get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).strip().rstrip("/"), what="the Graph base URL"),
+        ),
+        DEFAULT_GRAPH_BASE_URL,
+    )
+    check(lambda: _check_policy_variables(env, idp_provider), None)
+    settings = Settings(
         public_url=public_url,
         idp_provider=idp_provider,
         storage_url=storage_url,
         data_dir=data_dir,
-        encryption_keys=_encryption_keys(raw_keys),
-        token_hash_key=_token_hash_key(raw_hash_key),
+        encryption_keys=check(lambda: _encryption_keys(raw_keys), ()),
+        token_hash_key=check(lambda: _token_hash_key(raw_hash_key), b""),
         extra_scopes=extra_scopes,
         toolsets=toolsets,
         graph_base_url=graph_base_url,
-        mcp_allowed_origins=_origins(env.get("MCP_ALLOWED_ORIGINS", "")),
-        access_token_ttl=_positive_int(env, "ACCESS_TOKEN_TTL", 3600),
-        refresh_token_ttl=_positive_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600),
-        authorization_code_ttl=_positive_int(env, "AUTHORIZATION_CODE_TTL", 60),
-        refresh_grace_period=_positive_int(env, "REFRESH_GRACE_PERIOD", 60, allow_zero=True),
-        unused_client_ttl=_positive_int(env, "UNUSED_CLIENT_TTL", 24 * 3600),
-        idle_client_ttl=_positive_int(env, "IDLE_CLIENT_TTL", 90 * 24 * 3600),
-        purge_interval=_positive_int(env, "PURGE_INTERVAL", 3600),
-        extra_redirect_schemes=_extra_redirect_schemes(env.get("EXTRA_REDIRECT_SCHEMES", "")),
+        mcp_allowed_origins=check(lambda: _origins(env.get("MCP_ALLOWED_ORIGINS", "")), ()),
+        access_token_ttl=check(lambda: _positive_int(env, "ACCESS_TOKEN_TTL", 3600), 0),
+        refresh_token_ttl=check(lambda: _positive_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600), 0),
+        authorization_code_ttl=check(lambda: _positive_int(env, "AUTHORIZATION_CODE_TTL", 60), 0),
+        refresh_grace_period=check(lambda: _positive_int(env, "REFRESH_GRACE_PERIOD", 60, allow_zero=True), 0),
+        unused_client_ttl=check(lambda: _positive_int(env, "UNUSED_CLIENT_TTL", 24 * 3600), 0),
+        idle_client_ttl=check(lambda: _positive_int(env, "IDLE_CLIENT_TTL", 90 * 24 * 3600), 0),
+        purge_interval=check(lambda: _positive_int(env, "PURGE_INTERVAL", 3600), 0),
+        extra_redirect_schemes=check(lambda: _extra_redirect_schemes(env.get("EXTRA_REDIRECT_SCHEMES", "")), ()),
         fake_idp_allow_non_loopback=fake_allow,
-        log_level=log_level,
-        entra=_entra_settings(env) if idp_provider == "azure" else None,
-        oidc=_oidc_settings(env) if idp_provider == "oidc" else None,
-        rate_limits=_rate_limit_settings(env),
-        storage_pool_size=_positive_int(env, "STORAGE_POOL_SIZE", 10, unit="number of connections"),
-        storage_statement_timeout=_positive_int(env, "STORAGE_STATEMENT_TIMEOUT", 5),
-        storage_connect_timeout=_positive_int(env, "STORAGE_CONNECT_TIMEOUT", 5),
-        client_registration=_client_registration(env),
-        redirect_uri_allowlist=_redirect_uri_allowlist(env),
-        metadata_documents=_metadata_document_policy(env, public_url),
+        log_level=check(lambda: _log_level(env), "INFO"),
+        entra=check(lambda: _entra_settings(env), None) if idp_provider == "azure" else None,
+        oidc=check(lambda: _oidc_settings(env), None) if idp_provider == "oidc" else None,
+        rate_limits=check(lambda: _rate_limit_settings(env), RateLimitSettings()),
+        storage_pool_size=check(lambda: _positive_int(env, "STORAGE_POOL_SIZE", 10, unit="number of connections"), 0),
+        storage_statement_timeout=check(lambda: _positive_int(env, "STORAGE_STATEMENT_TIMEOUT", 5), 0),
+        storage_connect_timeout=check(lambda: _positive_int(env, "STORAGE_CONNECT_TIMEOUT", 5), 0),
+        client_registration=check(lambda: _client_registration(env), REGISTRATION_OPEN),
+        redirect_uri_allowlist=check(lambda: _redirect_uri_allowlist(env), RedirectUriAllowlist()),
+        metadata_documents=check(lambda: _metadata_document_policy(env, public_url), MetadataDocumentPolicy()),
         keys_to_generate=keys_to_generate,
-        service_name=_service_name(env.get("SERVICE_NAME"), public_url),
-        access_denied_contact=_access_denied_contact(env),
-        grant_max_lifetime=_positive_int(env, "GRANT_MAX_LIFETIME", 30 * 24 * 3600),
+        service_name=check(lambda: _service_name(env.get("SERVICE_NAME"), public_url), ""),
+        audit_log_file=check(lambda: _audit_log_file(env), None),
+        access_denied_contact=check(lambda: _access_denied_contact(env), ""),
+        grant_max_lifetime=check(lambda: _positive_int(env, "GRANT_MAX_LIFETIME", 30 * 24 * 3600), 0),
     )
+    problems.raise_any()
+    if keys_to_generate is not None and write_generated_keys:
+        raw_keys, raw_hash_key, _ = _keys(env, data_dir, True)
+        settings = replace(
+            settings, encryption_keys=_encryption_keys(raw_keys), token_hash_key=_token_hash_key(raw_hash_key), keys_to_generate=None
+        )
+    return settings

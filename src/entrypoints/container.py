@@ -6,6 +6,7 @@ from dependency_injector import containers, providers
 
 from importlib import metadata as package_metadata
 
+from ..adapters.audit_log import JsonAuditLog
 from ..adapters.http.mcp import OriginPolicy
 from ..adapters.http.mcp_protocol import McpServer, ServerInfo
 from ..adapters.identity.entra import EntraIdentityProvider
@@ -97,6 +98,12 @@ class Container(containers.DeclarativeContainer):
     # The WHATWG parse browsers make, for redirect URIs and what the consent page shows.
     web_urls = providers.Singleton(AdaWebUrlParser)
     hasher = providers.Singleton(TokenHasher, key=settings.provided.token_hash_key)
+    # Security events (AUDIT_LOG_FILE, else stderr); client addresses as the rate limits see them.
+    audit_log = providers.Singleton(
+        JsonAuditLog,
+        path=settings.provided.audit_log_file,
+        forwarded_allow_ips=settings.provided.rate_limits.forwarded_allow_ips,
+    )
 
     # Storage is a sub-container chosen by the STORAGE_URL scheme (entrypoints/storage.py).
     storage = providers.DependenciesContainer()
@@ -126,6 +133,7 @@ class Container(containers.DeclarativeContainer):
             tenant=settings.provided.entra.tenant,
             client_id=settings.provided.entra.client_id,
             client_secret=settings.provided.entra.client_secret,
+            client_certificate=settings.provided.entra.client_certificate,
             authority_host=settings.provided.entra.authority_host,
             scopes=providers.Callable(entra_scopes, settings),
             allowed_tenants=settings.provided.entra.allowed_tenants,
@@ -155,6 +163,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         tokens=token_generator,
         access_policy=settings.provided.access_policy,
+        audit=audit_log,
     )
     # The tools decide which scopes the server offers.
     toolsets = providers.Singleton(build_toolsets, settings)
@@ -171,6 +180,7 @@ class Container(containers.DeclarativeContainer):
         policy=policy,
         web_urls=web_urls,
         housekeeping=housekeeping,
+        audit=audit_log,
     )
     # Client ID metadata documents: fetched safely, cached in storage; Claude's shipped copy.
     metadata_fetcher = providers.Singleton(
@@ -200,6 +210,7 @@ class Container(containers.DeclarativeContainer):
         policy=policy,
         web_urls=web_urls,
         housekeeping=housekeeping,
+        audit=audit_log,
     )
     connections_service = providers.Singleton(
         ConnectionsService,
@@ -208,6 +219,7 @@ class Container(containers.DeclarativeContainer):
         identity_provider=identity_provider,
         clock=clock,
         tokens=token_generator,
+        audit=audit_log,
     )
     client_authenticator = providers.Singleton(ClientAuthenticator, directory=client_directory, hasher=hasher)
     token_service = providers.Singleton(
@@ -224,6 +236,7 @@ class Container(containers.DeclarativeContainer):
         policy=policy,
         housekeeping=housekeeping,
         upstream=upstream_tokens,
+        audit=audit_log,
     )
     bearer_authenticator = providers.Singleton(
         BearerAuthenticator, access_tokens=access_tokens, clock=clock, hasher=hasher, policy=policy

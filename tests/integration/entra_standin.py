@@ -7,7 +7,10 @@ the Graph mail tools with ``GRAPH_BASE_URL=http://127.0.0.1:PORT/v1.0``. It serv
   ``http://127.0.0.1:PORT/{tenant}/v2.0``) and ``GET /{tenant}/discovery/v2.0/keys``: the JWKS;
 - ``GET /{tenant}/oauth2/v2.0/authorize``: a person who is already signed in: redirects at once
   to ``redirect_uri`` with a code and the ``state``, remembering ``nonce`` and ``code_challenge``;
-- ``POST /{tenant}/oauth2/v2.0/token``: ``authorization_code`` (client secret, PKCE S256,
+- ``POST /{tenant}/oauth2/v2.0/token``: ``authorization_code`` (client secret, or with
+  ``client_certificate`` set a client assertion checked as Entra does: signature with the
+  certificate's key, its x5t#S256 thumbprint, aud the token endpoint, iss = sub = the client id,
+  times, a jti not seen before; PKCE S256,
   redirect URI, single-use code) and ``refresh_token`` (single-use, rotated; a reused one is
   ``invalid_grant``), answering with RSA-signed ID tokens with Entra's claims and opaque access
   tokens;
@@ -39,6 +42,13 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
+from joserfc.jws import extract_compact
 
 from .idp_fixtures import entra_discovery, entra_jwks, sign_id_token, signing_key
 from .servers import LoopbackHttpServer
@@ -49,6 +59,7 @@ CLIENT_SECRET = "Xy8Q~stand-in.secret_VALUE~0123456789"
 USER_OID = "00000000-0000-0000-66f3-3332eca7ea81"
 USERNAME = "adele.vance@contoso.onmicrosoft.com"
 DISPLAY_NAME = "Adele Vance"
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 MESSAGES: tuple[dict[str, Any], ...] = (
     {
@@ -122,6 +133,11 @@ class EntraStandIn:
     # holds its server thread (until the Graph client's own timeout). stop() cuts stalls short.
     graph_delay: float = 0.0
     key_name: str = "entra-standin"
+    # The certificate uploaded to the app registration: token requests must then authenticate
+    # with a client assertion signed by its key (and may not send the client secret).
+    client_certificate: x509.Certificate | None = None
+    # The claims of every client assertion accepted.
+    assertions: list[dict[str, Any]] = field(default_factory=list)
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_calls: list[TokenCall] = field(default_factory=list)
     graph_calls: list[GraphCall] = field(default_factory=list)
@@ -179,13 +195,19 @@ class EntraStandIn:
     def graph_base_url(self) -> str:
         return f"{self.authority_host}/v1.0"
 
-    def server_environment(self, toolsets: str = "identity,mail") -> dict[str, str]:
-        """The variables that point the real Entra adapter and Graph tools here."""
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.authority_host}/{self.tenant}/oauth2/v2.0/token"
+
+    def server_environment(self, toolsets: str = "identity,mail", *, certificate_path: str | None = None) -> dict[str, str]:
+        """The variables that point the real Entra adapter and Graph tools here (with the
+        certificate credential at ``certificate_path`` instead of the client secret)."""
+        credential = {"AZURE_CLIENT_CERTIFICATE_PATH": certificate_path} if certificate_path else {"AZURE_CLIENT_SECRET": self.client_secret}
         return {
             "IDP_PROVIDER": "azure",
             "AZURE_TENANT_ID": self.tenant,
             "AZURE_CLIENT_ID": self.client_id,
-            "AZURE_CLIENT_SECRET": self.client_secret,
+            **credential,
             "AZURE_AUTHORITY_HOST": self.authority_host,
             "GRAPH_BASE_URL": self.graph_base_url,
             "TOOLSETS": toolsets,
@@ -280,13 +302,58 @@ class EntraStandIn:
             client_id, _, client_secret = (unquote(part) for part in pair.partition(":"))
         if client_id != self.client_id:
             return 400, _error("unauthorized_client", "AADSTS700016", "Application not found in the directory.")
-        if client_secret != self.client_secret:
+        if self.client_certificate is not None:
+            problem = self._assertion_problem(form)
+            if problem is not None:
+                self._violation(f"client assertion: {problem}")
+                return 401, _error("invalid_client", "AADSTS700027", f"Client assertion failed validation: {problem}.")
+        elif client_secret != self.client_secret:
             return 401, _error("invalid_client", "AADSTS7000215", "Invalid client secret provided.")
         if grant_type == "authorization_code":
             return self._redeem_code(form)
         if grant_type == "refresh_token":
             return self._refresh(form)
         return 400, _error("unsupported_grant_type", "AADSTS70003", "The app requested an unsupported grant type.")
+
+    def _assertion_problem(self, form: Mapping[str, str]) -> str | None:
+        """What Entra would refuse in the request's client assertion (certificate credentials),
+        or None; the accepted assertion's claims are recorded."""
+        assert self.client_certificate is not None
+        if "client_secret" in form:
+            return "a client_secret was sent as well"
+        if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+            return f"client_assertion_type is {form.get('client_assertion_type')!r}"
+        assertion = form.get("client_assertion", "")
+        public_key = self.client_certificate.public_key()
+        assert isinstance(public_key, rsa.RSAPublicKey)
+        try:
+            header = dict(extract_compact(assertion.encode()).headers())
+            claims = dict(jwt.decode(assertion, RSAKey.import_key(public_key), algorithms=["PS256", "RS256"]).claims)
+        except (JoseError, ValueError) as exc:
+            return f"not signed by the registered certificate ({type(exc).__name__})"
+        der = self.client_certificate.public_bytes(serialization.Encoding.DER)
+        thumbprints = {
+            "x5t#S256": base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode(),
+            "x5t": base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode(),  # noqa: S324
+        }
+        if not any(header.get(name) == value for name, value in thumbprints.items()):
+            return "the header names no registered certificate thumbprint"
+        now = time.time()
+        with self._lock:
+            seen = any(previous.get("jti") == claims.get("jti") for previous in self.assertions)
+        if claims.get("aud") != self.token_endpoint:
+            return f"aud {claims.get('aud')!r} is not the token endpoint"
+        if not (claims.get("iss") == claims.get("sub") == self.client_id):
+            return "iss and sub must be the client id"
+        if not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
+            return "expired"
+        if not isinstance(claims.get("nbf"), int) or claims["nbf"] > now + 300:
+            return "not yet valid"
+        if not claims.get("jti") or seen:
+            return "jti missing or replayed"
+        with self._lock:
+            self.assertions.append(claims)
+        return None
 
     def _redeem_code(self, form: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         with self._lock:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
-from mcp_oauth_bridge.entrypoints.config import ConfigError, RateLimitSettings, load_settings
+from mcp_oauth_bridge.entrypoints.config import SECRET_VARIABLES, ConfigError, RateLimitSettings, load_settings
 
 from .conftest import environment_for
+
+GUID_ID = "0f5d6a3c-2b1e-4c8d-9f7a-6e5d4c3b2a10"
 
 
 def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
@@ -281,3 +285,131 @@ def test_service_name_must_be_one_short_line_of_plain_text(tmp_path: Path, raw: 
     with pytest.raises(ConfigError, match="SERVICE_NAME") as error:
         load_settings(environment_for(tmp_path, SERVICE_NAME=raw), dotenv_path=None)
     assert fragment in str(error.value)
+
+
+# -- secrets from files (NAME_FILE) ------------------------------------------------------------
+
+
+def test_secret_variables_can_be_read_from_files(tmp_path: Path) -> None:
+    secret_dir = tmp_path / "run-secrets"
+    secret_dir.mkdir()
+    fernet_key = Fernet.generate_key().decode()
+    # A trailing newline (what echo and editors add) is not part of the value.
+    (secret_dir / "encryption_keys").write_text(fernet_key + "\n")
+    (secret_dir / "token_hash_key").write_text("h" * 43)
+    (secret_dir / "storage_url").write_text("postgresql://bridge:hunter2@db.internal/bridge\n")
+    (secret_dir / "oidc_client_secret").write_text("s3cr3t~value\n")
+    env = environment_for(
+        tmp_path,
+        ENCRYPTION_KEYS_FILE=str(secret_dir / "encryption_keys"),
+        TOKEN_HASH_KEY_FILE=str(secret_dir / "token_hash_key"),
+        STORAGE_URL_FILE=str(secret_dir / "storage_url"),
+        OIDC_CLIENT_SECRET_FILE=str(secret_dir / "oidc_client_secret"),
+        IDP_PROVIDER="oidc",
+        OIDC_ISSUER="https://idp.example",
+        OIDC_CLIENT_ID="bridge",
+    )
+    del env["ENCRYPTION_KEYS"], env["TOKEN_HASH_KEY"]
+    settings = load_settings(env, dotenv_path=None)
+    assert settings.encryption_keys == (fernet_key,)
+    assert settings.token_hash_key == base64.urlsafe_b64decode("h" * 43 + "=")
+    assert settings.storage_url == "postgresql://bridge:hunter2@db.internal/bridge"
+    assert settings.oidc is not None and settings.oidc.client_secret == "s3cr3t~value"
+
+
+def test_every_secret_variable_has_a_file_variant(tmp_path: Path) -> None:
+    """The mechanism is one list: each name in it (including those other parts read) resolves."""
+    assert {"AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "OIDC_CLIENT_SECRET", "ENCRYPTION_KEYS",
+            "TOKEN_HASH_KEY", "TOKEN_HASH_KEYS", "STORAGE_URL", "METRICS_TOKEN"} <= set(SECRET_VARIABLES)  # fmt: skip
+    (tmp_path / "secret").write_text("from-a-file\n")
+    env = environment_for(tmp_path, AZURE_CLIENT_SECRET_FILE=str(tmp_path / "secret"), IDP_PROVIDER="azure",
+                          AZURE_TENANT_ID="contoso.onmicrosoft.com", AZURE_CLIENT_ID=GUID_ID)  # fmt: skip
+    settings = load_settings(env, dotenv_path=None)
+    assert settings.entra is not None and settings.entra.client_secret == "from-a-file"
+
+
+def test_a_secret_set_both_ways_is_refused_naming_both(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("k" * 43)
+    with pytest.raises(ConfigError, match="TOKEN_HASH_KEY and TOKEN_HASH_KEY_FILE are both set"):
+        load_settings(environment_for(tmp_path, TOKEN_HASH_KEY_FILE=str(tmp_path / "key")), dotenv_path=None)
+
+
+def test_an_unreadable_secret_file_names_the_variable_not_the_content(tmp_path: Path) -> None:
+    env = environment_for(tmp_path, STORAGE_URL_FILE=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="STORAGE_URL_FILE: cannot read") as missing:
+        load_settings(env, dotenv_path=None)
+    assert str(tmp_path / "missing") in str(missing.value)
+    # Not text: named, and its bytes are not echoed.
+    (tmp_path / "binary").write_bytes(b"\xffhunter2\xfe")
+    with pytest.raises(ConfigError, match="STORAGE_URL_FILE: cannot read") as binary:
+        load_settings(environment_for(tmp_path, STORAGE_URL_FILE=str(tmp_path / "binary")), dotenv_path=None)
+    assert "hunter2" not in str(binary.value)
+    # A file holding a refused value is reported under NAME, without the password.
+    (tmp_path / "url").write_text("mysql://bridge:hunter2@db/x\n")
+    with pytest.raises(ConfigError, match="STORAGE_URL") as refused:
+        load_settings(environment_for(tmp_path, STORAGE_URL_FILE=str(tmp_path / "url")), dotenv_path=None)
+    assert "hunter2" not in str(refused.value)
+
+
+# -- every problem at once ---------------------------------------------------------------------
+
+
+def test_entra_with_nothing_set_reports_every_missing_variable_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(environment_for(tmp_path, IDP_PROVIDER="azure"), dotenv_path=None)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "3 problems:"
+    assert [line.split()[0] for line in lines[1:]] == ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"]
+    assert error.value.problems == tuple(line.strip() for line in lines[1:])
+
+
+def test_missing_and_malformed_variables_of_every_section_are_reported_together(tmp_path: Path) -> None:
+    env = environment_for(
+        tmp_path,
+        PUBLIC_URL="mcp.example.com",
+        IDP_PROVIDER="oidc",
+        OIDC_ISSUER="http://idp.example",
+        STORAGE_URL="mysql://db/x",
+        ACCESS_TOKEN_TTL="soon",
+        LOG_LEVEL="LOUD",
+        RATE_LIMIT_REGISTER="30 a minute",
+        TOKEN_HASH_KEY="short",
+        SERVICE_NAME="C" * 81,
+    )
+    with pytest.raises(ConfigError) as error:
+        load_settings(env, dotenv_path=None)
+    named = [problem.split()[0].rstrip(":") for problem in error.value.problems]
+    assert sorted(named) == sorted([
+        "PUBLIC_URL", "STORAGE_URL", "TOKEN_HASH_KEY", "ACCESS_TOKEN_TTL", "LOG_LEVEL", "OIDC_ISSUER",
+        "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "RATE_LIMIT_REGISTER", "SERVICE_NAME",
+    ])  # fmt: skip
+    assert len(str(error.value).splitlines()) == 1 + len(named)
+
+
+def test_keys_are_not_generated_when_the_configuration_is_wrong(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "LOUD"}
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        load_settings(env, dotenv_path=None)
+    assert not (tmp_path / "data" / "secrets.json").exists()
+
+
+def test_the_cli_prints_every_problem(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
+        cwd=tmp_path,
+        env=environment_for(tmp_path, IDP_PROVIDER="azure", LOG_LEVEL="LOUD"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "configuration error: 4 problems:" in result.stderr
+    for variable in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "LOG_LEVEL"):
+        assert f"\n  {variable} " in result.stderr
+
+
+def test_a_variable_read_by_two_checks_is_reported_once(tmp_path: Path) -> None:
+    env = environment_for(tmp_path, PUBLIC_URL="https://mcp.example.com", FAKE_IDP_ALLOW_NON_LOOPBACK="maybe")
+    with pytest.raises(ConfigError) as error:
+        load_settings(env, dotenv_path=None)
+    assert error.value.problems == ("FAKE_IDP_ALLOW_NON_LOOPBACK must be true or false (on or off), got 'maybe'",)

@@ -22,6 +22,7 @@ from tests.fakes import (
     FixedClock,
     InMemoryClientRepository,
     InMemoryStorage,
+    RecordingAuditTrail,
     RecordedWebUrlParser,
     ScriptedIdentityProvider,
     ScriptedMetadataFetcher,
@@ -72,6 +73,8 @@ class World:
     directory: ClientDirectory
     # Every IdP URL handed out by decide(), newest last.
     idp_urls: list[str] = field(default_factory=list)
+    # Every security event the services recorded.
+    audit: RecordingAuditTrail = field(default_factory=RecordingAuditTrail)
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -186,10 +189,12 @@ def build_world(policy: ServerPolicy | None = None, *, pinned: dict[str, Any] | 
     web_urls = RecordedWebUrlParser()
     housekeeping = Housekeeping(clients=clients, storage=storage, clock=clock, policy=policy)
     fetcher = ScriptedMetadataFetcher()
+    audit = RecordingAuditTrail()
     directory = ClientDirectory(
         clients=clients, documents=storage, fetcher=fetcher, pinned=pinned or {}, clock=clock, policy=policy, web_urls=web_urls
     )
     return World(
+        audit=audit,
         fetcher=fetcher,
         directory=directory,
         clock=clock,
@@ -208,6 +213,7 @@ def build_world(policy: ServerPolicy | None = None, *, pinned: dict[str, Any] | 
             policy=policy,
             housekeeping=housekeeping,
             web_urls=web_urls,
+            audit=audit,
         ),
         authorization=AuthorizationService(
             directory=directory,
@@ -221,6 +227,7 @@ def build_world(policy: ServerPolicy | None = None, *, pinned: dict[str, Any] | 
             policy=policy,
             web_urls=web_urls,
             housekeeping=housekeeping,
+            audit=audit,
         ),
         token_service=TokenService(
             clients=clients,
@@ -241,7 +248,9 @@ def build_world(policy: ServerPolicy | None = None, *, pinned: dict[str, Any] | 
                 clock=clock,
                 tokens=tokens,
                 access_policy=policy.access_policy,
+                audit=audit,
             ),
+            audit=audit,
         ),
         client_auth=ClientAuthenticator(directory=directory, hasher=hasher),
         bearer=BearerAuthenticator(access_tokens=storage, clock=clock, hasher=hasher, policy=policy),

@@ -110,6 +110,9 @@ def test_a_person_outside_the_policy_sees_whom_to_ask_and_the_client_gets_access
     # No grant, no code.
     assert world.storage.grants == {}
     assert world.storage.codes == {}
+    (event,) = world.audit.named("upstream_sign_in_denied_by_policy")
+    assert (event.client_id, event.subject, event.reason) == (client.client.client_id, "user-1", "unmet:groups")
+    assert "upstream_sign_in_succeeded" not in world.audit.names()
 
 
 def test_without_a_contact_the_page_names_the_service() -> None:
@@ -180,6 +183,8 @@ def test_a_person_removed_from_the_group_loses_the_grant_at_the_next_refresh(
     with pytest.raises(InvalidGrant, match="no longer allowed"):
         world.refresh(client, _rt(issued))
     assert world.only_grant().is_revoked
+    (event,) = world.audit.named("grant_revoked")
+    assert (event.reason, event.subject) == ("policy", "user-1")
     # The refresh token is gone with the grant.
     with pytest.raises(InvalidGrant):
         world.refresh(client, _rt(issued))
@@ -192,6 +197,8 @@ def test_an_upstream_invalid_grant_revokes(policed: tuple[World, RegisteredClien
     with pytest.raises(InvalidGrant, match="upstream session ended"):
         world.refresh(client, _rt(issued))
     assert world.only_grant().is_revoked
+    (event,) = world.audit.named("grant_revoked")
+    assert event.reason == "upstream_invalid_grant"
 
 
 def test_an_upstream_outage_keeps_the_grant_and_the_refresh_token(policed: tuple[World, RegisteredClient, IssuedTokens]) -> None:
@@ -201,6 +208,7 @@ def test_an_upstream_outage_keeps_the_grant_and_the_refresh_token(policed: tuple
     with pytest.raises(TemporarilyUnavailable):
         world.refresh(client, _rt(issued))
     assert not world.only_grant().is_revoked
+    assert world.audit.named("grant_revoked") == []
     # Nothing was rotated: once the provider is back, the same refresh token works.
     world.idp.failure = None
     assert world.refresh(client, _rt(issued)).access_token

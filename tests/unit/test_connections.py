@@ -16,7 +16,8 @@ from .conftest import World
 @pytest.fixture
 def service(world: World) -> ConnectionsService:
     return ConnectionsService(
-        grants=world.storage, clients=world.clients, identity_provider=world.idp, clock=world.clock, tokens=world.tokens
+        grants=world.storage, clients=world.clients, identity_provider=world.idp, clock=world.clock, tokens=world.tokens,
+        audit=world.audit,
     )
 
 
@@ -55,6 +56,8 @@ def test_a_person_lists_and_revokes_only_their_own(world: World, service: Connec
     assert world.storage.grants[grant_id].revoked_at is None
     assert service.revoke("user-1", grant_id) is True
     assert world.storage.grants[grant_id].revoked_at == world.clock.now()
+    (event,) = [e for e in world.audit.events if e.event == "grant_revoked"]
+    assert (event.reason, event.subject, event.grant_id) == ("user", "user-1", grant_id)
     with pytest.raises(InvalidToken):
         world.bearer.authenticate(tokens.access_token)
     assert service.revoke("user-1", grant_id) is False

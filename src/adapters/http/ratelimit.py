@@ -76,10 +76,18 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class RateLimited(Exception):
     """A limit keyed by the client was reached (raised by the token endpoints' views)."""
 
-    def __init__(self, retry_after: int, description: str) -> None:
+    def __init__(self, retry_after: int, description: str, *, limit: str = "") -> None:
         super().__init__(description)
         self.retry_after = retry_after
         self.description = description
+        # The limit's name, for the audit log.
+        self.limit = limit
+
+
+class RateLimitAudit(Protocol):
+    """Where a refused request is reported (the audit log)."""
+
+    def rate_limit_hit(self, limit: str, *, client_id: str | None = None) -> None: ...
 
 
 # -- client addresses ---------------------------------------------------------------------------
@@ -290,7 +298,7 @@ class RateLimits:
         try:
             for item in limit.items:
                 if not self._take(item, identifiers):
-                    raise RateLimited(self._retry_after(item, identifiers), description)
+                    raise RateLimited(self._retry_after(item, identifiers), description, limit=limit.name)
         except LimitsStorageError as exc:
             log.error("rate-limit counters unavailable, %s not limited: %s", limit.name, exc.storage_error)
 
@@ -335,6 +343,7 @@ class RateLimits:
                     raise RateLimited(
                         self._retry_after(item, identifiers),
                         "too many failed client authentications for this client_id; try again later",
+                        limit=limit.name,
                     )
         except LimitsStorageError as exc:
             log.error("rate-limit counters unavailable, client authentication not limited: %s", exc.storage_error)
@@ -360,14 +369,16 @@ def rate_limits() -> RateLimits:
     return cast(RateLimits, current_app.extensions[EXTENSION])
 
 
-def install(app: Flask, settings: RateLimitConfig, *, store: RateLimitStore, clock: Clock) -> RateLimits:
+def install(
+    app: Flask, settings: RateLimitConfig, *, store: RateLimitStore, clock: Clock, audit: RateLimitAudit | None = None
+) -> RateLimits:
     """Set up this app's rate limits from ``settings``: the limits per address on its registered
     view functions, and ``rate_limits()`` for the token endpoints.
 
     Call after the blueprints are registered. With ``settings.enabled`` false nothing is counted
-    and no hook is installed.
+    and no hook is installed. Every refusal is reported to ``audit``.
     """
-    app.register_error_handler(RateLimited, _rate_limited)
+    app.register_error_handler(RateLimited, _rate_limited(audit))
     if not settings.enabled:
         limits = RateLimits()
         app.extensions[EXTENSION] = limits
@@ -396,8 +407,8 @@ def install(app: Flask, settings: RateLimitConfig, *, store: RateLimitStore, clo
     # first, it is configured without them, and its limits run in the wrapped views alone.
     app.extensions.setdefault("limiter", set()).add(limiter)
     limiter.init_app(app)
-    _limit_views(app, limiter, REGISTER_ENDPOINTS, settings.register, _json_on_breach(clock))
-    _limit_views(app, limiter, BROWSER_ENDPOINTS, settings.authorize, _page_on_breach(clock))
+    _limit_views(app, limiter, REGISTER_ENDPOINTS, settings.register, _json_on_breach(clock, audit))
+    _limit_views(app, limiter, BROWSER_ENDPOINTS, settings.authorize, _page_on_breach(clock, audit))
     limits = RateLimits(
         strategy=limiter.limiter,
         clock=clock,
@@ -427,21 +438,35 @@ def _limit_views(
         app.view_functions[endpoint] = limiter.limit(limit, on_breach=on_breach)(view)
 
 
-def _json_on_breach(clock: Clock) -> Callable[[RequestLimit], Response]:
+# The names the audit log gives the limits per client address.
+REGISTER_LIMIT = "register"
+BROWSER_LIMIT = "authorize"
+
+
+def _json_on_breach(clock: Clock, audit: RateLimitAudit | None) -> Callable[[RequestLimit], Response]:
     def on_breach(limit: RequestLimit) -> Response:
+        if audit is not None:
+            audit.rate_limit_hit(REGISTER_LIMIT)
         retry_after = _retry_after(limit.limit, limit.window.reset_time, clock.now())
         return too_many_requests_json(retry_after, "too many requests from this address; try again later")
 
     return on_breach
 
 
-def _page_on_breach(clock: Clock) -> Callable[[RequestLimit], Response]:
+def _page_on_breach(clock: Clock, audit: RateLimitAudit | None) -> Callable[[RequestLimit], Response]:
     def on_breach(limit: RequestLimit) -> Response:
+        if audit is not None:
+            audit.rate_limit_hit(BROWSER_LIMIT)
         return too_many_requests_page(_retry_after(limit.limit, limit.window.reset_time, clock.now()))
 
     return on_breach
 
 
-def _rate_limited(exc: RateLimited) -> Response:
-    return too_many_requests_json(exc.retry_after, exc.description)
+def _rate_limited(audit: RateLimitAudit | None) -> Callable[[RateLimited], Response]:
+    def handle(exc: RateLimited) -> Response:
+        if audit is not None:
+            audit.rate_limit_hit(exc.limit)
+        return too_many_requests_json(exc.retry_after, exc.description)
+
+    return handle
 

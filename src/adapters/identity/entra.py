@@ -17,6 +17,7 @@ import requests
 
 from ...domain.model import UpstreamIdentity, UpstreamTokens
 from ...domain.ports import Clock, UpstreamIdentityError
+from .certificate import CertificateCredential
 from .oidc import (
     DEFAULT_LEEWAY,
     DEFAULT_TIMEOUT,
@@ -58,6 +59,10 @@ AADSTS_FIXES: Mapping[str, str] = {
     "7000222": "the client secret has expired: create a new one under Certificates & secrets and "
     "update AZURE_CLIENT_SECRET",
     "7000218": "no client secret reached Entra ID: set AZURE_CLIENT_SECRET",
+    "700027": "Entra ID did not accept the client certificate's assertion: upload the certificate "
+    "(its public part only) under Certificates & secrets, Certificates, and check that "
+    "AZURE_CLIENT_CERTIFICATE_PATH holds that same certificate and that it has not expired",
+    "700024": "the client assertion is outside its valid time range: check this server's clock",
     "700016": "the application was not found in the tenant: check AZURE_CLIENT_ID and "
     "AZURE_TENANT_ID (a single-tenant app cannot sign in users of another tenant)",
     "90002": "the tenant does not exist: check AZURE_TENANT_ID",
@@ -189,7 +194,7 @@ class EntraIdentityProvider(OidcIdentityProvider):
         *,
         tenant: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str = "",
         redirect_uri: str,
         clock: Clock,
         scopes: Iterable[str] = (),
@@ -201,6 +206,7 @@ class EntraIdentityProvider(OidcIdentityProvider):
         session: requests.Session | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         leeway: int = DEFAULT_LEEWAY,
+        client_certificate: CertificateCredential | None = None,
     ) -> None:
         self._tenant = validate_tenant(tenant)
         groups = tuple(dict.fromkeys(value.strip().lower() for value in allowed_groups))
@@ -227,6 +233,7 @@ class EntraIdentityProvider(OidcIdentityProvider):
             session=session,
             timeout=timeout,
             leeway=leeway,
+            client_certificate=client_certificate,
         )
 
     @property

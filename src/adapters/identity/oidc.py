@@ -27,6 +27,7 @@ from joserfc.jwk import ECKey, RSAKey, import_key
 from joserfc.jws import extract_compact
 
 from ...domain.model import UpstreamIdentity, UpstreamLogin, UpstreamTokens
+from .certificate import CLIENT_ASSERTION_TYPE, CertificateCredential
 from ...domain.ports import Clock, UpstreamIdentityError
 from ...domain.uris import is_loopback_host
 
@@ -336,7 +337,7 @@ class OidcIdentityProvider:
         *,
         issuer: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str = "",
         redirect_uri: str,
         clock: Clock,
         scopes: Iterable[str] = DEFAULT_SCOPES,
@@ -344,6 +345,7 @@ class OidcIdentityProvider:
         timeout: float = DEFAULT_TIMEOUT,
         leeway: int = DEFAULT_LEEWAY,
         authorization_params: Mapping[str, str] | None = None,
+        client_certificate: CertificateCredential | None = None,
         prompt_consent: str = "never",
         policy_claims: Iterable[str] = (),
     ) -> None:
@@ -351,8 +353,8 @@ class OidcIdentityProvider:
             raise ValueError(f"prompt_consent must be one of {', '.join(PROMPT_CONSENT_MODES)}")
         if not client_id:
             raise ValueError("client_id is required")
-        if not client_secret:
-            raise ValueError("client_secret is required")
+        if bool(client_secret) == (client_certificate is not None):
+            raise ValueError("exactly one of client_secret and client_certificate is required")
         if timeout <= 0 or leeway < 0:
             raise ValueError("timeout must be positive and leeway not negative")
         extra = dict(authorization_params or {})
@@ -362,6 +364,7 @@ class OidcIdentityProvider:
         self._issuer = require_secure_url(issuer, what="issuer")
         self._client_id = client_id
         self._client_secret = client_secret
+        self._client_certificate = client_certificate
         self._redirect_uri = require_secure_url(redirect_uri, what="redirect_uri")
         self._clock = clock
         self._scopes = normalize_oidc_scopes(scopes)
@@ -684,7 +687,14 @@ class OidcIdentityProvider:
         """POST to the token endpoint with client authentication (RFC 6749 §2.3.1, §3.2)."""
         metadata = self.metadata()
         headers = {"Accept": "application/json"}
-        if metadata.client_auth_method == "client_secret_basic":
+        if self._client_certificate is not None:
+            # RFC 7523 §2.2 (private_key_jwt): a fresh assertion whose audience is this endpoint.
+            assertion = self._client_certificate.client_assertion(
+                client_id=self._client_id, audience=metadata.token_endpoint, now=self._clock.now()
+            )
+            form = {**form, "client_id": self._client_id, "client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}
+            sent_secrets = (assertion, *sent_secrets)
+        elif metadata.client_auth_method == "client_secret_basic":
             headers["Authorization"] = basic_authorization(self._client_id, self._client_secret)
         else:
             form = {**form, "client_id": self._client_id, "client_secret": self._client_secret}

@@ -6,6 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..audit import (
+    CONSENT_APPROVED,
+    CONSENT_DENIED,
+    GRANT_CREATED,
+    UPSTREAM_SIGN_IN_FAILED,
+    UPSTREAM_SIGN_IN_SUCCEEDED,
+    AuditEvent,
+    NoAuditTrail,
+    grant_event,
+    sign_in_denied_by_policy,
+)
 from ..errors import (
     AccessDenied,
     AuthorizationRedirect,
@@ -31,6 +42,7 @@ from ..model import (
 )
 from ..policy import ServerPolicy
 from ..ports import (
+    AuditTrail,
     AuthorizationStore,
     Clock,
     GrantStore,
@@ -102,8 +114,10 @@ class AuthorizationService:
         policy: ServerPolicy,
         web_urls: WebUrlParser,
         housekeeping: Housekeeping,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._directory = directory
+        self._audit: AuditTrail = audit or NoAuditTrail()
         self._authorizations = authorizations
         self._web_urls = web_urls
         self._grants = grants
@@ -279,6 +293,7 @@ class AuthorizationService:
             raise InvalidRequest("this authorization request was already answered")
         if not approved:
             self._authorizations.delete_pending(pending_id)
+            self._audit.record(AuditEvent(event=CONSENT_DENIED, client_id=request.client_id))
             return ClientRedirect.build(
                 request.redirect_uri,
                 issuer=self._policy.issuer,
@@ -295,6 +310,7 @@ class AuthorizationService:
         )
         if not self._authorizations.attach_upstream(pending_id, upstream):
             raise InvalidRequest("this authorization request was already answered")
+        self._audit.record(AuditEvent(event=CONSENT_APPROVED, client_id=request.client_id))
         return self._idp.authorization_url(state=state, nonce=nonce, code_challenge=s256_challenge(code_verifier))
 
     # -- GET /oauth/callback --------------------------------------------------------------------
@@ -333,7 +349,14 @@ class AuthorizationService:
             )
             return UpstreamSignInFailed(explanation, return_url=back.url())
 
+        def sign_in_failed(upstream_error: str | None) -> None:
+            self._audit.record(
+                AuditEvent(event=UPSTREAM_SIGN_IN_FAILED, client_id=request.client_id, upstream_error=upstream_error)
+            )
+
         if error:
+            # The provider's error code only: its description is free text from elsewhere.
+            sign_in_failed(error)
             if error in UPSTREAM_DENIALS:
                 raise redirect_error(AccessDenied("sign-in at the identity provider was not completed"))
             if error in UPSTREAM_OUTAGES:
@@ -341,12 +364,14 @@ class AuthorizationService:
             # Misconfiguration (consent, redirect URI, client): a page that says what to fix.
             raise failure_page(self._idp.describe_error(error, error_description))
         if not code:
+            sign_in_failed(None)
             raise redirect_error(ServerError("the identity provider returned no code"))
         try:
             login = self._idp.exchange_code(
                 code=code, code_verifier=pending.upstream.code_verifier, nonce=pending.upstream.nonce
             )
         except UpstreamIdentityError as exc:
+            sign_in_failed(exc.upstream_error)
             if exc.temporary:
                 raise redirect_error(TemporarilyUnavailable("the identity provider is unavailable")) from exc
             # A rejected code or ID token, or a misconfigured upstream app: the adapter's message
@@ -355,7 +380,9 @@ class AuthorizationService:
 
         decision = self._policy.access_policy.evaluate(login.identity.policy_claims)
         if not decision.allowed:
-            # audit: upstream_sign_in_denied_by_policy (client, login.identity.subject, decision.unmet)
+            # The unmet requirements by claim name only (never a claim's value).
+            reason = "unmet:" + ",".join(decision.unmet)
+            self._audit.record(sign_in_denied_by_policy(request.client_id, login.identity.subject, reason=reason))
             raise self._not_allowed(request)
 
         grant = Grant(
@@ -383,6 +410,8 @@ class AuthorizationService:
         with self._unit_of_work.atomic():
             self._grants.add_grant(grant, login.tokens)
             self._authorizations.add_code(authorization_code)
+        self._audit.record(grant_event(UPSTREAM_SIGN_IN_SUCCEEDED, grant))
+        self._audit.record(grant_event(GRANT_CREATED, grant))
         return ClientRedirect.build(
             request.redirect_uri, issuer=self._policy.issuer, state=request.state, code=code_value
         ).url()

@@ -7,9 +7,10 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from ..audit import REVOKED_BY_USER, NoAuditTrail, grant_revoked
 from ..errors import AccessDenied, InvalidRequest
 from ..model import Client, Grant, UpstreamIdentity
-from ..ports import ClientRepository, Clock, GrantStore, IdentityProvider, TokenGenerator
+from ..ports import AuditTrail, ClientRepository, Clock, GrantStore, IdentityProvider, TokenGenerator
 from ..security import s256_challenge
 
 # How long the sign-in at the identity provider may take.
@@ -44,12 +45,14 @@ class ConnectionsService:
         identity_provider: IdentityProvider,
         clock: Clock,
         tokens: TokenGenerator,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._grants = grants
         self._clients = clients
         self._idp = identity_provider
         self._clock = clock
         self._tokens = tokens
+        self._audit = audit or NoAuditTrail()
 
     def start_sign_in(self) -> tuple[AccountSignIn, str]:
         """A new sign-in and the identity provider's URL to send the browser to."""
@@ -95,4 +98,5 @@ class ConnectionsService:
         if grant is None or grant.is_revoked or not hmac.compare_digest(grant.subject, subject):
             return False
         self._grants.revoke_grant(grant_id, self._clock.now())
+        self._audit.record(grant_revoked(grant, REVOKED_BY_USER))
         return True

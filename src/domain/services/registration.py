@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping
 
+from ..audit import CLIENT_DELETED, CLIENT_REGISTERED, CLIENT_UPDATED, NoAuditTrail, client_event
 from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidToken
 from ..client_documents import RedirectUriAllowlist
 from ..model import DYNAMIC_CLIENT_KIND, OPERATOR_CLIENT_KIND, PUBLIC_CLIENT_AUTH_METHOD, Client
 from ..policy import ServerPolicy
-from ..ports import ClientRepository, Clock, TokenGenerator, WebUrlParser
+from ..ports import AuditTrail, ClientRepository, Clock, TokenGenerator, WebUrlParser
 from ..security import TokenHasher
 from ..text import unsafe_display_character
 from ..uris import MAX_CLIENT_URL_LENGTH, canonical_client_url, canonical_redirect_uri, is_utf8_encodable
@@ -281,8 +282,10 @@ class RegistrationService:
         policy: ServerPolicy,
         web_urls: WebUrlParser,
         housekeeping: Housekeeping,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._clients = clients
+        self._audit: AuditTrail = audit or NoAuditTrail()
         self._clock = clock
         self._tokens = tokens
         self._hasher = hasher
@@ -306,6 +309,7 @@ class RegistrationService:
         registration_token = self._tokens.generate(REGISTRATION_TOKEN_PREFIX)
         client = replace(client, registration_token_hash=self._hasher.hash(registration_token))
         self._clients.add(client)
+        self._audit.record(client_event(CLIENT_REGISTERED, client.client_id, reason=client.kind))
         # Registrations are what a flood creates: they pay for deleting the unused ones.
         self._housekeeping.tick()
         return self._registered(client, secret, registration_token)
@@ -387,12 +391,14 @@ class RegistrationService:
         )
         client, secret = self._with_secret(client)
         self._clients.add(client)
+        self._audit.record(client_event(CLIENT_UPDATED, client_id))
         return self._registered(client, secret, registration_token)
 
     def delete(self, client_id: str, registration_token: str | None) -> None:
         """RFC 7592 §2.3: the client goes, and with it every grant and token issued to it."""
         self._authorized(client_id, registration_token)
         self._clients.delete(client_id)
+        self._audit.record(client_event(CLIENT_DELETED, client_id))
 
     # -- operator-created clients ---------------------------------------------------------------
 
@@ -417,4 +423,5 @@ class RegistrationService:
         )
         client, secret = self._with_secret(client)
         self._clients.add(client)
+        self._audit.record(client_event(CLIENT_REGISTERED, client.client_id, reason=client.kind))
         return RegisteredClient(client=client, client_secret=secret)

@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..audit import (
+    CODE_REPLAY,
+    REFRESH_TOKEN_REUSE,
+    REVOKED_BY_CLIENT,
+    REVOKED_FOR_CODE_REPLAY,
+    REVOKED_FOR_REFRESH_TOKEN_REUSE,
+    NoAuditTrail,
+    grant_event,
+    grant_revoked,
+)
 from ..errors import (
     InvalidClient,
     InvalidGrant,
@@ -18,6 +28,7 @@ from ..model import AccessToken, Client, Grant, Introspection, IssuedTokens, Ref
 from ..policy import ServerPolicy
 from ..ports import (
     AccessTokenStore,
+    AuditTrail,
     AuthorizationStore,
     ClientRepository,
     Clock,
@@ -40,9 +51,9 @@ class _Replay(Exception):
     """A code or refresh token used again outside the rules (raised inside the transaction, so
     that nothing it wrote stays; the grant is revoked after the rollback)."""
 
-    def __init__(self, grant_id: str) -> None:
-        super().__init__(grant_id)
-        self.grant_id = grant_id
+    def __init__(self, grant: Grant) -> None:
+        super().__init__(grant.grant_id)
+        self.grant = grant
 
 
 @dataclass(frozen=True)
@@ -92,12 +103,14 @@ class TokenService:
         policy: ServerPolicy,
         housekeeping: Housekeeping,
         upstream: UpstreamTokenService | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         # The upstream session behind each grant, refreshed and re-checked against the access
         # policy when our refresh grant runs after the upstream token expired (None: no upstream
         # re-check, for services built without an identity provider).
         self._upstream = upstream
         self._clients = clients
+        self._audit: AuditTrail = audit or NoAuditTrail()
         self._authorizations = authorizations
         self._grants = grants
         self._access_tokens = access_tokens
@@ -155,7 +168,7 @@ class TokenService:
             with self._unit_of_work.atomic():
                 # One conditional write decides which of several concurrent redemptions wins.
                 if not self._authorizations.redeem_code(code_hash, now):
-                    raise _Replay(grant.grant_id)
+                    raise _Replay(grant)
                 response = self._issue(client, grant, issued.scopes, issued.scopes, generation=0)
         except _Replay:
             raise self._code_replay(grant, now) from None
@@ -166,6 +179,9 @@ class TokenService:
     def _code_replay(self, grant: Grant, now: int) -> InvalidGrant:
         # OAuth 2.1 §4.1.3: a code used twice revokes the tokens issued from it.
         self._grants.revoke_grant(grant.grant_id, now)
+        self._audit.record(grant_event(CODE_REPLAY, grant))
+        if not grant.is_revoked:
+            self._audit.record(grant_revoked(grant, REVOKED_FOR_CODE_REPLAY))
         return InvalidGrant("authorization code was already used; tokens issued from it are revoked")
 
     # -- grant_type=refresh_token ---------------------------------------------------------------
@@ -199,7 +215,9 @@ class TokenService:
                 response = self._refresh_locked(client, refresh_token, parse_scope(scope), resource, now)
         except _Replay as replay:
             # Revoked outside the rolled-back transaction; tokens issued meanwhile die with the grant.
-            self._grants.revoke_grant(replay.grant_id, now)
+            self._grants.revoke_grant(replay.grant.grant_id, now)
+            self._audit.record(grant_event(REFRESH_TOKEN_REUSE, replay.grant))
+            self._audit.record(grant_revoked(replay.grant, REVOKED_FOR_REFRESH_TOKEN_REUSE))
             raise InvalidGrant("refresh token was already used; the authorization is revoked") from None
         self._clients.touch(client.client_id, now)
         self._housekeeping.tick()
@@ -255,7 +273,7 @@ class TokenService:
         if retry and not self._may_retry(token, now):
             # Replay detection comes first: whatever else the replaying request asks for, reuse of
             # a rotated token outside the grace rules revokes the whole grant.
-            raise _Replay(grant.grant_id)
+            raise _Replay(grant)
         if resource is not None and not resource_matches(resource, grant.resource):
             raise InvalidTarget("resource does not match the authorization")
         # RFC 6749 §6: the new scope must not include any scope not originally granted.
@@ -268,7 +286,7 @@ class TokenService:
             else self._refresh_tokens.rotate_refresh_token(token.token_hash, now)
         )
         if not marked:
-            raise _Replay(grant.grant_id)
+            raise _Replay(grant)
         return self._issue(client, grant, token.scopes, requested or token.scopes, generation=token.generation + 1)
 
     def _may_retry(self, token: RefreshToken, now: int) -> bool:
@@ -290,7 +308,7 @@ class TokenService:
             return
         current = self._refresh_tokens.current_refresh_generation(grant.grant_id)
         if current is not None and name.generation < current:
-            raise _Replay(grant.grant_id)
+            raise _Replay(grant)
 
     def _issue(
         self,
@@ -363,6 +381,8 @@ class TokenService:
                     # RFC 7009 §2.1: revoking a refresh token invalidates the whole grant.
                     if refresh[0].client_id == client.client_id:
                         self._grants.revoke_grant(refresh[1].grant_id, now)
+                        if not refresh[1].is_revoked:
+                            self._audit.record(grant_revoked(refresh[1], REVOKED_BY_CLIENT))
                     return
 
     @staticmethod

@@ -14,9 +14,16 @@ import logging
 from dataclasses import replace
 
 from ..access_policy import AccessPolicy
+from ..audit import (
+    REVOKED_BY_POLICY,
+    REVOKED_UPSTREAM_INVALID_GRANT,
+    REVOKED_UPSTREAM_SESSION_EXPIRED,
+    NoAuditTrail,
+    grant_revoked,
+)
 from ..errors import InvalidToken, TemporarilyUnavailable
 from ..model import UpstreamTokens
-from ..ports import Clock, GrantStore, IdentityProvider, TokenGenerator, UpstreamIdentityError, UpstreamTokenStore
+from ..ports import AuditTrail, Clock, GrantStore, IdentityProvider, TokenGenerator, UpstreamIdentityError, UpstreamTokenStore
 
 # Refresh when the upstream token expires within this many seconds.
 REFRESH_MARGIN = 120
@@ -39,9 +46,11 @@ class UpstreamTokenService:
         clock: Clock,
         tokens: TokenGenerator,
         access_policy: AccessPolicy | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._access_policy = access_policy or AccessPolicy()
         self._grants = grants
+        self._audit: AuditTrail = audit or NoAuditTrail()
         self._upstream_tokens = upstream_tokens
         self._idp = identity_provider
         self._clock = clock
@@ -86,7 +95,7 @@ class UpstreamTokenService:
         if tokens is None:
             if self._access_policy.restricts:
                 # Nothing to re-check the person with: fail closed.
-                self._revoke(grant_id, reason="policy")
+                self._revoke(grant_id, REVOKED_BY_POLICY)
                 raise InvalidToken("no upstream session to check this authorization with; sign in again")
             return
         if tokens.expires_at > self._clock.now():
@@ -96,11 +105,6 @@ class UpstreamTokenService:
             # until its own limits (refresh-token lifetime, GRANT_MAX_LIFETIME).
             return
         self.access_token(grant_id)
-
-    def _revoke(self, grant_id: str, *, reason: str) -> None:
-        # audit: grant_revoked (grant_id, reason: "policy" or "upstream invalid_grant")
-        log.info("authorization %s revoked: %s", grant_id, reason)
-        self._grants.revoke_grant(grant_id, self._clock.now())
 
     def _stored(self, grant_id: str) -> UpstreamTokens:
         tokens = self._upstream_tokens.get_upstream_tokens(grant_id)
@@ -120,7 +124,7 @@ class UpstreamTokenService:
             return current.access_token
         stored = self._stored(grant_id)
         if not stored.refresh_token:
-            self._revoke(grant_id, reason="upstream session expired")
+            self._revoke(grant_id, REVOKED_UPSTREAM_SESSION_EXPIRED)
             raise InvalidToken("the upstream session expired; sign in again")
         try:
             refreshed = self._idp.refresh(stored.refresh_token)
@@ -128,7 +132,7 @@ class UpstreamTokenService:
             # Only invalid_grant ends the upstream session; a misconfiguration or an outage
             # must not revoke every grant.
             if exc.upstream_error == "invalid_grant":
-                self._revoke(grant_id, reason="upstream invalid_grant")
+                self._revoke(grant_id, REVOKED_UPSTREAM_INVALID_GRANT, upstream_error=exc.upstream_error)
                 raise InvalidToken("the upstream session ended; sign in again") from exc
             raise TemporarilyUnavailable("the identity provider is unavailable") from exc
         if refreshed.refresh_token is None:
@@ -164,13 +168,20 @@ class UpstreamTokenService:
                 log.warning("cannot re-check authorization %s against the access policy now: %s", grant_id, exc)
                 raise TemporarilyUnavailable("the identity provider is unavailable") from exc
             log.warning("cannot read the claims of authorization %s: %s", grant_id, exc)
-            self._revoke(grant_id, reason="policy")
+            self._revoke(grant_id, REVOKED_BY_POLICY)
             raise InvalidToken("your account could not be checked against the access policy; sign in again") from exc
         if identity.subject != grant.subject:
-            self._revoke(grant_id, reason="policy")
+            self._revoke(grant_id, REVOKED_BY_POLICY)
             raise InvalidToken("the upstream session belongs to another account; sign in again")
         decision = self._access_policy.evaluate(identity.policy_claims)
         if not decision.allowed:
             log.info("authorization %s no longer meets the access policy (%s)", grant_id, ", ".join(decision.unmet))
-            self._revoke(grant_id, reason="policy")
+            self._revoke(grant_id, REVOKED_BY_POLICY)
             raise InvalidToken("your account is no longer allowed to connect; sign in again")
+
+    def _revoke(self, grant_id: str, reason: str, *, upstream_error: str | None = None) -> None:
+        # Read before revoking, for the audit event's client and subject.
+        grant = self._grants.get_grant(grant_id)
+        self._grants.revoke_grant(grant_id, self._clock.now())
+        if grant is not None and not grant.is_revoked:
+            self._audit.record(grant_revoked(grant, reason, upstream_error=upstream_error))
