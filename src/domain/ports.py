@@ -94,6 +94,16 @@ class ClientRepository(Protocol):
 
     def delete(self, client_id: str) -> bool: ...
 
+    def disable(self, client_id: str, now: int) -> bool:
+        """Mark the client disabled (keeping the first time if it already was) and revoke its
+        unexpired access tokens, in one transaction; its grants and refresh tokens stay (the
+        token endpoint refuses a disabled client). False for an unknown client."""
+        ...
+
+    def enable(self, client_id: str) -> bool:
+        """Clear the client's disabled mark; False for an unknown client."""
+        ...
+
     def touch(self, client_id: str, now: int) -> None:
         """Record that the client was used (tokens issued), for reaping unused registrations."""
         ...
@@ -208,6 +218,16 @@ class UnitOfWork(Protocol):
         ...
 
 
+class GrantUsage(NamedTuple):
+    """A grant and when it was last used: when a token was last issued from it (the code
+    exchange or a refresh), None if no token of it is left. Read from the token rows, so that
+    nothing is written on the /mcp path; as exact as the access-token lifetime, since a client
+    that keeps calling /mcp refreshes at least that often."""
+
+    grant: Grant
+    last_used_at: int | None
+
+
 @runtime_checkable
 class GrantStore(Protocol):
     """Grants: what a person consented to, for one client."""
@@ -227,6 +247,11 @@ class GrantStore(Protocol):
 
     def revoke_grant(self, grant_id: str, now: int) -> None:
         """Revoke the grant and every token issued from it, at once (one transaction)."""
+        ...
+
+    def grant_usage(self, *, subject: str | None = None, client_id: str | None = None) -> list[GrantUsage]:
+        """The grants not revoked (of ``subject`` and/or ``client_id`` when given), oldest
+        first, each with when it was last used (for operators: `grants list`)."""
         ...
 
 
