@@ -91,7 +91,7 @@ def test_postgresql_migration_2_upgrades_a_database_with_clients(postgres_url: s
 
     database = PostgresDatabase(postgres_url, SecretBox([generate_key()]))
     try:
-        assert database.pending_migrations() == [2]
+        assert database.pending_migrations() == [2, 3]
         assert database.migrate() == [2, 3]  # 3: clients.disabled_at
         assert database.applied_migrations() == [migration.version for migration in POSTGRES_MIGRATIONS]
         _assert_upgraded(postgres_stores(database))
