@@ -22,7 +22,7 @@ from ..domain.services.storage_copy import CopyReport, SourceSchemaNotCurrent, S
 from .config import ConfigError, Settings, check_storage_url, load_settings, redact_url
 from .container import build_container
 from .storage import build_storage
-from . import gunicorn_conf
+from . import cli_admin, gunicorn_conf
 
 log = logging.getLogger("mcp_oauth_bridge")
 MASTER_SCHEMA_BUSY_WAIT = 10.0
@@ -243,6 +243,8 @@ def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
 
 CLIENT_COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "add": ("create a trusted client with exact redirect URIs; prints its id and (once) its secret", _clients_add),
+    # list, show, disable, enable, delete (cli_admin.py).
+    **cli_admin.CLIENT_COMMANDS,
 }
 
 
@@ -254,6 +256,8 @@ def _add_client_commands(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="clients_command", required=True)
     for name, (help_text, _) in CLIENT_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
+        if name in cli_admin.CLIENT_COMMANDS:
+            cli_admin.add_client_arguments(name, sub)
         if name == "add":
             sub.add_argument("--name", required=True, help="the name people see on the consent page")
             sub.add_argument(
@@ -279,7 +283,8 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
         _copy_storage,
     ),
     "check-config": ("validate the configuration and print the main settings", _check_config),
-    "clients": ("manage clients: `clients add` creates one an operator trusts", _clients),
+    "clients": ("manage clients: add, list, show, disable, enable, delete", _clients),
+    "grants": ("list who is connected, and revoke grants (offboarding: `grants revoke --user SUBJECT`)", cli_admin.grants),
 }
 
 
@@ -311,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
         if name == "clients":
             _add_client_commands(sub)
+        if name == "grants":
+            cli_admin.add_group(sub, "grants_command", cli_admin.GRANT_COMMANDS, cli_admin.add_grant_arguments,
+                                cli_admin.GRANTS_EPILOG)
         if name == "copy-storage":
             sub.add_argument("--from", dest="source", required=True, metavar="URL", help="the storage to copy from")
             sub.add_argument("--to", dest="target", required=True, metavar="URL", help="the storage to copy into (empty)")

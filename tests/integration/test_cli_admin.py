@@ -1,0 +1,231 @@
+"""The administration CLI (issue 11 §2) on SQLite and PostgreSQL, run in this process against the
+database a running app uses: `clients list|show|disable|enable|delete`, `grants list|revoke`,
+and their effects over HTTP (a disabled client's token is refused at once; offboarding a person
+makes their next /mcp call 401 and their next refresh invalid_grant)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from flask import Flask
+
+from mcp_oauth_bridge.entrypoints.app import create_app
+from mcp_oauth_bridge.entrypoints.cli import main as cli_main
+from mcp_oauth_bridge.entrypoints.config import load_settings
+
+from .conftest import environment_for
+from .oauth_flow import FlaskTransport, OAuthClient
+from .postgres_server import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from .test_mcp_http import legacy_call
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def env(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of the installation (SQLite under DATA_DIR, or a fresh PostgreSQL
+    database), set for in-process runs of the CLI."""
+    values = environment_for(tmp_path / "data")
+    for name in ("STORAGE_URL", "STORAGE_POOL_SIZE", "STORAGE_STATEMENT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    if request.param == "postgresql":
+        values["STORAGE_URL"] = request.getfixturevalue("postgres_url")
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    return values
+
+
+@pytest.fixture
+def app(env: dict[str, str]) -> Iterator[Flask]:
+    app = create_app(load_settings(env, dotenv_path=None))
+    yield app
+    app.extensions["container"].storage_admin().close()
+
+
+class Cli:
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        self._capsys.readouterr()
+        status = cli_main(list(args))
+        captured = self._capsys.readouterr()
+        return status, captured.out, captured.err
+
+    def json(self, *args: str) -> Any:
+        status, out, err = self.run(*args, "--json")
+        assert status == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capsys)
+
+
+class Connection:
+    """A person connected through a client: its tokens, and the calls that use them."""
+
+    def __init__(self, app: Flask, client: OAuthClient, username: str) -> None:
+        self.app = app
+        self.client = client
+        code, verifier = client.login(username)
+        reply = client.exchange(code, verifier)
+        assert reply.status == 200, reply.text
+        self.access_token = reply.json()["access_token"]
+        self.refresh_token = reply.json()["refresh_token"]
+
+    def mcp_status(self) -> int:
+        return legacy_call(self.app.test_client(), "ping", token=self.access_token).status_code
+
+    def refresh(self) -> tuple[int, dict[str, Any]]:
+        reply = self.client.refresh(self.refresh_token)
+        body = reply.json()
+        if reply.status == 200:
+            self.access_token, self.refresh_token = body["access_token"], body["refresh_token"]
+        return reply.status, body
+
+
+def registered(app: Flask, name: str) -> OAuthClient:
+    client = OAuthClient(FlaskTransport(app.test_client()))
+    assert client.register(client_name=name).status == 201
+    return client
+
+
+def test_offboarding_a_person_is_one_command(app: Flask, cli: Cli) -> None:
+    claude, other = registered(app, "Claude"), registered(app, "Other")
+    alice_claude, alice_other = Connection(app, claude, "alice"), Connection(app, other, "alice")
+    bob = Connection(app, claude, "bob")
+    assert alice_claude.mcp_status() == alice_other.mcp_status() == bob.mcp_status() == 200
+
+    everyone = cli.json("grants", "list")
+    assert sorted((g["subject"], g["client_name"]) for g in everyone) == [
+        ("fake:alice", "Claude"), ("fake:alice", "Other"), ("fake:bob", "Claude"),
+    ]
+    assert all(g["last_used_at"] is not None and g["last_used_at"] >= g["created_at"] for g in everyone)
+    alices = cli.json("grants", "list", "--user", "fake:alice")
+    assert {g["client_id"] for g in alices} == {claude.client_id, other.client_id}
+    assert [g["subject"] for g in cli.json("grants", "list", "--client", other.client_id)] == ["fake:alice"]
+
+    status, out, err = cli.run("grants", "revoke", "--user", "fake:alice")
+    assert status == 0, err
+    assert "revoked 2 grants" in out and all(g["grant_id"] in out for g in alices)
+
+    # At once: the next /mcp call is refused, and so is the next refresh.
+    assert alice_claude.mcp_status() == alice_other.mcp_status() == 401
+    for connection in (alice_claude, alice_other):
+        status_code, body = connection.refresh()
+        assert status_code == 400 and body["error"] == "invalid_grant"
+    # Nobody else.
+    assert bob.mcp_status() == 200 and bob.refresh()[0] == 200
+    assert cli.json("grants", "list", "--user", "fake:alice") == []
+    assert [g["subject"] for g in cli.json("grants", "list")] == ["fake:bob"]
+
+
+def test_revoke_one_grant_or_every_grant_of_a_client(app: Flask, cli: Cli) -> None:
+    claude, other = registered(app, "Claude"), registered(app, "Other")
+    alice, bob, carol = Connection(app, claude, "alice"), Connection(app, claude, "bob"), Connection(app, other, "carol")
+    (alices,) = cli.json("grants", "list", "--user", "fake:alice")
+
+    assert cli.json("grants", "revoke", "--grant", alices["grant_id"]) == {"revoked": [alices["grant_id"]]}
+    assert alice.mcp_status() == 401 and bob.mcp_status() == 200
+    # Revoked before: nothing to do, said so.
+    status, out, _ = cli.run("grants", "revoke", "--grant", alices["grant_id"])
+    assert status == 0 and "already revoked" in out
+
+    revoked = cli.json("grants", "revoke", "--client", claude.client_id)["revoked"]
+    assert len(revoked) == 1
+    assert bob.mcp_status() == 401 and bob.refresh()[1]["error"] == "invalid_grant"
+    assert carol.mcp_status() == 200
+
+
+def test_a_disabled_client_is_refused_at_once_and_refreshes_again_once_enabled(app: Flask, cli: Cli) -> None:
+    claude, other = registered(app, "Claude"), registered(app, "Other")
+    alice, bob = Connection(app, claude, "alice"), Connection(app, other, "bob")
+
+    status, out, err = cli.run("clients", "disable", claude.client_id)
+    assert status == 0, err and "disabled client" in out
+
+    # Its token stops working at once; it can neither refresh nor start an authorization.
+    assert alice.mcp_status() == 401
+    status_code, body = alice.refresh()
+    assert status_code == 401 and body["error"] == "invalid_client"
+    assert body["error_description"] == "this client is disabled"
+    page = claude.authorize("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+    assert page.status == 400 and "this client is disabled" in page.text
+    # Other clients go on.
+    assert bob.mcp_status() == 200 and bob.refresh()[0] == 200
+    shown = cli.json("clients", "show", claude.client_id)
+    assert shown["disabled_at"] is not None and shown["live_grants"] == 1
+
+    # Enabled: the grant survived; the client refreshes and its new token works.
+    assert cli.json("clients", "enable", claude.client_id)["disabled_at"] is None
+    assert alice.refresh()[0] == 200
+    assert alice.mcp_status() == 200
+
+
+def test_clients_list_show_and_delete(app: Flask, cli: Cli) -> None:
+    claude, other = registered(app, "Claude"), registered(app, "Other")
+    alice, bob = Connection(app, claude, "alice"), Connection(app, claude, "bob")
+    Connection(app, other, "carol")
+
+    listed = {c["client_id"]: c for c in cli.json("clients", "list")}
+    assert set(listed) == {claude.client_id, other.client_id}
+    entry = listed[claude.client_id]
+    assert entry["kind"] == "registered" and entry["name"] == "Claude" and entry["live_grants"] == 2
+    assert entry["disabled_at"] is None and entry["last_used_at"] is not None and entry["created_at"] > 0
+    assert listed[other.client_id]["live_grants"] == 1
+    status, out, _ = cli.run("clients", "list")
+    assert status == 0 and "LIVE GRANTS" in out and claude.client_id in out and "Claude" in out
+
+    status, out, _ = cli.run("clients", "show", claude.client_id)
+    assert status == 0 and f"client_id:    {claude.client_id}" in out and "live grants:  2" in out
+
+    deleted = cli.json("clients", "delete", claude.client_id)["deleted"]
+    assert deleted["client_id"] == claude.client_id and deleted["live_grants"] == 2
+    assert alice.mcp_status() == bob.mcp_status() == 401
+    assert alice.refresh()[1]["error"] == "invalid_client"
+    assert [c["client_id"] for c in cli.json("clients", "list")] == [other.client_id]
+    assert [g["subject"] for g in cli.json("grants", "list")] == ["fake:carol"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["clients", "show", "mob_client_x"], "no client mob_client_x"),
+        (["clients", "disable", "mob_client_x"], "no client mob_client_x"),
+        (["clients", "enable", "mob_client_x"], "no client mob_client_x"),
+        (["clients", "delete", "mob_client_x"], "no client mob_client_x"),
+        (["grants", "list", "--client", "mob_client_x"], "no client mob_client_x"),
+        (["grants", "revoke", "--client", "mob_client_x"], "no client mob_client_x"),
+        (["grants", "revoke", "--grant", "no-such-grant"], "no grant no-such-grant"),
+    ],
+)
+def test_unknown_ids_exit_1_with_a_message(cli: Cli, args: list[str], message: str) -> None:
+    for extra in ([], ["--json"]):
+        status, out, err = cli.run(*args, *extra)
+        assert (status, out) == (1, "")
+        assert err.strip() == f"mcp-oauth-bridge: {message}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["grants", "revoke"],
+        ["grants", "revoke", "--user", "a", "--client", "b"],
+        ["clients", "show"],
+        ["clients", "frobnicate"],
+    ],
+)
+def test_malformed_commands_exit_2(cli: Cli, args: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.run(*args)
+    assert exited.value.code == 2
+
+
+def test_revoking_a_person_without_grants_revokes_nothing(cli: Cli) -> None:
+    assert cli.json("grants", "revoke", "--user", "fake:nobody") == {"revoked": []}
+    status, out, _ = cli.run("grants", "revoke", "--user", "fake:nobody")
+    assert status == 0 and "revoked 0 grants" in out
