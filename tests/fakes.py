@@ -421,7 +421,7 @@ class InMemoryStorage:
         with self.lock:
             self.documents[document.client_id] = replace(document, document=copied)
 
-    def reencrypt(self) -> int:
+    def reencrypt(self, *, batch_size: int = 1000) -> int:
         return 0
 
     def close(self) -> None:
@@ -463,6 +463,26 @@ class InMemoryStorage:
                 }
             )
             return removed
+
+    def purge_expired_by_kind(self, now: int) -> dict[str, int]:
+        with self.atomic():
+            before = self._sizes()
+            self.purge_expired(now)
+            after = self._sizes()
+        return {kind: before[kind] - after[kind] for kind in before}
+
+    def _sizes(self) -> dict[str, int]:
+        return {
+            "pending_authorizations": len(self.pending),
+            "authorization_codes": len(self.codes),
+            "access_tokens": len(self.access_tokens),
+            "refresh_tokens": len(self.refresh_tokens),
+            "grants": len(self.grants),
+            "client_metadata_documents": len(self.documents),
+        }
+
+    def database_size(self) -> int:
+        return 0
 
 
     # Export and import: the fake's rows are its own values (a model, and a grant's upstream

@@ -375,14 +375,26 @@ class StorageAdministration(Protocol):
         busy or unreachable, so that a server starts, answers 503 and retries."""
         ...
 
-    def reencrypt(self) -> int:
-        """Re-encrypt every sealed value under the newest encryption key; return how many rows
-        were rewritten."""
+    def reencrypt(self, *, batch_size: int = 1000) -> int:
+        """Re-encrypt every sealed value under the newest encryption key, at most
+        ``batch_size`` rows per transaction (the server keeps running; an interrupted run
+        leaves every value readable under the keys configured, and running it again finishes
+        it); return how many rows were rewritten."""
         ...
 
     def purge_expired(self, now: int) -> int:
         """Delete expired codes, pending authorizations, tokens and long-revoked or unused
         grants; return how many rows went."""
+        ...
+
+    def purge_expired_by_kind(self, now: int) -> dict[str, int]:
+        """``purge_expired``, returning how many rows went by kind (table name: grants,
+        access_tokens …; every kind it purges, zeros included)."""
+        ...
+
+    def database_size(self) -> int:
+        """The database's size on disk in bytes (SQLite: the file and its write-ahead log;
+        PostgreSQL: pg_database_size), for operators."""
         ...
 
     def counts(self) -> dict[str, int]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from ..adapters.storage.sqlite.backup import BackupRefused, backup_database
 from ..domain.model import Client
 from ..domain.ports import GrantUsage, StorageError
 from ..domain.services.administration import AdministrationService, ClientSummary, UnknownRecord
@@ -301,3 +303,128 @@ def add_group(
 def grants(settings: Settings, args: argparse.Namespace) -> int:
     return GRANT_COMMANDS[args.grants_command][1](settings, args)
 
+
+
+# -- keys, stats, backup -----------------------------------------------------------------------
+
+
+def keys_rotate_encryption(settings: Settings, args: argparse.Namespace) -> int:
+    container = build_container(settings)
+    admin = container.storage_admin()
+    try:
+        admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
+        rewritten = admin.reencrypt()
+    except StorageError as exc:
+        return _fail(f"re-encryption stopped: {exc} (the rows done so far stay re-encrypted; run it again to finish)")
+    finally:
+        admin.close()
+    if args.json:
+        _print_json({"reencrypted": rewritten})
+    else:
+        print(
+            f"re-encrypted {rewritten} rows under the first key of ENCRYPTION_KEYS; once every instance runs with "
+            "that key first, the older keys can be removed"
+        )
+    return 0
+
+
+KEY_COMMANDS: dict[str, tuple[str, Command]] = {
+    "rotate-encryption": (
+        "re-encrypt every sealed upstream token under the first key of ENCRYPTION_KEYS, in batches, while the "
+        "server runs (safe to interrupt and run again)",
+        keys_rotate_encryption,
+    ),
+}
+
+KEYS_EPILOG = """\
+Rotating the encryption key: put a new key first in ENCRYPTION_KEYS, keeping the old ones after
+it (comma-separated), and restart every instance (new values are sealed under the first key, all
+keys open); run `keys rotate-encryption`; then remove the old keys and restart again.
+"""
+
+
+def add_key_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def keys(settings: Settings, args: argparse.Namespace) -> int:
+    return KEY_COMMANDS[args.keys_command][1](settings, args)
+
+
+def stats(settings: Settings, args: argparse.Namespace) -> int:
+    container = build_container(settings)
+    admin = container.storage_admin()
+    try:
+        admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
+        clients = container.clients().list()
+        counts = admin.counts()
+        document = {
+            "storage": settings.storage_backend,
+            "clients": dict(sorted(Counter(client.kind for client in clients).items())),
+            "disabled_clients": sum(client.is_disabled for client in clients),
+            "live_grants": len(container.grants().grant_usage()),
+            "grants": counts["grants"],
+            "access_tokens": counts["access_tokens"],
+            "refresh_tokens": counts["refresh_tokens"],
+            "authorization_codes": counts["authorization_codes"],
+            "pending_authorizations": counts["pending_authorizations"],
+            "database_size_bytes": admin.database_size(),
+        }
+    except StorageError as exc:
+        return _fail(f"storage failed: {exc}")
+    finally:
+        admin.close()
+    if args.json:
+        _print_json(document)
+        return 0
+    kinds = ", ".join(f"{count} {kind}" for kind, count in document["clients"].items()) or "none"
+    print(f"storage:                {settings.storage_backend} ({settings.storage_url_for_display})")
+    print(f"clients:                {len(clients)} ({kinds}; {document['disabled_clients']} disabled)")
+    print(f"live grants:            {document['live_grants']} (of {document['grants']} stored)")
+    print(f"access tokens:          {document['access_tokens']} rows")
+    print(f"refresh tokens:         {document['refresh_tokens']} rows")
+    print(f"authorization codes:    {document['authorization_codes']} rows")
+    print(f"pending authorizations: {document['pending_authorizations']}")
+    print(f"database size:          {_size(document['database_size_bytes'])}")
+    print("(token, code and authorization rows include expired ones until `purge` deletes them)")
+    return 0
+
+
+def _size(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def backup(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.storage_backend != "sqlite":
+        return _fail(
+            "backup copies a SQLite database; for PostgreSQL use its own tools, e.g. "
+            "`pg_dump --format=custom --file=bridge.dump DBNAME` (restore with pg_restore)"
+        )
+    try:
+        size = backup_database(settings.sqlite_path, args.path, force=args.force)
+    except BackupRefused as exc:
+        return _fail(f"backup refused: {exc}")
+    if args.json:
+        _print_json({"source": settings.sqlite_path, "backup": args.path, "size_bytes": size})
+    else:
+        print(f"backed up {settings.sqlite_path} to {args.path} ({_size(size)}), a consistent copy as of now")
+    return 0
+
+
+def add_backup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH", help="the file to write (refused if it exists, unless --force)")
+    parser.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+BACKUP_EPILOG = """\
+An online backup: the server keeps running and the copy is the database as of one instant.
+Restore: stop the server, move the database file (STORAGE_URL's; by default
+./data/mcp-oauth-bridge.db)
+and any -wal and -shm files beside it away, copy the backup in its place, start the server.
+PostgreSQL: use pg_dump / pg_restore.
+"""

@@ -6,15 +6,31 @@ makes their next /mcp call 401 and their next refresh invalid_grant)."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from flask import Flask
 
+from cryptography.fernet import Fernet
+
+from mcp_oauth_bridge.domain.ports import StorageError
 from mcp_oauth_bridge.entrypoints.app import create_app
 from mcp_oauth_bridge.entrypoints.cli import main as cli_main
 from mcp_oauth_bridge.entrypoints.config import load_settings
+from mcp_oauth_bridge.entrypoints.container import Container, build_container
+from tests.contract.samples import (
+    h,
+    make_access_token,
+    make_client,
+    make_grant,
+    make_pending,
+    make_upstream,
+    make_upstream_tokens,
+)
 
 from .conftest import environment_for
 from .oauth_flow import FlaskTransport, OAuthClient
@@ -229,3 +245,180 @@ def test_revoking_a_person_without_grants_revokes_nothing(cli: Cli) -> None:
     assert cli.json("grants", "revoke", "--user", "fake:nobody") == {"revoked": []}
     status, out, _ = cli.run("grants", "revoke", "--user", "fake:nobody")
     assert status == 0 and "revoked 0 grants" in out
+
+
+# -- purge, stats, keys rotate-encryption, backup ------------------------------------------------
+
+
+def storage_of(env: dict[str, str], **changes: str) -> Container:
+    """A container on the installation's storage (with ``changes`` to its environment), its
+    schema current."""
+    container = build_container(load_settings({**env, **changes}, dotenv_path=None))
+    container.storage_admin().migrate()
+    return container
+
+
+def test_purge_prints_what_it_deleted_by_kind(env: dict[str, str], cli: Cli) -> None:
+    now = int(time.time())
+    storage = storage_of(env)
+    try:
+        # A client in use (an unused registration would be purged, with everything issued to it).
+        storage.clients().add(make_client("client-1", issued_at=now, last_used_at=now))
+        storage.grants().add_grant(make_grant("grant-1", created_at=now), None)
+        storage.access_tokens().add_access_token(make_access_token(h("at-live"), issued_at=now, expires_at=now + 600))
+        for n in range(2):
+            storage.access_tokens().add_access_token(
+                make_access_token(h(f"at-expired-{n}"), issued_at=now - 7200, expires_at=now - 3600)
+            )
+        storage.authorizations().add_pending(make_pending(created_at=now - 7200, expires_at=now - 3600))
+    finally:
+        storage.storage_admin().close()
+
+    purged = cli.json("purge")["purged"]
+    assert purged["access_tokens"] == 2 and purged["pending_authorizations"] == 1
+    assert purged["grants"] == purged["refresh_tokens"] == purged["unused_clients"] == 0
+    status, out, _ = cli.run("purge")
+    assert status == 0 and "purged 0 rows:" in out and "  access tokens: 0" in out
+
+
+def test_stats(app: Flask, env: dict[str, str], cli: Cli) -> None:
+    claude, other = registered(app, "Claude"), registered(app, "Other")
+    Connection(app, claude, "alice"), Connection(app, claude, "bob"), Connection(app, other, "carol")
+    assert cli.run("clients", "disable", other.client_id)[0] == 0
+    assert cli.json("grants", "revoke", "--user", "fake:bob")["revoked"]
+
+    stats = cli.json("stats")
+    assert stats["storage"] == ("postgresql" if "STORAGE_URL" in env else "sqlite")
+    assert stats["clients"] == {"registered": 2} and stats["disabled_clients"] == 1
+    assert stats["live_grants"] == 2 and stats["grants"] == 3
+    assert stats["access_tokens"] == stats["refresh_tokens"] == 3
+    assert stats["pending_authorizations"] == 3 and stats["authorization_codes"] == 3
+    assert stats["database_size_bytes"] > 10_000
+    status, out, _ = cli.run("stats")
+    assert status == 0 and "live grants:            2 (of 3 stored)" in out and "2 registered; 1 disabled" in out
+
+
+def test_keys_rotate_encryption_reencrypts_under_the_first_key(env: dict[str, str], cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    old_key, new_key = env["ENCRYPTION_KEYS"], Fernet.generate_key().decode()
+    storage = storage_of(env)
+    try:
+        storage.clients().add(make_client("client-1"))
+        for n in range(5):
+            storage.grants().add_grant(make_grant(f"grant-{n}"), make_upstream_tokens(access_token=f"upstream-{n}"))
+        storage.grants().add_grant(make_grant("grant-without"), None)
+        storage.authorizations().add_pending(make_pending())
+        storage.authorizations().attach_upstream("pending-1", make_upstream())
+    finally:
+        storage.storage_admin().close()
+
+    # The new key first, the old one still there to open what it sealed.
+    monkeypatch.setenv("ENCRYPTION_KEYS", f"{new_key},{old_key}")
+    assert cli.json("keys", "rotate-encryption") == {"reencrypted": 6}
+    # Again (an interrupted run is finished this way): every row once more, all still readable.
+    status, out, err = cli.run("keys", "rotate-encryption")
+    assert status == 0, err
+    assert "re-encrypted 6 rows under the first key of ENCRYPTION_KEYS" in out
+
+    rotated = storage_of(env, ENCRYPTION_KEYS=new_key)
+    try:
+        assert [rotated.upstream_token_store().get_upstream_tokens(f"grant-{n}").access_token  # type: ignore[union-attr]
+                for n in range(5)] == [f"upstream-{n}" for n in range(5)]
+        pending = rotated.authorizations().get_pending("pending-1")
+        assert pending is not None and pending.upstream == make_upstream()
+        # In batches of 2 rows per transaction as well.
+        assert rotated.storage_admin().reencrypt(batch_size=2) == 6
+    finally:
+        rotated.storage_admin().close()
+    stale = storage_of(env, ENCRYPTION_KEYS=old_key)
+    try:
+        # Nothing is left that only the old key opens.
+        with pytest.raises(StorageError):
+            stale.upstream_token_store().get_upstream_tokens("grant-0")
+    finally:
+        stale.storage_admin().close()
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = environment_for(tmp_path / "data")
+    monkeypatch.delenv("STORAGE_URL", raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    return values
+
+
+def test_backup_is_a_consistent_copy_taken_while_another_connection_writes(
+    sqlite_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli = Cli(capsys)
+    storage = storage_of(sqlite_env)
+    storage.clients().add(make_client("client-1"))
+    for n in range(2000):
+        storage.grants().add_grant(make_grant(f"grant-{n:05d}"), make_upstream_tokens(access_token=f"upstream-{n}"))
+    stop, written = threading.Event(), []
+
+    def write() -> None:
+        # Each grant and its sealed upstream tokens are written in one transaction (add_grant).
+        writer = storage_of(sqlite_env)
+        try:
+            while not stop.is_set():
+                n = len(written)
+                writer.grants().add_grant(make_grant(f"late-{n:05d}"), make_upstream_tokens())
+                written.append(n)
+        finally:
+            writer.storage_admin().close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        while len(written) < 20:
+            time.sleep(0.01)
+        result = cli.json("backup", str(tmp_path / "copy.db"))
+        after_backup = len(written)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        storage.storage_admin().close()
+    assert after_backup > 20 and result["size_bytes"] > 0
+
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        grants = copy.execute("SELECT count(*) FROM grants").fetchone()[0]
+        upstream = copy.execute("SELECT count(*) FROM grant_upstream_tokens").fetchone()[0]
+        # Every transaction whole: each grant with its upstream tokens; what was there before, and
+        # some of what was written meanwhile.
+        assert grants == upstream and 2000 + 20 <= grants
+    finally:
+        copy.close()
+    # The copy is a working database: restored, the server reads it with the same keys.
+    restored = storage_of(sqlite_env, STORAGE_URL=f"sqlite:///{tmp_path / 'copy.db'}")
+    try:
+        tokens = restored.upstream_token_store().get_upstream_tokens("grant-01999")
+        assert tokens is not None and tokens.access_token == "upstream-1999"
+    finally:
+        restored.storage_admin().close()
+
+
+def test_backup_refuses_to_overwrite_unless_forced(sqlite_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cli = Cli(capsys)
+    assert cli.run("stats")[0] == 0  # creates the database
+    target = tmp_path / "backup.db"
+    target.write_text("precious")
+    status, out, err = cli.run("backup", str(target))
+    assert (status, out) == (1, "") and "exists" in err and "--force" in err
+    assert target.read_text() == "precious"
+    status, out, err = cli.run("backup", str(target), "--force")
+    assert status == 0, err and "backed up" in out
+    assert sqlite3.connect(target).execute("SELECT count(*) FROM clients").fetchone() == (0,)
+    status, _, err = cli.run("backup", str(tmp_path / "no-such-dir" / "b.db"))
+    assert status == 1 and "no directory" in err
+
+
+def test_backup_on_postgresql_points_to_pg_dump(env: dict[str, str], cli: Cli, tmp_path: Path) -> None:
+    if "STORAGE_URL" not in env:
+        return  # the SQLite backup has its own tests above
+    status, out, err = cli.run("backup", str(tmp_path / "b.db"))
+    assert (status, out) == (1, "") and "pg_dump" in err
+    assert not (tmp_path / "b.db").exists()
