@@ -139,7 +139,8 @@ def clients_show(service: AdministrationService, args: argparse.Namespace) -> in
     return 0
 
 
-def _changed(client: Client, args: argparse.Namespace, text: str, service: AdministrationService) -> int:
+def _changed(service: AdministrationService, client: Client, args: argparse.Namespace, text: str) -> int:
+    """What disable and enable print: the client as it is now, or a sentence."""
     if args.json:
         _print_json(client_document(service.show_client(client.client_id)))
     else:
@@ -151,18 +152,18 @@ def _changed(client: Client, args: argparse.Namespace, text: str, service: Admin
 def clients_disable(service: AdministrationService, args: argparse.Namespace) -> int:
     client = service.disable_client(args.client_id)
     return _changed(
+        service,
         client,
         args,
         f"disabled client {client.client_id} ({client.display_name}): its access tokens are revoked and it can "
         "neither authorize nor use the token endpoint; `clients enable` lets it refresh again",
-        service,
     )
 
 
 @_administered
 def clients_enable(service: AdministrationService, args: argparse.Namespace) -> int:
     client = service.enable_client(args.client_id)
-    return _changed(client, args, f"enabled client {client.client_id} ({client.display_name})", service)
+    return _changed(service, client, args, f"enabled client {client.client_id} ({client.display_name})")
 
 
 @_administered

@@ -8,7 +8,20 @@ from dataclasses import replace
 
 from mcp_oauth_bridge.domain.ports import GrantUsage
 
-from .samples import DAY, HOUR, NOW, h, make_access_token, make_client, make_grant, make_refresh_token
+from tests.fakes import InMemoryStorage
+
+from .samples import (
+    DAY,
+    HOUR,
+    NOW,
+    h,
+    make_access_token,
+    make_client,
+    make_code,
+    make_grant,
+    make_pending,
+    make_refresh_token,
+)
 from .stores import Stores
 from .test_storage_contract import given_grant
 
@@ -85,3 +98,37 @@ def test_grant_usage_lists_live_grants_with_the_last_token_issued(storage: Store
     assert storage.grants.grant_usage(subject="user-1") == [GrantUsage(first, NOW - 5), GrantUsage(second, NOW - 7)]
     assert storage.grants.grant_usage(client_id="client-1") == [GrantUsage(first, NOW - 5), GrantUsage(third, None)]
     assert storage.grants.grant_usage(subject="user-2", client_id="client-2") == []
+
+
+def test_purge_by_kind_counts_what_went_from_each_table(storage: Stores) -> None:
+    given_grant(storage)
+    given_grant(storage, make_grant("grant-revoked"))
+    storage.authorizations.add_pending(make_pending("pending-old", expires_at=NOW + 10))
+    storage.authorizations.add_pending(make_pending("pending-live", expires_at=NOW + 1000))
+    storage.authorizations.add_code(make_code(h("code-old"), expires_at=NOW + 10))
+    for n in range(2):
+        storage.access_tokens.add_access_token(make_access_token(h(f"at-old-{n}"), expires_at=NOW + 10))
+    storage.access_tokens.add_access_token(make_access_token(h("at-live"), expires_at=NOW + 1000))
+    # A grant revoked long ago goes with its (unexpired) refresh token.
+    storage.refresh_tokens.add_refresh_token(make_refresh_token(h("rt-revoked"), "grant-revoked"))
+    storage.grants.revoke_grant("grant-revoked", NOW - 2 * DAY)
+
+    assert storage.admin.purge_expired_by_kind(NOW + 10) == {
+        "pending_authorizations": 1,
+        "authorization_codes": 1,
+        "access_tokens": 2,
+        "refresh_tokens": 1,
+        "grants": 1,
+        "client_metadata_documents": 0,
+    }
+    assert set(storage.admin.purge_expired_by_kind(NOW + 10).values()) == {0}
+    assert storage.access_tokens.get_access_token(h("at-live")) is not None
+
+
+def test_database_size_grows_with_what_is_stored(storage: Stores) -> None:
+    before = storage.admin.database_size()
+    for n in range(300):
+        given_grant(storage, make_grant(f"grant-{n}", claims={"padding": "x" * 1000}))
+    after = storage.admin.database_size()
+    # The in-memory fake has no size; the SQL backends report the bytes on disk.
+    assert after == before == 0 if isinstance(storage.admin, InMemoryStorage) else after > before > 0

@@ -157,12 +157,23 @@ def test_revoke_one_grant_or_every_grant_of_a_client(app: Flask, cli: Cli) -> No
     assert carol.mcp_status() == 200
 
 
-def test_a_disabled_client_is_refused_at_once_and_refreshes_again_once_enabled(app: Flask, cli: Cli) -> None:
+def test_a_disabled_client_is_refused_at_once_and_refreshes_again_once_enabled(
+    app: Flask, env: dict[str, str], cli: Cli
+) -> None:
     claude, other = registered(app, "Claude"), registered(app, "Other")
     alice, bob = Connection(app, claude, "alice"), Connection(app, other, "bob")
+    # Another instance on the same storage (the bearer lookup caches nothing).
+    instance = create_app(load_settings(env, dotenv_path=None))
+    try:
+        assert legacy_call(instance.test_client(), "ping", token=alice.access_token).status_code == 200
 
-    status, out, err = cli.run("clients", "disable", claude.client_id)
-    assert status == 0, err and "disabled client" in out
+        status, out, err = cli.run("clients", "disable", claude.client_id)
+        assert status == 0, err
+        assert "disabled client" in out
+
+        assert legacy_call(instance.test_client(), "ping", token=alice.access_token).status_code == 401
+    finally:
+        instance.extensions["container"].storage_admin().close()
 
     # Its token stops working at once; it can neither refresh nor start an authorization.
     assert alice.mcp_status() == 401
@@ -410,7 +421,8 @@ def test_backup_refuses_to_overwrite_unless_forced(sqlite_env: dict[str, str], t
     assert (status, out) == (1, "") and "exists" in err and "--force" in err
     assert target.read_text() == "precious"
     status, out, err = cli.run("backup", str(target), "--force")
-    assert status == 0, err and "backed up" in out
+    assert status == 0, err
+    assert "backed up" in out
     assert sqlite3.connect(target).execute("SELECT count(*) FROM clients").fetchone() == (0,)
     status, _, err = cli.run("backup", str(tmp_path / "no-such-dir" / "b.db"))
     assert status == 1 and "no directory" in err
@@ -422,3 +434,25 @@ def test_backup_on_postgresql_points_to_pg_dump(env: dict[str, str], cli: Cli, t
     status, out, err = cli.run("backup", str(tmp_path / "b.db"))
     assert (status, out) == (1, "") and "pg_dump" in err
     assert not (tmp_path / "b.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["clients", "--help"], ["list", "show", "disable", "enable", "delete"]),
+        (["clients", "disable", "--help"], ["access tokens stop working", "--json"]),
+        (["grants", "list", "--help"], ["--user SUBJECT", "--client ID", "ACCESS_TOKEN_TTL"]),
+        (["grants", "revoke", "--help"], ["--grant ID", "--user SUBJECT", "--client ID", "offboarding"]),
+        (["keys", "rotate-encryption", "--help"], ["first key of ENCRYPTION_KEYS", "interrupt"]),
+        (["stats", "--help"], ["database size", "--json"]),
+        (["purge", "--help"], ["--json"]),
+        (["backup", "--help"], ["--force", "Restore", "pg_dump"]),
+    ],
+)
+def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str], args: list[str], words: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(args)
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for word in words:
+        assert word in text
