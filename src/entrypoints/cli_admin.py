@@ -113,6 +113,9 @@ def clients_list(service: AdministrationService, args: argparse.Namespace) -> in
     if args.json:
         _print_json([client_document(summary) for summary in summaries])
         return 0
+    if not summaries:
+        print("no clients")
+        return 0
     rows = [
         (
             s.client.client_id,
@@ -228,6 +231,9 @@ def grants_list(service: AdministrationService, args: argparse.Namespace) -> int
     names = {summary.client.client_id: summary.client.client_name for summary in service.list_clients()}
     if args.json:
         _print_json([grant_document(usage, names) for usage in usages])
+        return 0
+    if not usages:
+        print("no live grants")
         return 0
     rows = [
         (

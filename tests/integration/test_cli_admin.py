@@ -137,6 +137,7 @@ def test_offboarding_a_person_is_one_command(app: Flask, cli: Cli) -> None:
     # Nobody else.
     assert bob.mcp_status() == 200 and bob.refresh()[0] == 200
     assert cli.json("grants", "list", "--user", "fake:alice") == []
+    assert cli.run("grants", "list", "--user", "fake:alice")[1] == "no live grants\n"
     assert [g["subject"] for g in cli.json("grants", "list")] == ["fake:bob"]
 
 
