@@ -111,6 +111,10 @@ class InMemoryClientRepository:
                     self.storage.access_tokens[key] = replace(token, revoked_at=now)
             return True
 
+    def is_disabled(self, client_id: str) -> bool:
+        client = self.storage.clients.get(client_id)
+        return client is not None and client.is_disabled
+
     def enable(self, client_id: str) -> bool:
         with self.storage.lock:
             client = self.storage.clients.get(client_id)

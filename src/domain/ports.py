@@ -104,6 +104,14 @@ class ClientRepository(Protocol):
         """Clear the client's disabled mark; False for an unknown client."""
         ...
 
+    def is_disabled(self, client_id: str) -> bool:
+        """Whether an operator disabled the client, read by the token endpoint in the transaction
+        that issues tokens, after the token rows are written: a concurrent ``disable`` then
+        either has committed and is seen here, or revokes what this transaction issued (it
+        waits for the transaction through the grant's row lock, or runs after it on SQLite).
+        False for an unknown client."""
+        ...
+
     def touch(self, client_id: str, now: int) -> None:
         """Record that the client was used (tokens issued), for reaping unused registrations."""
         ...

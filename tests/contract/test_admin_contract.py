@@ -132,3 +132,13 @@ def test_database_size_grows_with_what_is_stored(storage: Stores) -> None:
     after = storage.admin.database_size()
     # The in-memory fake has no size; the SQL backends report the bytes on disk.
     assert after == before == 0 if isinstance(storage.admin, InMemoryStorage) else after > before > 0
+
+
+def test_is_disabled_reads_the_mark(storage: Stores) -> None:
+    storage.clients.add(make_client("client-1"))
+    assert storage.clients.is_disabled("client-1") is False
+    storage.clients.disable("client-1", NOW)
+    assert storage.clients.is_disabled("client-1") is True
+    storage.clients.enable("client-1")
+    assert storage.clients.is_disabled("client-1") is False
+    assert storage.clients.is_disabled("nobody") is False

@@ -88,3 +88,21 @@ def test_unknown_ids_are_named(world: World) -> None:
         admin.revoke_grants(client_id="mob_client_x")
     with pytest.raises(ValueError):
         admin.revoke_grants(subject="a", client_id="b")
+
+
+def test_a_client_disabled_after_it_authenticated_gets_no_tokens(world: World) -> None:
+    # The token endpoint authenticated the client, then `clients disable` committed before the
+    # tokens were written: the check inside the issuing transaction refuses, and rolls back.
+    client = world.register()
+    issued = world.login(client)
+    authenticated = world.client_auth.authenticate(
+        ClientCredentials(client_id=client.client.client_id, client_secret=None, method="none")
+    )
+    administration(world).disable_client(client.client.client_id)
+    tokens_before = dict(world.storage.access_tokens)
+    with pytest.raises(InvalidClient, match="this client is disabled"):
+        world.token_service.refresh(authenticated, refresh_token=issued.refresh_token, scope=None, resource=None)
+    assert world.storage.access_tokens == tokens_before
+    # The refresh token was not consumed: enabled again, the client refreshes with it.
+    administration(world).enable_client(client.client.client_id)
+    assert world.refresh(client, issued.refresh_token).access_token

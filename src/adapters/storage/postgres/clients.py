@@ -24,6 +24,12 @@ _REVOKE_CLIENT_ACCESS_TOKENS = """
     WHERE grant_id IN (SELECT grant_id FROM grants WHERE client_id = %s) AND revoked_at IS NULL AND expires_at > %s
 """
 _LOCK_CLIENT_GRANTS = "SELECT grant_id FROM grants WHERE client_id = %s ORDER BY grant_id FOR UPDATE"
+# A plain read, no row lock: a share lock here, taken after the token row's share lock on its
+# grant, would deadlock with a client's deletion (client row, then its grants by cascade).
+# Inside the token endpoint's transaction, after the token row is written: a disable that
+# locked the grant first committed before this read (seen); one that had not yet locked it
+# waits for this transaction and then revokes the token (disable()).
+_CLIENT_DISABLED = "SELECT disabled_at IS NOT NULL FROM clients WHERE client_id = %s"
 _ENABLE_CLIENT = "UPDATE clients SET disabled_at = NULL WHERE client_id = %s"
 _SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id = %s"
 _SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
@@ -74,6 +80,10 @@ class PostgresClientRepository:
 
     def enable(self, client_id: str) -> bool:
         return self._db.execute(_ENABLE_CLIENT, (client_id,)) > 0
+
+    def is_disabled(self, client_id: str) -> bool:
+        row = self._db.fetchone(_CLIENT_DISABLED, (client_id,))
+        return row is not None and bool(row[0])
 
     def touch(self, client_id: str, now: int) -> None:
         self._db.execute(_TOUCH_CLIENT, (now, client_id))

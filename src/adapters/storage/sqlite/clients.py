@@ -24,6 +24,7 @@ _REVOKE_CLIENT_ACCESS_TOKENS = """
     UPDATE access_tokens SET revoked_at = ?
     WHERE grant_id IN (SELECT grant_id FROM grants WHERE client_id = ?) AND revoked_at IS NULL AND expires_at > ?
 """
+_CLIENT_DISABLED = "SELECT disabled_at IS NOT NULL FROM clients WHERE client_id = ?"
 _ENABLE_CLIENT = "UPDATE clients SET disabled_at = NULL WHERE client_id = ?"
 _SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id = ?"
 _SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
@@ -76,6 +77,13 @@ class SqliteClientRepository:
     @storage_errors
     def enable(self, client_id: str) -> bool:
         return self._db.connection().execute(_ENABLE_CLIENT, (client_id,)).rowcount > 0
+
+    @storage_errors
+    def is_disabled(self, client_id: str) -> bool:
+        # Inside the token endpoint's BEGIN IMMEDIATE transaction: writers are serialised, so a
+        # disable is either committed (and seen) or runs after (and revokes what was issued).
+        row = self._db.connection().execute(_CLIENT_DISABLED, (client_id,)).fetchone()
+        return row is not None and bool(row[0])
 
     @storage_errors
     def touch(self, client_id: str, now: int) -> None:
