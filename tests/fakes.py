@@ -24,6 +24,7 @@ from mcp_oauth_bridge.domain.model import (
     UpstreamTransaction,
 )
 from mcp_oauth_bridge.domain.ports import (
+    GrantUsage,
     RECORD_KINDS,
     CachedMetadataDocument,
     FetchedDocument,
@@ -82,6 +83,10 @@ class InMemoryClientRepository:
 
     def add(self, client: Client) -> None:
         with self.storage.lock:
+            stored = self.storage.clients.get(client.client_id)
+            # As the SQL upsert: only disable and enable change a stored client's disabled mark.
+            if stored is not None:
+                client = replace(client, disabled_at=stored.disabled_at)
             self.storage.clients[client.client_id] = client
 
     def get(self, client_id: str) -> Client | None:
@@ -94,6 +99,30 @@ class InMemoryClientRepository:
         with self.storage.lock:
             self.storage.delete_client_rows(client_id)
             return self.storage.clients.pop(client_id, None) is not None
+
+    def disable(self, client_id: str, now: int) -> bool:
+        with self.storage.lock:
+            client = self.storage.clients.get(client_id)
+            if client is None:
+                return False
+            self.storage.clients[client_id] = replace(client, disabled_at=client.disabled_at or now)
+            grants = {g.grant_id for g in self.storage.grants.values() if g.client_id == client_id}
+            for key, token in self.storage.access_tokens.items():
+                if token.grant_id in grants and token.revoked_at is None and token.expires_at > now:
+                    self.storage.access_tokens[key] = replace(token, revoked_at=now)
+            return True
+
+    def is_disabled(self, client_id: str) -> bool:
+        client = self.storage.clients.get(client_id)
+        return client is not None and client.is_disabled
+
+    def enable(self, client_id: str) -> bool:
+        with self.storage.lock:
+            client = self.storage.clients.get(client_id)
+            if client is None:
+                return False
+            self.storage.clients[client_id] = replace(client, disabled_at=None)
+            return True
 
     def touch(self, client_id: str, now: int) -> None:
         with self.storage.lock:
@@ -282,6 +311,20 @@ class InMemoryStorage:
                     if token.grant_id == grant_id and token.revoked_at is None:
                         tokens[key] = replace(token, revoked_at=now)  # type: ignore[assignment]
 
+    def grant_usage(self, *, subject: str | None = None, client_id: str | None = None) -> list[GrantUsage]:
+        live = [
+            g for g in self.grants.values()
+            if g.revoked_at is None and subject in (None, g.subject) and client_id in (None, g.client_id)
+        ]
+        usage = []
+        for grant in sorted(live, key=lambda g: (g.created_at, g.grant_id)):
+            issued = [
+                t.issued_at for t in [*self.access_tokens.values(), *self.refresh_tokens.values()]
+                if t.grant_id == grant.grant_id
+            ]
+            usage.append(GrantUsage(grant, max(issued, default=None)))
+        return usage
+
     # UpstreamTokenStore
 
     def get_upstream_tokens(self, grant_id: str) -> UpstreamTokens | None:
@@ -383,7 +426,7 @@ class InMemoryStorage:
         with self.lock:
             self.documents[document.client_id] = replace(document, document=copied)
 
-    def reencrypt(self) -> int:
+    def reencrypt(self, *, batch_size: int = 1000) -> int:
         return 0
 
     def close(self) -> None:
@@ -425,6 +468,26 @@ class InMemoryStorage:
                 }
             )
             return removed
+
+    def purge_expired_by_kind(self, now: int) -> dict[str, int]:
+        with self.atomic():
+            before = self._sizes()
+            self.purge_expired(now)
+            after = self._sizes()
+        return {kind: before[kind] - after[kind] for kind in before}
+
+    def _sizes(self) -> dict[str, int]:
+        return {
+            "pending_authorizations": len(self.pending),
+            "authorization_codes": len(self.codes),
+            "access_tokens": len(self.access_tokens),
+            "refresh_tokens": len(self.refresh_tokens),
+            "grants": len(self.grants),
+            "client_metadata_documents": len(self.documents),
+        }
+
+    def database_size(self) -> int:
+        return 0
 
 
     # Export and import: the fake's rows are its own values (a model, and a grant's upstream

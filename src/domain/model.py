@@ -39,6 +39,12 @@ class Client:
     last_used_at: int | None = None
     # RFC 7592 §3: the registration access token of a DCR client, as a keyed hash.
     registration_token_hash: str | None = None
+    # When an operator disabled it (`clients disable`); None while it is enabled.
+    disabled_at: int | None = None
+
+    @property
+    def is_disabled(self) -> bool:
+        return self.disabled_at is not None
 
     @property
     def is_public(self) -> bool:

@@ -96,6 +96,24 @@ class ClientRepository(Protocol):
 
     def delete(self, client_id: str) -> bool: ...
 
+    def disable(self, client_id: str, now: int) -> bool:
+        """Mark the client disabled (keeping the first time if it already was) and revoke its
+        unexpired access tokens, in one transaction; its grants and refresh tokens stay (the
+        token endpoint refuses a disabled client). False for an unknown client."""
+        ...
+
+    def enable(self, client_id: str) -> bool:
+        """Clear the client's disabled mark; False for an unknown client."""
+        ...
+
+    def is_disabled(self, client_id: str) -> bool:
+        """Whether an operator disabled the client, read by the token endpoint in the transaction
+        that issues tokens, after the token rows are written: a concurrent ``disable`` then
+        either has committed and is seen here, or revokes what this transaction issued (it
+        waits for the transaction through the grant's row lock, or runs after it on SQLite).
+        False for an unknown client."""
+        ...
+
     def touch(self, client_id: str, now: int) -> None:
         """Record that the client was used (tokens issued), for reaping unused registrations."""
         ...
@@ -210,6 +228,16 @@ class UnitOfWork(Protocol):
         ...
 
 
+class GrantUsage(NamedTuple):
+    """A grant and when it was last used: when a token was last issued from it (the code
+    exchange or a refresh), None if no token of it is left. Read from the token rows, so that
+    nothing is written on the /mcp path; as exact as the access-token lifetime, since a client
+    that keeps calling /mcp refreshes at least that often."""
+
+    grant: Grant
+    last_used_at: int | None
+
+
 @runtime_checkable
 class GrantStore(Protocol):
     """Grants: what a person consented to, for one client."""
@@ -229,6 +257,11 @@ class GrantStore(Protocol):
 
     def revoke_grant(self, grant_id: str, now: int) -> None:
         """Revoke the grant and every token issued from it, at once (one transaction)."""
+        ...
+
+    def grant_usage(self, *, subject: str | None = None, client_id: str | None = None) -> list[GrantUsage]:
+        """The grants not revoked (of ``subject`` and/or ``client_id`` when given), oldest
+        first, each with when it was last used (for operators: `grants list`)."""
         ...
 
 
@@ -352,14 +385,26 @@ class StorageAdministration(Protocol):
         busy or unreachable, so that a server starts, answers 503 and retries."""
         ...
 
-    def reencrypt(self) -> int:
-        """Re-encrypt every sealed value under the newest encryption key; return how many rows
-        were rewritten."""
+    def reencrypt(self, *, batch_size: int = 1000) -> int:
+        """Re-encrypt every sealed value under the newest encryption key, at most
+        ``batch_size`` rows per transaction (the server keeps running; an interrupted run
+        leaves every value readable under the keys configured, and running it again finishes
+        it); return how many rows were rewritten."""
         ...
 
     def purge_expired(self, now: int) -> int:
         """Delete expired codes, pending authorizations, tokens and long-revoked or unused
         grants; return how many rows went."""
+        ...
+
+    def purge_expired_by_kind(self, now: int) -> dict[str, int]:
+        """``purge_expired``, returning how many rows went by kind (table name: grants,
+        access_tokens …; every kind it purges, zeros included)."""
+        ...
+
+    def database_size(self) -> int:
+        """The database's size on disk in bytes (SQLite: the file and its write-ahead log;
+        PostgreSQL: pg_database_size), for operators."""
         ...
 
     def counts(self) -> dict[str, int]:

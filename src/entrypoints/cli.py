@@ -22,7 +22,7 @@ from ..domain.services.storage_copy import CopyReport, SourceSchemaNotCurrent, S
 from .config import ConfigError, Settings, check_storage_url, load_settings, redact_url
 from .container import build_container
 from .storage import build_storage
-from . import gunicorn_conf
+from . import cli_admin, gunicorn_conf
 
 log = logging.getLogger("mcp_oauth_bridge")
 MASTER_SCHEMA_BUSY_WAIT = 10.0
@@ -110,13 +110,22 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _purge(settings: Settings, args: argparse.Namespace) -> int:
     container = build_container(settings)
-    result = container.housekeeping().purge()
-    # Rate-limit counters in the database (those in Redis expire by themselves).
-    counters = container.rate_limit_store().purge_expired(container.clock().now())
-    print(
-        f"purged {result.expired_rows} expired rows, {result.deleted_clients} unused clients "
-        f"and {counters} expired rate-limit counters"
-    )
+    try:
+        report = container.housekeeping().purge_report()
+        # Rate-limit counters in the database (those in Redis expire by themselves).
+        counters = container.rate_limit_store().purge_expired(container.clock().now())
+    except StorageError as exc:
+        print(f"mcp-oauth-bridge: purge failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        container.storage_admin().close()
+    purged = {**report.expired_rows, "unused_clients": report.deleted_clients, "rate_limit_counters": counters}
+    if args.json:
+        print(json.dumps({"purged": purged}))
+        return 0
+    print(f"purged {sum(purged.values())} rows:")
+    for kind, count in purged.items():
+        print(f"  {kind.replace('_', ' ')}: {count}")
     return 0
 
 
@@ -250,6 +259,8 @@ def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
 
 CLIENT_COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
     "add": ("create a trusted client with exact redirect URIs; prints its id and (once) its secret", _clients_add),
+    # list, show, disable, enable, delete (cli_admin.py).
+    **cli_admin.CLIENT_COMMANDS,
 }
 
 
@@ -261,6 +272,8 @@ def _add_client_commands(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="clients_command", required=True)
     for name, (help_text, _) in CLIENT_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
+        if name in cli_admin.CLIENT_COMMANDS:
+            cli_admin.add_client_arguments(name, sub)
         if name == "add":
             sub.add_argument("--name", required=True, help="the name people see on the consent page")
             sub.add_argument(
@@ -286,7 +299,11 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
         _copy_storage,
     ),
     "check-config": ("validate the configuration and print the main settings", _check_config),
-    "clients": ("manage clients: `clients add` creates one an operator trusts", _clients),
+    "clients": ("manage clients: add, list, show, disable, enable, delete", _clients),
+    "grants": ("list who is connected, and revoke grants (offboarding: `grants revoke --user SUBJECT`)", cli_admin.grants),
+    "keys": ("key rotation: `keys rotate-encryption` re-encrypts under the first key of ENCRYPTION_KEYS", cli_admin.keys),
+    "stats": ("print clients by kind, live grants, tokens, pending authorizations and the database size", cli_admin.stats),
+    "backup": ("write an online, consistent copy of the SQLite database to a file", cli_admin.backup),
 }
 
 
@@ -318,6 +335,17 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
         if name == "clients":
             _add_client_commands(sub)
+        if name == "keys":
+            cli_admin.add_group(sub, "keys_command", cli_admin.KEY_COMMANDS, cli_admin.add_key_arguments,
+                                cli_admin.KEYS_EPILOG)
+        if name == "backup":
+            cli_admin.add_backup_arguments(sub)
+            sub.epilog = cli_admin.BACKUP_EPILOG
+        if name in ("purge", "stats"):
+            sub.add_argument("--json", action="store_true", help="print one JSON document")
+        if name == "grants":
+            cli_admin.add_group(sub, "grants_command", cli_admin.GRANT_COMMANDS, cli_admin.add_grant_arguments,
+                                cli_admin.GRANTS_EPILOG)
         if name == "copy-storage":
             sub.add_argument("--from", dest="source", required=True, metavar="URL", help="the storage to copy from")
             sub.add_argument("--to", dest="target", required=True, metavar="URL", help="the storage to copy into (empty)")

@@ -20,6 +20,7 @@ from ..adapters.tools.identity import IdentityToolset
 from ..adapters.web_url import AdaWebUrlParser
 from ..domain.policy import ServerPolicy
 from ..domain.security import TokenHasher
+from ..domain.services.administration import AdministrationService
 from ..domain.services.authorization import AuthorizationService
 from ..domain.services.bearer import BearerAuthenticator
 from ..domain.services.clients import ClientDirectory
@@ -237,6 +238,10 @@ class Container(containers.DeclarativeContainer):
         housekeeping=housekeeping,
         upstream=upstream_tokens,
         audit=audit_log,
+    )
+    # The administration CLI (clients, grants).
+    administration_service = providers.Singleton(
+        AdministrationService, clients=clients, grants=grants, unit_of_work=unit_of_work, clock=clock
     )
     bearer_authenticator = providers.Singleton(
         BearerAuthenticator, access_tokens=access_tokens, clock=clock, hasher=hasher, policy=policy

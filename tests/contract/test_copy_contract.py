@@ -68,6 +68,8 @@ def fill(storage: Stores) -> None:
     """Records in every state at COPIED_AT: live, expired, revoked, rotated, long revoked, unused."""
     storage.clients.add(make_client("client-1", registration_token_hash=h("registration-token-1")))
     storage.clients.add(make_client("client-2", secret_hash=None, token_endpoint_auth_method="none"))
+    # Disabled by an operator (`clients disable`): it stays disabled in the target.
+    storage.clients.add(make_client("client-disabled", disabled_at=NOW))
     # A cached client ID metadata document (of no client yet): a cache, never copied.
     storage.documents.put_document(make_document(stale_until=NOW + DAY))
     storage.authorizations.add_pending(make_pending("pending-live", expires_at=NOW + 600))
@@ -165,6 +167,8 @@ def test_the_target_holds_what_a_purge_of_the_source_would_keep(source_and_targe
     # RFC 7592: the copied client can still be managed with its registration access token.
     copied_client = target.clients.get("client-1")
     assert copied_client is not None and copied_client.registration_token_hash == h("registration-token-1")
+    disabled = target.clients.get("client-disabled")
+    assert disabled is not None and disabled.disabled_at == NOW
     # The document cache stays behind; the target fetches documents again.
     assert target.documents.get_document(CIMD_URL) is None
     assert target.admin.counts()["client_metadata_documents"] == 0
@@ -200,7 +204,7 @@ def test_records_whose_key_the_target_has_are_left_as_they_are(source_and_target
     again = copy(source, target)
 
     assert {kind: result.added for kind, result in first.items()} == {
-        "clients": 2, "pending_authorizations": 1, "grants": 3, "authorization_codes": 1, "access_tokens": 3, "refresh_tokens": 3,
+        "clients": 3, "pending_authorizations": 1, "grants": 3, "authorization_codes": 1, "access_tokens": 3, "refresh_tokens": 3,
     }
     assert again == {kind: ImportResult(existing=result.added) for kind, result in first.items()}
     found = target.access_tokens.get_access_token(h("at-live"))

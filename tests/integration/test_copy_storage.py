@@ -206,7 +206,7 @@ def test_the_copy_prints_its_counts_and_leaves_expired_records_behind(
     assert printed_counts(out) == {
         "clients": 1, "pending_authorizations": 0, "grants": 1, "authorization_codes": 0, "access_tokens": 2, "refresh_tokens": 1,
     }
-    assert "applied schema versions 1, 2 to the target" in out
+    assert "applied schema versions 1, 2, 3 to the target" in out
     assert "rate-limit counters, upstream-refresh leases and cached client metadata documents are not copied" in out
     target = postgres_storage(postgres_url)
     assert target.access_tokens.get_access_token(h("at-live-1")) is not None

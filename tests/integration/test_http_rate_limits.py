@@ -136,7 +136,7 @@ def test_expired_counters_are_purged_opportunistically_and_by_the_cli(
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(time, "time", lambda: float(clock.now() + MINUTE + 1))
     assert cli_main(["purge"]) == 0
-    assert "and 1 expired rate-limit counters" in capsys.readouterr().out
+    assert "  rate limit counters: 1\n" in capsys.readouterr().out
     assert counter_rows(app) == 0
 
 

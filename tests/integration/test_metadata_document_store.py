@@ -63,7 +63,7 @@ def test_sqlite_migration_6_upgrades_a_database_with_clients(tmp_path: Path) -> 
 
     database = SqliteDatabase(str(path), SecretBox([generate_key()]))
     try:
-        assert database.migrate() == [6]
+        assert database.migrate() == [6, 7]  # 7: clients.disabled_at
         assert database.applied_migrations() == [migration.version for migration in SQLITE_MIGRATIONS]
         stores = sqlite_stores(database)
         _assert_upgraded(stores)
@@ -91,8 +91,8 @@ def test_postgresql_migration_2_upgrades_a_database_with_clients(postgres_url: s
 
     database = PostgresDatabase(postgres_url, SecretBox([generate_key()]))
     try:
-        assert database.pending_migrations() == [2]
-        assert database.migrate() == [2]
+        assert database.pending_migrations() == [2, 3]
+        assert database.migrate() == [2, 3]  # 3: clients.disabled_at
         assert database.applied_migrations() == [migration.version for migration in POSTGRES_MIGRATIONS]
         _assert_upgraded(postgres_stores(database))
         foreign_keys = database.fetchall(

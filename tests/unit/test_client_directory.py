@@ -358,3 +358,24 @@ def test_the_token_endpoint_never_fetches_a_document_it_has_not_seen(world: Worl
     with pytest.raises(InvalidClient):
         token_client(world)
     assert world.fetcher.fetched == []
+
+
+# -- disabled clients (`clients disable`) --------------------------------------------------------
+
+
+def test_a_disabled_document_client_is_refused_without_a_fetch(world: World) -> None:
+    registered = as_registered(world)
+    world.clock.advance(3600)  # the cached document is stale: a lookup would fetch it again
+    fetches = len(world.fetcher.fetched)
+    assert world.clients.disable(registered.client.client_id, world.clock.now())
+    for find in (world.directory.for_authorization, world.directory.for_token):
+        with pytest.raises(InvalidClient, match="this client is disabled"):
+            find(CLIENT_ID)
+    assert len(world.fetcher.fetched) == fetches
+    # Enabled, it is found again, and a new document does not lift a later disable.
+    assert world.clients.enable(CLIENT_ID)
+    assert world.directory.for_authorization(CLIENT_ID).disabled_at is None
+    world.clients.disable(CLIENT_ID, world.clock.now())
+    world.fetcher.serve(CLIENT_ID, document(client_name="Renamed"), max_age=600)
+    with pytest.raises(InvalidClient, match="this client is disabled"):
+        world.directory.for_authorization(CLIENT_ID)

@@ -19,6 +19,16 @@ COUNTED_TABLES = (
     "client_metadata_documents",
 )
 
+# What purge_expired_by_kind reports, by table (rate-limit counters have their own purge).
+PURGED_TABLES = (
+    "pending_authorizations",
+    "authorization_codes",
+    "access_tokens",
+    "refresh_tokens",
+    "grants",
+    "client_metadata_documents",
+)
+
 
 class SchemaDatabase(Protocol):
     def migrate(self) -> list[int]: ...

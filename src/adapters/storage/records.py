@@ -84,9 +84,11 @@ def client_metadata(client: Client) -> str:
     )
 
 
-# registration_token_hash (RFC 7592; SQLite migration 6, PostgreSQL 2) comes last, so that the
-# columns before it keep their positions.
-CLIENT_COLUMNS = "client_id, secret_hash, metadata, kind, issued_at, last_used_at, registration_token_hash"
+# registration_token_hash (RFC 7592; SQLite migration 6, PostgreSQL 2) and disabled_at (SQLite
+# migration 7, PostgreSQL 3) come last, so that the columns before them keep their positions.
+CLIENT_COLUMNS = (
+    "client_id, secret_hash, metadata, kind, issued_at, last_used_at, registration_token_hash, disabled_at"
+)
 
 
 def client_from_row(row: tuple[Any, ...]) -> Client:
@@ -106,6 +108,7 @@ def client_from_row(row: tuple[Any, ...]) -> Client:
         kind=row[3],
         last_used_at=row[5],
         registration_token_hash=row[6],
+        disabled_at=row[7],
     )
 
 
@@ -271,6 +274,7 @@ def client_row(client: Client) -> tuple[Any, ...]:
         client.issued_at,
         client.last_used_at,
         client.registration_token_hash,
+        client.disabled_at,
     )
 
 
@@ -458,7 +462,7 @@ def stored_hash(value: str) -> bytes:
 # A grant's row ends with its upstream tokens (tokens_enc and their expiry, or two NULLs); an
 # access token's row ends with the copy of its grant that it carries (migration 3); a client's
 # row carries its registration_token_hash (SQLite migration 6, PostgreSQL 2), so that RFC 7592
-# management of a copied client keeps working. The client metadata document cache is not
+# management of a copied client keeps working, and its disabled_at (a disabled client stays so). The client metadata document cache is not
 # copied: it is a cache, which the target fills again from the documents' hosts on first use
 # (RECORD_KINDS has no kind for it).
 GRANT_UPSTREAM_COLUMNS = "u.tokens_enc, u.expires_at"

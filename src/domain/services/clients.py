@@ -77,6 +77,7 @@ class ClientDirectory:
         client = self._clients.get(client_id)
         if client is None or client.is_metadata_document:
             raise InvalidClient("unknown client")
+        _refuse_disabled(client)
         if client.kind not in self._policy.accepted_client_kinds:
             raise InvalidClient(NOT_ACCEPTED.get(client.kind, "this client is not accepted"))
         return client
@@ -90,6 +91,9 @@ class ClientDirectory:
         stored = self._clients.get(client_id)
         if stored is not None and stored.kind != METADATA_DOCUMENT_CLIENT_KIND:
             raise InvalidClient("unknown client")
+        if stored is not None:
+            # Before any fetch: a disabled client makes this server contact nobody.
+            _refuse_disabled(stored)
         if stale_allowed and stored is None:
             # The token, revocation and introspection endpoints serve clients that were
             # authorized before: a URL never seen at /authorize is unknown, and nobody can
@@ -157,8 +161,16 @@ class ClientDirectory:
         if stored is None:
             client = replace(described, issued_at=now)
         else:
-            client = replace(described, issued_at=stored.issued_at, last_used_at=stored.last_used_at)
+            client = replace(
+                described, issued_at=stored.issued_at, last_used_at=stored.last_used_at, disabled_at=stored.disabled_at
+            )
             if client == stored:
                 return stored
         self._clients.add(client)
         return client
+
+
+def _refuse_disabled(client: Client) -> None:
+    """An operator disabled the client (`clients disable`): no new authorization, no token."""
+    if client.is_disabled:
+        raise InvalidClient("this client is disabled")

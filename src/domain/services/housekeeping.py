@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Mapping
 
 from ..model import DYNAMIC_CLIENT_KIND
 from ..policy import ServerPolicy
@@ -18,6 +19,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PurgeResult:
     expired_rows: int
+    deleted_clients: int
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    # Rows deleted, by kind (table name).
+    expired_rows: Mapping[str, int]
     deleted_clients: int
 
 
@@ -36,6 +44,11 @@ class Housekeeping:
         self._lock = threading.Lock()
 
     def purge(self) -> PurgeResult:
+        report = self.purge_report()
+        return PurgeResult(expired_rows=sum(report.expired_rows.values()), deleted_clients=report.deleted_clients)
+
+    def purge_report(self) -> PurgeReport:
+        """``purge``, with the rows that went counted by kind (for `mcp-oauth-bridge purge`)."""
         now = self._clock.now()
         # Clients first: deleting one deletes what was issued to it.
         deleted = self._clients.delete_unused(
@@ -44,7 +57,7 @@ class Housekeeping:
             idle_before=now - self._policy.idle_client_ttl,
             now=now,
         )
-        return PurgeResult(expired_rows=self._storage.purge_expired(now), deleted_clients=deleted)
+        return PurgeReport(expired_rows=self._storage.purge_expired_by_kind(now), deleted_clients=deleted)
 
     def tick(self) -> None:
         now = self._clock.now()

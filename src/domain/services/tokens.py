@@ -334,6 +334,12 @@ class TokenService:
                 expires_at=now + self._policy.access_token_ttl + 1,
             )
         )
+        # `clients disable` may have committed since the client was authenticated: checked after
+        # the token row is written, in its transaction (ClientRepository.is_disabled), so that
+        # either the disable's revocation covers this token or this check sees the disable and
+        # nothing is issued (the code or refresh token is not consumed either).
+        if self._clients.is_disabled(client.client_id):
+            raise InvalidClient("this client is disabled")
         refresh_value = None
         if "refresh_token" in client.grant_types:
             refresh_value = refresh_token_value(

@@ -15,7 +15,7 @@ import psycopg
 
 from ....domain.ports import RECORD_KINDS, ImportResult, RecordBatch
 from .. import records
-from ..admin import COUNTED_TABLES, SchemaAdministration
+from ..admin import COUNTED_TABLES, PURGED_TABLES, SchemaAdministration
 from .database import PostgresDatabase
 
 # Rows deleted or re-encrypted per statement.
@@ -121,15 +121,21 @@ class PostgresAdministration(SchemaAdministration):
                 return removed
 
     def purge_expired(self, now: int) -> int:
-        removed = sum(self._in_batches(_delete_expired(table), now) for table in _EXPIRED_TABLES)
-        removed += self._in_batches(_DELETE_STALE_DOCUMENTS, now)
+        return sum(self.purge_expired_by_kind(now).values())
+
+    def purge_expired_by_kind(self, now: int) -> dict[str, int]:
+        removed = dict.fromkeys(PURGED_TABLES, 0)
+        for table in _EXPIRED_TABLES:
+            removed[table] += self._in_batches(_delete_expired(table), now)
+        removed["client_metadata_documents"] += self._in_batches(_DELETE_STALE_DOCUMENTS, now)
         revoked_before = now - records.REVOKED_GRANT_RETENTION
-        removed += sum(self._in_batches(_delete_of_revoked_grants(table), revoked_before) for table in _GRANT_TABLES)
-        removed += self._in_batches(_DELETE_REVOKED_GRANTS, revoked_before)
-        removed += self._in_batches(_DELETE_UNUSED_GRANTS, now - self._grant_retention)
+        for table in _GRANT_TABLES:
+            removed[table] += self._in_batches(_delete_of_revoked_grants(table), revoked_before)
+        removed["grants"] += self._in_batches(_DELETE_REVOKED_GRANTS, revoked_before)
+        removed["grants"] += self._in_batches(_DELETE_UNUSED_GRANTS, now - self._grant_retention)
         return removed
 
-    def reencrypt(self) -> int:
+    def reencrypt(self, *, batch_size: int = BATCH_ROWS) -> int:
         """Re-encrypt every encrypted column under the newest key, a batch of rows per
         transaction (in primary-key order); return the number of rows rewritten."""
         rewritten = 0
@@ -143,16 +149,20 @@ class PostgresAdministration(SchemaAdministration):
                     rows = self._db.fetchall(
                         f"SELECT {key}, {selected} FROM {table} WHERE ({present}) AND {key} > %s "
                         f"ORDER BY {key} LIMIT %s FOR UPDATE",
-                        (after, BATCH_ROWS),
+                        (after, batch_size),
                     )
                     for row in rows:
                         values = [None if value is None else self._db.box.rotate(value) for value in row[1:]]
                         self._db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = %s", (*values, row[0]))
                 rewritten += len(rows)
-                if len(rows) < BATCH_ROWS:
+                if len(rows) < batch_size:
                     break
                 after = rows[-1][0]
         return rewritten
+
+    def database_size(self) -> int:
+        row = self._db.fetchone("SELECT pg_database_size(current_database())")
+        return 0 if row is None else int(row[0])
 
     def counts(self) -> dict[str, int]:
         counts = {}

@@ -7,12 +7,30 @@ from .. import records
 from .database import PostgresDatabase
 
 _UPSERT_CLIENT = f"""
-    INSERT INTO clients ({records.CLIENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)
+    INSERT INTO clients ({records.CLIENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (client_id) DO UPDATE SET
         secret_hash = excluded.secret_hash, metadata = excluded.metadata, kind = excluded.kind,
         issued_at = excluded.issued_at, last_used_at = excluded.last_used_at,
         registration_token_hash = excluded.registration_token_hash
 """
+# disabled_at is left out of the upsert on purpose: it is written only by disable and enable, so
+# that a client rewritten meanwhile (RFC 7592 update, a new metadata document) stays as it was.
+_DISABLE_CLIENT = "UPDATE clients SET disabled_at = coalesce(disabled_at, %s) WHERE client_id = %s"
+# With it, the client's live access tokens are revoked, so that they stop working at once while
+# the bearer lookup stays one probe of the token row. Its grants and refresh tokens are kept: the
+# token endpoint refuses a disabled client, and once enabled again it refreshes as before.
+_REVOKE_CLIENT_ACCESS_TOKENS = """
+    UPDATE access_tokens SET revoked_at = %s
+    WHERE grant_id IN (SELECT grant_id FROM grants WHERE client_id = %s) AND revoked_at IS NULL AND expires_at > %s
+"""
+_LOCK_CLIENT_GRANTS = "SELECT grant_id FROM grants WHERE client_id = %s ORDER BY grant_id FOR UPDATE"
+# A plain read, no row lock: a share lock here, taken after the token row's share lock on its
+# grant, would deadlock with a client's deletion (client row, then its grants by cascade).
+# Inside the token endpoint's transaction, after the token row is written: a disable that
+# locked the grant first committed before this read (seen); one that had not yet locked it
+# waits for this transaction and then revokes the token (disable()).
+_CLIENT_DISABLED = "SELECT disabled_at IS NOT NULL FROM clients WHERE client_id = %s"
+_ENABLE_CLIENT = "UPDATE clients SET disabled_at = NULL WHERE client_id = %s"
 _SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id = %s"
 _SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
 _DELETE_CLIENT = "DELETE FROM clients WHERE client_id = %s"
@@ -48,6 +66,24 @@ class PostgresClientRepository:
 
     def delete(self, client_id: str) -> bool:
         return self._db.execute(_DELETE_CLIENT, (client_id,)) > 0
+
+    def disable(self, client_id: str, now: int) -> bool:
+        with self._db.atomic():
+            if self._db.execute(_DISABLE_CLIENT, (now, client_id)) == 0:
+                return False
+            # Lock the client's grants as revoking a grant does: a token being issued from one
+            # of them (which holds a share lock on it, tokens.py) commits first and is revoked
+            # here, or waits.
+            self._db.fetchall(_LOCK_CLIENT_GRANTS, (client_id,))
+            self._db.execute(_REVOKE_CLIENT_ACCESS_TOKENS, (now, client_id, now))
+        return True
+
+    def enable(self, client_id: str) -> bool:
+        return self._db.execute(_ENABLE_CLIENT, (client_id,)) > 0
+
+    def is_disabled(self, client_id: str) -> bool:
+        row = self._db.fetchone(_CLIENT_DISABLED, (client_id,))
+        return row is not None and bool(row[0])
 
     def touch(self, client_id: str, now: int) -> None:
         self._db.execute(_TOUCH_CLIENT, (now, client_id))

@@ -4,6 +4,7 @@ upstream tokens (encrypted, in their own table) with the refresh lease."""
 from __future__ import annotations
 
 from ....domain.model import Grant, UpstreamTokens
+from ....domain.ports import GrantUsage
 from .. import records
 from .database import PostgresDatabase
 
@@ -31,6 +32,20 @@ _REVOKE_GRANT_ACCESS_TOKENS = """
 """
 _REVOKE_GRANT_REFRESH_TOKENS = """
     UPDATE refresh_tokens SET revoked_at = %(now)s WHERE grant_id = %(grant_id)s AND revoked_at IS NULL
+"""
+# `grants list`: live grants with the time a token was last issued from each (the newest
+# access or refresh token left; issued_at is not indexed, but each grant has a few rows at most).
+_SELECT_GRANT_USAGE = f"""
+    SELECT {records.GRANT_COLUMNS}, (
+        SELECT max(issued_at) FROM (
+            SELECT max(a.issued_at) AS issued_at FROM access_tokens a WHERE a.grant_id = g.grant_id
+            UNION ALL SELECT max(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.grant_id
+        ) AS issued
+    )
+    FROM grants g
+    WHERE g.revoked_at IS NULL
+        AND (%s::text IS NULL OR g.subject = %s) AND (%s::text IS NULL OR g.client_id = %s)
+    ORDER BY g.created_at, g.grant_id
 """
 _SELECT_UPSTREAM = "SELECT tokens_enc FROM grant_upstream_tokens WHERE grant_id = %s"
 # Compare-and-set on the row: concurrent callers serialise on its lock and re-check the
@@ -88,6 +103,11 @@ class PostgresGrantStore:
             self._db.execute(_REVOKE_GRANT_ACCESS_TOKENS, parameters)
             self._db.execute(_REVOKE_GRANT_REFRESH_TOKENS, parameters)
 
+
+    def grant_usage(self, *, subject: str | None = None, client_id: str | None = None) -> list[GrantUsage]:
+        parameters = (subject, subject, client_id, client_id)
+        rows = self._db.fetchall(_SELECT_GRANT_USAGE, parameters)
+        return [GrantUsage(records.grant_from_row(row), row[records.GRANT_WIDTH]) for row in rows]
 
 class PostgresUpstreamTokenStore:
     """The upstream tokens of each grant (sealed) and the lease for refreshing them."""

@@ -148,4 +148,11 @@ MIGRATIONS: Sequence[Migration] = check_steps((
             "CREATE INDEX client_metadata_documents_stale_until ON client_metadata_documents (stale_until)",
         ),
     ),
+    Migration(
+        3,
+        (
+            # `clients disable` (SQLite's migration 7 has the why).
+            "ALTER TABLE clients ADD COLUMN disabled_at bigint",
+        ),
+    ),
 ))

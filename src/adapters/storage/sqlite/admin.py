@@ -3,14 +3,18 @@ export and import of records that copy-storage moves between storages."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Any, Generator, Sequence
 
 from ....domain.ports import RECORD_KINDS, ImportResult, RecordBatch, StorageError
 from .. import records
-from ..admin import COUNTED_TABLES, SchemaAdministration
+from ..admin import COUNTED_TABLES, PURGED_TABLES, SchemaAdministration
 from .database import SqliteDatabase, storage_errors
 from .migrations import access_token_key
+
+# Rows re-encrypted per transaction.
+BATCH_ROWS = 1000
 
 # Purge, in order; each takes the cut-off time. Rows of grants about to go are deleted
 # explicitly rather than by ON DELETE CASCADE so that they are counted.
@@ -36,6 +40,13 @@ _PURGE_UNUSED_GRANTS = """
     AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = grants.grant_id)
     AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = grants.grant_id)
 """
+
+
+def _table_of(statement: str) -> str:
+    """The table a purge statement deletes from ("DELETE FROM table ...")."""
+    return statement.split()[2]
+
+
 # Export, kind by kind (records.export_queries in SQLite's spelling of named parameters).
 _EXPORT = records.export_queries(lambda name: f":{name}")
 
@@ -66,35 +77,59 @@ class SqliteAdministration(SchemaAdministration):
         self._db = db
 
     @storage_errors
-    def reencrypt(self) -> int:
-        """Re-encrypt every encrypted column under the newest key in one transaction; return
-        the number of rows rewritten."""
+    def reencrypt(self, *, batch_size: int = BATCH_ROWS) -> int:
+        """Re-encrypt every encrypted column under the newest key, a batch of rows per
+        transaction (in primary-key order), so that the server's writers wait for one batch at
+        most and an interrupted run leaves every value readable (under the old key or the new)
+        for the next run to finish; return the number of rows rewritten."""
         rewritten = 0
         connection = self._db.connection()
-        with self._db.atomic():
-            for table, key, columns in records.ENCRYPTED_COLUMNS:
-                selected = ", ".join(columns)
-                present = " OR ".join(f"{column} IS NOT NULL" for column in columns)
-                assignments = ", ".join(f"{column} = ?" for column in columns)
-                rows = connection.execute(f"SELECT {key}, {selected} FROM {table} WHERE {present}").fetchall()
-                for row in rows:
-                    values = [None if value is None else self._db.box.rotate(value) for value in row[1:]]
-                    connection.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*values, row[0]))
-                    rewritten += 1
+        for table, key, columns in records.ENCRYPTED_COLUMNS:
+            selected = ", ".join(columns)
+            present = " OR ".join(f"{column} IS NOT NULL" for column in columns)
+            assignments = ", ".join(f"{column} = ?" for column in columns)
+            after = ""
+            while True:
+                # BEGIN IMMEDIATE: nobody rewrites these rows between the read and the update.
+                with self._db.atomic():
+                    rows = connection.execute(
+                        f"SELECT {key}, {selected} FROM {table} WHERE ({present}) AND {key} > ? ORDER BY {key} LIMIT ?",
+                        (after, batch_size),
+                    ).fetchall()
+                    for row in rows:
+                        values = [None if value is None else self._db.box.rotate(value) for value in row[1:]]
+                        connection.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*values, row[0]))
+                rewritten += len(rows)
+                if len(rows) < batch_size:
+                    break
+                after = rows[-1][0]
         return rewritten
 
-    @storage_errors
     def purge_expired(self, now: int) -> int:
+        return sum(self.purge_expired_by_kind(now).values())
+
+    @storage_errors
+    def purge_expired_by_kind(self, now: int) -> dict[str, int]:
         connection = self._db.connection()
-        removed = 0
+        removed = dict.fromkeys(PURGED_TABLES, 0)
         with self._db.atomic():
             for statement in _PURGE_EXPIRED:
-                removed += connection.execute(statement, (now,)).rowcount
+                removed[_table_of(statement)] += connection.execute(statement, (now,)).rowcount
             revoked_before = now - records.REVOKED_GRANT_RETENTION
             for statement in _PURGE_REVOKED_GRANTS:
-                removed += connection.execute(statement, (revoked_before,)).rowcount
-            removed += connection.execute(_PURGE_UNUSED_GRANTS, (now - self._grant_retention,)).rowcount
+                removed[_table_of(statement)] += connection.execute(statement, (revoked_before,)).rowcount
+            removed["grants"] += connection.execute(_PURGE_UNUSED_GRANTS, (now - self._grant_retention,)).rowcount
         return removed
+
+    def database_size(self) -> int:
+        # The file and its write-ahead log (pages not yet checkpointed into the file).
+        size = 0
+        for path in (self._db.path, self._db.path + "-wal"):
+            try:
+                size += os.stat(path).st_size
+            except FileNotFoundError:
+                pass
+        return size
 
     @storage_errors
     def counts(self) -> dict[str, int]:

@@ -8,12 +8,24 @@ from .database import SqliteDatabase, storage_errors
 
 
 _UPSERT_CLIENT = f"""
-    INSERT INTO clients ({records.CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO clients ({records.CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (client_id) DO UPDATE SET
         secret_hash = excluded.secret_hash, metadata = excluded.metadata, kind = excluded.kind,
         issued_at = excluded.issued_at, last_used_at = excluded.last_used_at,
         registration_token_hash = excluded.registration_token_hash
 """
+# disabled_at is left out of the upsert on purpose: it is written only by disable and enable, so
+# that a client rewritten meanwhile (RFC 7592 update, a new metadata document) stays as it was.
+_DISABLE_CLIENT = "UPDATE clients SET disabled_at = coalesce(disabled_at, ?) WHERE client_id = ?"
+# With it, the client's live access tokens are revoked, so that they stop working at once while
+# the bearer lookup stays one probe of the token row. Its grants and refresh tokens are kept: the
+# token endpoint refuses a disabled client, and once enabled again it refreshes as before.
+_REVOKE_CLIENT_ACCESS_TOKENS = """
+    UPDATE access_tokens SET revoked_at = ?
+    WHERE grant_id IN (SELECT grant_id FROM grants WHERE client_id = ?) AND revoked_at IS NULL AND expires_at > ?
+"""
+_CLIENT_DISABLED = "SELECT disabled_at IS NOT NULL FROM clients WHERE client_id = ?"
+_ENABLE_CLIENT = "UPDATE clients SET disabled_at = NULL WHERE client_id = ?"
 _SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id = ?"
 _SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
 _DELETE_CLIENT = "DELETE FROM clients WHERE client_id = ?"
@@ -52,6 +64,26 @@ class SqliteClientRepository:
     @storage_errors
     def delete(self, client_id: str) -> bool:
         return self._db.connection().execute(_DELETE_CLIENT, (client_id,)).rowcount > 0
+
+    @storage_errors
+    def disable(self, client_id: str, now: int) -> bool:
+        connection = self._db.connection()
+        with self._db.atomic():
+            if connection.execute(_DISABLE_CLIENT, (now, client_id)).rowcount == 0:
+                return False
+            connection.execute(_REVOKE_CLIENT_ACCESS_TOKENS, (now, client_id, now))
+        return True
+
+    @storage_errors
+    def enable(self, client_id: str) -> bool:
+        return self._db.connection().execute(_ENABLE_CLIENT, (client_id,)).rowcount > 0
+
+    @storage_errors
+    def is_disabled(self, client_id: str) -> bool:
+        # Inside the token endpoint's BEGIN IMMEDIATE transaction: writers are serialised, so a
+        # disable is either committed (and seen) or runs after (and revokes what was issued).
+        row = self._db.connection().execute(_CLIENT_DISABLED, (client_id,)).fetchone()
+        return row is not None and bool(row[0])
 
     @storage_errors
     def touch(self, client_id: str, now: int) -> None:

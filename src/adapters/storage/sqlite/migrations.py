@@ -264,4 +264,13 @@ MIGRATIONS: Sequence[Migration] = check_steps((
             "CREATE INDEX client_metadata_documents_stale_until ON client_metadata_documents (stale_until)",
         ),
     ),
+    Migration(
+        7,
+        (
+            # `clients disable`: when an operator disabled the client (NULL: enabled). A
+            # disabled client cannot authorize or use the token endpoint; its live access
+            # tokens were revoked when it was disabled (ClientRepository.disable).
+            "ALTER TABLE clients ADD COLUMN disabled_at INTEGER",
+        ),
+    ),
 ))
