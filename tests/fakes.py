@@ -297,10 +297,6 @@ class InMemoryStorage:
     def list_grants(self, client_id: str | None = None) -> list[Grant]:
         return [g for g in self.grants.values() if client_id is None or g.client_id == client_id]
 
-    def grants_of_subject(self, subject: str) -> list[Grant]:
-        live = [g for g in self.grants.values() if g.subject == subject and g.revoked_at is None]
-        return sorted(live, key=lambda g: (g.created_at, g.grant_id))
-
     def revoke_grant(self, grant_id: str, now: int) -> None:
         with self.lock:
             grant = self.grants.get(grant_id)

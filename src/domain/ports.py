@@ -251,10 +251,6 @@ class GrantStore(Protocol):
 
     def list_grants(self, client_id: str | None = None) -> list[Grant]: ...
 
-    def grants_of_subject(self, subject: str) -> list[Grant]:
-        """The person's grants that are not revoked, oldest first."""
-        ...
-
     def revoke_grant(self, grant_id: str, now: int) -> None:
         """Revoke the grant and every token issued from it, at once (one transaction)."""
         ...

@@ -241,7 +241,7 @@ class Container(containers.DeclarativeContainer):
     )
     # The administration CLI (clients, grants).
     administration_service = providers.Singleton(
-        AdministrationService, clients=clients, grants=grants, unit_of_work=unit_of_work, clock=clock
+        AdministrationService, clients=clients, grants=grants, unit_of_work=unit_of_work, clock=clock, audit=audit_log
     )
     bearer_authenticator = providers.Singleton(
         BearerAuthenticator, access_tokens=access_tokens, clock=clock, hasher=hasher, policy=policy

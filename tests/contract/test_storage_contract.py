@@ -310,16 +310,6 @@ def test_get_upstream_tokens_is_none_for_an_unknown_grant_or_one_without_them(st
     assert storage.upstream_tokens.get_upstream_tokens("grant-none") is None
 
 
-def test_grants_of_subject_are_the_live_ones_oldest_first(storage: Stores) -> None:
-    first = given_grant(storage, make_grant("grant-1", "client-1", created_at=NOW - 10))
-    second = given_grant(storage, make_grant("grant-2", "client-2", created_at=NOW - 5))
-    given_grant(storage, make_grant("grant-3", "client-1", created_at=NOW - 1))
-    storage.grants.revoke_grant("grant-3", NOW)
-    given_grant(storage, make_grant("grant-4", "client-1", subject="someone-else"))
-    assert storage.grants.grants_of_subject("user-1") == [first, second]
-    assert storage.grants.grants_of_subject("nobody") == []
-
-
 def test_list_grants_all_and_by_client(storage: Stores) -> None:
     first = given_grant(storage, make_grant("grant-1", "client-1"))
     second = given_grant(storage, make_grant("grant-2", "client-2", created_at=NOW + 1))

@@ -18,7 +18,9 @@ def world() -> World:
 
 
 def administration(world: World) -> AdministrationService:
-    return AdministrationService(clients=world.clients, grants=world.storage, unit_of_work=world.storage, clock=world.clock)
+    return AdministrationService(
+        clients=world.clients, grants=world.storage, unit_of_work=world.storage, clock=world.clock, audit=world.audit
+    )
 
 
 def test_a_disabled_client_cannot_authorize_refresh_or_use_its_token_until_enabled(world: World) -> None:
@@ -106,3 +108,23 @@ def test_a_client_disabled_after_it_authenticated_gets_no_tokens(world: World) -
     # The refresh token was not consumed: enabled again, the client refreshes with it.
     administration(world).enable_client(client.client.client_id)
     assert world.refresh(client, issued.refresh_token).access_token
+
+
+def test_the_operators_actions_are_audited(world: World) -> None:
+    client, other = world.register(), world.register()
+    world.login(client)
+    world.login(other)
+    admin = administration(world)
+    world.audit.events.clear()
+    admin.disable_client(client.client.client_id)
+    admin.enable_client(client.client.client_id)
+    (revoked,) = admin.revoke_grants(client_id=client.client.client_id)
+    assert admin.revoke_grants(grant_id=revoked) == []
+    admin.delete_client(other.client.client_id)
+    assert [(e.event, e.client_id, e.grant_id, e.reason) for e in world.audit.events] == [
+        ("client_disabled", client.client.client_id, None, None),
+        ("client_enabled", client.client.client_id, None, None),
+        ("grant_revoked", client.client.client_id, revoked, "operator"),
+        ("client_deleted", other.client.client_id, None, "operator"),
+    ]
+    assert world.audit.events[2].subject == "user-1"

@@ -137,9 +137,14 @@ def _row(connection: Connection) -> dict[str, Any]:
         "name": client.client_name if client is not None and client.client_name else None,
         "trust": trust,
         "host": host,
-        "created": datetime.fromtimestamp(grant.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "created": _when(grant.created_at),
+        "last_used": _when(connection.last_used_at) if connection.last_used_at is not None else None,
         "scopes": describe_scopes(grant.scopes),
     }
+
+
+def _when(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _destination(uri: str) -> Any:

@@ -13,8 +13,17 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ..audit import (
+    CLIENT_DELETED,
+    REVOKED_BY_OPERATOR,
+    NoAuditTrail,
+    client_disabled,
+    client_enabled,
+    client_event,
+    grant_revoked,
+)
 from ..model import Client
-from ..ports import ClientRepository, Clock, GrantStore, GrantUsage, UnitOfWork
+from ..ports import AuditTrail, ClientRepository, Clock, GrantStore, GrantUsage, UnitOfWork
 
 
 class UnknownRecord(Exception):
@@ -29,11 +38,20 @@ class ClientSummary:
 
 
 class AdministrationService:
-    def __init__(self, *, clients: ClientRepository, grants: GrantStore, unit_of_work: UnitOfWork, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        clients: ClientRepository,
+        grants: GrantStore,
+        unit_of_work: UnitOfWork,
+        clock: Clock,
+        audit: AuditTrail | None = None,
+    ) -> None:
         self._clients = clients
         self._grants = grants
         self._unit_of_work = unit_of_work
         self._clock = clock
+        self._audit = audit or NoAuditTrail()
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -48,13 +66,13 @@ class AdministrationService:
     def disable_client(self, client_id: str) -> Client:
         if not self._clients.disable(client_id, self._clock.now()):
             raise UnknownRecord(f"no client {client_id}")
-        # AUDIT (issue 11 §3): emit client_disabled (client_id, by an operator) here.
+        self._audit.record(client_disabled(client_id))
         return self._client(client_id)
 
     def enable_client(self, client_id: str) -> Client:
         if not self._clients.enable(client_id):
             raise UnknownRecord(f"no client {client_id}")
-        # AUDIT (issue 11 §3): emit client_enabled (client_id, by an operator) here.
+        self._audit.record(client_enabled(client_id))
         return self._client(client_id)
 
     def delete_client(self, client_id: str) -> ClientSummary:
@@ -63,7 +81,7 @@ class AdministrationService:
         with self._unit_of_work.atomic():
             summary = self.show_client(client_id)
             self._clients.delete(client_id)
-        # AUDIT (issue 11 §3): emit client_deleted (client_id, by an operator) here.
+        self._audit.record(client_event(CLIENT_DELETED, client_id, reason=REVOKED_BY_OPERATOR))
         return summary
 
     # -- grants -----------------------------------------------------------------------------
@@ -87,13 +105,15 @@ class AdministrationService:
                 grant = self._grants.get_grant(grant_id)
                 if grant is None:
                     raise UnknownRecord(f"no grant {grant_id}")
-                doomed = [] if grant.is_revoked else [grant_id]
+                doomed = [] if grant.is_revoked else [grant]
             else:
-                doomed = [usage.grant.grant_id for usage in self.list_grants(subject=subject, client_id=client_id)]
-            for doomed_id in doomed:
-                self._grants.revoke_grant(doomed_id, now)
-                # AUDIT (issue 11 §3): emit grant_revoked (grant_id, reason "operator") here.
-        return doomed
+                doomed = [usage.grant for usage in self.list_grants(subject=subject, client_id=client_id)]
+            for grant in doomed:
+                self._grants.revoke_grant(grant.grant_id, now)
+        # After the transaction: only what was revoked is recorded.
+        for grant in doomed:
+            self._audit.record(grant_revoked(grant, REVOKED_BY_OPERATOR))
+        return [grant.grant_id for grant in doomed]
 
     def _client(self, client_id: str) -> Client:
         client = self._clients.get(client_id)

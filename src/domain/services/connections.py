@@ -30,10 +30,12 @@ class AccountSignIn:
 
 @dataclass(frozen=True)
 class Connection:
-    """One grant of the person, with the client it was made to (None if the client is gone)."""
+    """One grant of the person, with the client it was made to (None if the client is gone) and
+    when tokens were last issued from it (GrantUsage)."""
 
     grant: Grant
     client: Client | None
+    last_used_at: int | None
 
 
 class ConnectionsService:
@@ -88,7 +90,10 @@ class ConnectionsService:
         return login.identity
 
     def connections(self, subject: str) -> list[Connection]:
-        return [Connection(grant=grant, client=self._clients.get(grant.client_id)) for grant in self._grants.grants_of_subject(subject)]
+        return [
+            Connection(grant=usage.grant, client=self._clients.get(usage.grant.client_id), last_used_at=usage.last_used_at)
+            for usage in self._grants.grant_usage(subject=subject)
+        ]
 
     def revoke(self, subject: str, grant_id: str) -> bool:
         """Revoke one of the person's grants (and every token issued from it, at once); False if

@@ -18,11 +18,6 @@ _SELECT_CLIENT_GRANTS = (
 # Revoking locks the grant's row first: a token being issued from it at the same time holds a
 # share lock on that row (see tokens.py), so either it commits first and is revoked below, or
 # it waits and copies the revocation.
-# A person's connections (the account page): grants not revoked, oldest first.
-_SELECT_SUBJECT_GRANTS = (
-    f"SELECT {records.GRANT_COLUMNS} FROM grants g WHERE g.subject = %s AND g.revoked_at IS NULL "
-    "ORDER BY g.created_at, g.grant_id"
-)
 _REVOKE_GRANT = "UPDATE grants SET revoked_at = coalesce(revoked_at, %(now)s) WHERE grant_id = %(grant_id)s"
 _REVOKE_GRANT_ACCESS_TOKENS = """
     UPDATE access_tokens
@@ -92,9 +87,6 @@ class PostgresGrantStore:
         else:
             rows = self._db.fetchall(_SELECT_CLIENT_GRANTS, (client_id,))
         return [records.grant_from_row(row) for row in rows]
-
-    def grants_of_subject(self, subject: str) -> list[Grant]:
-        return [records.grant_from_row(row) for row in self._db.fetchall(_SELECT_SUBJECT_GRANTS, (subject,))]
 
     def revoke_grant(self, grant_id: str, now: int) -> None:
         parameters = {"grant_id": grant_id, "now": now}

@@ -15,11 +15,6 @@ _SELECT_GRANTS = f"SELECT {records.GRANT_COLUMNS} FROM grants g ORDER BY g.creat
 _SELECT_CLIENT_GRANTS = (
     f"SELECT {records.GRANT_COLUMNS} FROM grants g WHERE g.client_id = ? ORDER BY g.created_at, g.grant_id"
 )
-# A person's connections (the account page): grants not revoked, oldest first.
-_SELECT_SUBJECT_GRANTS = (
-    f"SELECT {records.GRANT_COLUMNS} FROM grants g WHERE g.subject = ? AND g.revoked_at IS NULL "
-    "ORDER BY g.created_at, g.grant_id"
-)
 _REVOKE_GRANT = "UPDATE grants SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
 # After _REVOKE_GRANT: the token rows' copy of the grant takes the grant's revocation time (the
 # first one, as the grant keeps it) and every token not revoked yet is revoked now.
@@ -91,11 +86,6 @@ class SqliteGrantStore:
             rows = connection.execute(_SELECT_GRANTS).fetchall()
         else:
             rows = connection.execute(_SELECT_CLIENT_GRANTS, (client_id,)).fetchall()
-        return [records.grant_from_row(row) for row in rows]
-
-    @storage_errors
-    def grants_of_subject(self, subject: str) -> list[Grant]:
-        rows = self._db.connection().execute(_SELECT_SUBJECT_GRANTS, (subject,)).fetchall()
         return [records.grant_from_row(row) for row in rows]
 
     @storage_errors
