@@ -7,6 +7,8 @@ from dependency_injector import containers, providers
 from importlib import metadata as package_metadata
 
 from ..adapters.audit_log import JsonAuditLog
+from ..adapters.metrics import PrometheusTelemetry
+from ..domain.telemetry import MeasuredIdentityProvider
 from ..adapters.http.mcp import OriginPolicy
 from ..adapters.http.mcp_protocol import McpServer, ServerInfo
 from ..adapters.identity.entra import EntraIdentityProvider
@@ -145,11 +147,15 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    # Metrics (issue 11 §4): the domain's counts, and every upstream call timed.
+    telemetry = providers.Singleton(PrometheusTelemetry)
+    measured_identity_provider = providers.Singleton(MeasuredIdentityProvider, identity_provider, telemetry)
+
     upstream_tokens = providers.Singleton(
         UpstreamTokenService,
         grants=grants,
         upstream_tokens=upstream_token_store,
-        identity_provider=identity_provider,
+        identity_provider=measured_identity_provider,
         clock=clock,
         tokens=token_generator,
         audit=audit_log,
@@ -192,7 +198,7 @@ class Container(containers.DeclarativeContainer):
         authorizations=authorizations,
         grants=grants,
         unit_of_work=unit_of_work,
-        identity_provider=identity_provider,
+        identity_provider=measured_identity_provider,
         clock=clock,
         tokens=token_generator,
         hasher=hasher,
@@ -205,7 +211,7 @@ class Container(containers.DeclarativeContainer):
         ConnectionsService,
         grants=grants,
         clients=clients,
-        identity_provider=identity_provider,
+        identity_provider=measured_identity_provider,
         clock=clock,
         tokens=token_generator,
         audit=audit_log,
@@ -225,6 +231,7 @@ class Container(containers.DeclarativeContainer):
         policy=policy,
         housekeeping=housekeeping,
         audit=audit_log,
+        telemetry=telemetry,
     )
     bearer_authenticator = providers.Singleton(
         BearerAuthenticator, access_tokens=access_tokens, clock=clock, hasher=hasher, policy=policy

@@ -38,3 +38,43 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 # gunicorn >= 24 opens a control socket at one fixed path in $HOME; several instances on one
 # machine would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+# -- Prometheus multiprocess mode (issue 11 §4) --------------------------------------------------
+# Every worker counts into files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up. The
+# master sets the variable before any worker starts (workers import prometheus_client only on
+# first use, after the fork, so they all see it), wipes what an earlier run left (stale files
+# would count again), marks each exited worker dead, and removes a directory it made itself.
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_made_multiproc_dir: list[str] = []
+
+
+def on_starting(server: object) -> None:
+    import tempfile
+
+    directory = os.environ.get(_MULTIPROC_ENV)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        # Only prometheus_client's own files: the directory may hold other things.
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            if name.endswith(".db") and os.path.isfile(path):
+                os.unlink(path)
+    else:
+        directory = tempfile.mkdtemp(prefix="mcp-oauth-bridge-metrics-")
+        _made_multiproc_dir.append(directory)
+        os.environ[_MULTIPROC_ENV] = directory
+
+
+def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
+    # Its live-gauge files go; its counters and histograms stay counted.
+    multiprocess.mark_process_dead(getattr(worker, "pid"))  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: object) -> None:
+    import shutil
+
+    for directory in _made_multiproc_dir:
+        shutil.rmtree(directory, ignore_errors=True)
