@@ -10,7 +10,9 @@ from pathlib import Path
 from mcp_oauth_bridge.entrypoints.app import create_app
 from mcp_oauth_bridge.entrypoints.config import load_settings
 
+from .certificates import certificate_for, rsa_key, write_credential
 from .conftest import environment_for
+from .idp_fixtures import CLIENT_ID, ENTRA_TENANT
 from .postgres_server import start_postgres
 
 
@@ -58,3 +60,21 @@ def test_not_ready_while_postgresql_is_down(tmp_path: Path) -> None:
                 time.sleep(0.5)
         finally:
             app.extensions["container"].storage_admin().close()
+
+
+def test_an_expiring_entra_certificate_is_reported(tmp_path: Path) -> None:
+    key = rsa_key()
+    credential = write_credential(tmp_path / "app.pem", key, certificate_for(key, days=10))
+    env = environment_for(
+        tmp_path,
+        IDP_PROVIDER="azure",
+        AZURE_TENANT_ID=ENTRA_TENANT,
+        AZURE_CLIENT_ID=CLIENT_ID,
+        AZURE_CLIENT_CERTIFICATE_PATH=str(credential),
+    )
+    reply = create_app(load_settings(env, dotenv_path=None)).test_client().get("/readyz")
+    # A warning for the operator, not a reason to take the instance out of service.
+    assert reply.status_code == 200
+    certificate = reply.get_json()["certificate"]
+    assert certificate["days_left"] in (9, 10)
+    assert "expires on" in certificate["warning"]
