@@ -48,7 +48,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
 
 
 class _TextFormatter(logging.Formatter):

@@ -35,6 +35,24 @@ accesslog = "-"
 # The request path without its query string: codes, states and upstream codes travel in
 # query strings and must never reach the logs.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+# LOG_FORMAT=json: gunicorn's own lines (start-up, workers, the access log) as JSON objects too,
+# as the application's are (adapters/logs.py, installed by the app factory on the root logger,
+# which is why the root gets no handler here and gunicorn's loggers do not propagate to it).
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "mcp_oauth_bridge.adapters.logs.JsonFormatter"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+            "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False, "qualname": "gunicorn.access"},
+            "gunicorn.error": {"handlers": ["error_console"], "level": "INFO", "propagate": False, "qualname": "gunicorn.error"},
+        },
+        "root": {"handlers": []},
+    }
 # gunicorn >= 24 opens a control socket at one fixed path in $HOME; several instances on one
 # machine would fight over it, and nothing here uses it.
 control_socket_disable = True

@@ -4,6 +4,7 @@ restarted by gunicorn neither loses nor doubles its counts."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -84,3 +85,24 @@ def test_every_workers_requests_are_counted_and_survive_a_restart(tmp_path: Path
     log = server.log_text()
     # The application's own lines reach the log under plain gunicorn, with a request id slot.
     assert "storage is ready" in log
+
+
+@pytest.mark.slow
+def test_under_plain_gunicorn_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    with running_server(tmp_path, workers=1, LOG_FORMAT="json", LOG_LEVEL="INFO") as server:
+        registration = {"client_name": "Log Test", "redirect_uris": ["http://127.0.0.1:9999/cb"], "token_endpoint_auth_method": "none"}
+        # From loopback, the default trusted proxy: its request id is kept.
+        reply = requests.post(
+            server.base_url + "/register", json=registration, headers={"X-Request-ID": "from-the-proxy-1"}, timeout=10
+        )
+        assert reply.status_code == 201, reply.text
+        assert reply.headers["X-Request-ID"] == "from-the-proxy-1"
+        assert requests.get(server.base_url + "/healthz?code=secret-in-query", timeout=10).status_code == 200
+    lines = [json.loads(line) for line in server.log_text().splitlines() if line.strip()]
+    # gunicorn's own lines, the access log and the application's: all JSON.
+    assert any(line.get("logger") == "gunicorn.error" and "Booting worker" in line["message"] for line in lines)
+    assert any(line.get("logger") == "gunicorn.access" for line in lines)
+    registered = [line for line in lines if line.get("logger") == "mcp_oauth_bridge.adapters.http.registration"]
+    assert registered and registered[0]["request_id"] == "from-the-proxy-1"
+    # Query strings never reach the log.
+    assert "secret-in-query" not in server.log_text()
