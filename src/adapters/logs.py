@@ -24,7 +24,8 @@ from .http.request_context import request_id
 REQUEST_ID_HEADER = "X-Request-ID"
 # Enough for a UUID, a W3C trace id or an AWS trace header; nothing that could break a log line.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=-]{1,128}")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+# The format `serve` has always used; a request's lines end with its id.
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class RequestIdFilter(logging.Filter):
@@ -53,9 +54,9 @@ class JsonFormatter(logging.Formatter):
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        if getattr(record, "request_id", None) is None:
-            record.request_id = "-"
-        return super().format(record)
+        line = super().format(record)
+        current = getattr(record, "request_id", None)
+        return line if current is None else f"{line} [request {current}]"
 
 
 def configure_logging(level: str, log_format: str, *, stream: object = None) -> logging.Handler:

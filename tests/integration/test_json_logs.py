@@ -78,8 +78,20 @@ def test_an_insane_request_id_from_a_trusted_proxy_is_replaced(tmp_path: Path, c
 def test_text_is_the_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     app = create_app(load_settings(environment_for(tmp_path), dotenv_path=None))
     capsys.readouterr()
-    reply = app.test_client().get("/nope", environ_overrides={"REMOTE_ADDR": "127.0.0.1"})
-    assert reply.status_code == 404
     log.info("a text line")
     err = capsys.readouterr().err
-    assert "INFO mcp_oauth_bridge.tests.json_logs [-]: a text line" in err
+    assert "INFO mcp_oauth_bridge.tests.json_logs: a text line\n" in err
+
+
+def test_text_lines_in_a_request_end_with_its_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    app = create_app(load_settings(environment_for(tmp_path), dotenv_path=None))
+
+    @app.get("/test-log")
+    def test_log() -> str:
+        log.info("inside")
+        return "logged"
+
+    capsys.readouterr()
+    reply = app.test_client().get("/test-log", headers={"X-Request-ID": "abc-1"}, environ_overrides={"REMOTE_ADDR": "127.0.0.1"})
+    assert reply.headers["X-Request-ID"] == "abc-1"
+    assert "INFO mcp_oauth_bridge.tests.json_logs: inside [request abc-1]\n" in capsys.readouterr().err
