@@ -178,9 +178,12 @@ def install(
     """Count every request of ``app`` and serve ``/metrics`` under the access rule."""
     access = MetricsAccess(allowed_ips, token, ClientAddresses(forwarded_allow_ips))
 
-    @app.before_request
     def start_timer() -> None:
         g.metrics_started = monotonic()
+
+    # First of the app's hooks, so that a request another hook answers (the storage-readiness
+    # gate's 503) is counted too.
+    app.before_request_funcs.setdefault(None, []).insert(0, start_timer)
 
     @app.after_request
     def count_request(response: Response) -> Response:

@@ -173,3 +173,5 @@ def test_rate_limit_hits_are_counted(tmp_path: Path) -> None:
     after = scrape(client)
     name = "mcp_oauth_bridge_rate_limit_hits_total"
     assert value(after, name, limit="register") - value(before, name, limit="register") == 1
+
+

@@ -78,3 +78,26 @@ def test_an_expiring_entra_certificate_is_reported(tmp_path: Path) -> None:
     certificate = reply.get_json()["certificate"]
     assert certificate["days_left"] in (9, 10)
     assert "expires on" in certificate["warning"]
+
+
+def test_storage_down_from_the_start(tmp_path: Path) -> None:
+    """The gate answers 503 and is counted in /metrics; /readyz and /metrics answer themselves."""
+    with start_postgres() as server:
+        server.stop()
+        env = environment_for(tmp_path, STORAGE_URL=server.admin_url, STORAGE_CONNECT_TIMEOUT="1")
+        app = create_app(load_settings(env, dotenv_path=None))
+        try:
+            client = app.test_client()
+            assert client.get("/.well-known/oauth-authorization-server").status_code == 503
+            reply = client.get("/readyz")
+            assert reply.status_code == 503
+            assert reply.get_json()["storage"] == {"reachable": False}
+            scraped = client.get("/metrics", environ_overrides={"REMOTE_ADDR": "127.0.0.1"})
+            assert scraped.status_code == 200
+            text = scraped.get_data(as_text=True)
+            gated = 'endpoint="metadata.authorization_server",method="GET",status="503"'
+            assert any(line.startswith("mcp_oauth_bridge_http_request_duration_seconds_count{") and gated in line for line in text.splitlines())
+            # Live grants cannot be read now: left out rather than reported as 0.
+            assert "mcp_oauth_bridge_live_grants " not in text
+        finally:
+            app.extensions["container"].storage_admin().close()
