@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Any, Sequence, TextIO
 
 from flask import Flask, Response, g, has_request_context, request
 
@@ -59,15 +59,28 @@ class _TextFormatter(logging.Formatter):
         return line if current is None else f"{line} [request {current}]"
 
 
-def configure_logging(level: str, log_format: str, *, stream: object = None) -> logging.Handler:
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at each line (a test runner swaps it), not to the
+    stream that was current when the handler was made."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def configure_logging(level: str, log_format: str, *, stream: TextIO | None = None) -> logging.Handler:
     """The root logger's one handler for the application's lines (gunicorn's access log keeps its
     own); called by the app factory, so `gunicorn wsgi:app` and `serve` log alike. Calling it
     again replaces the handler it installed before."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_mcp_oauth_bridge", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    for old in list(root.handlers):
+        if getattr(old, "_mcp_oauth_bridge", False):
+            root.removeHandler(old)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler._mcp_oauth_bridge = True  # type: ignore[attr-defined]
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else _TextFormatter(TEXT_FORMAT))

@@ -15,11 +15,11 @@ the grant type, the identity provider and a fixed set of outcomes.
 
 from __future__ import annotations
 
-import functools
 import hmac
 import ipaddress
 import logging
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -69,9 +69,20 @@ class _Metrics:
         self.rate_limit_hits: Counter = Counter(PREFIX + "rate_limit_hits", "Requests refused by a rate limit", ("limit",))
 
 
-@functools.lru_cache(maxsize=1)
+_made: list[_Metrics] = []
+_making = threading.Lock()
+
+
 def metrics() -> _Metrics:
-    return _Metrics()
+    """This process's metrics, made by the first request that needs them. Under a lock: a new
+    worker's first requests arrive together on several threads, and registering a metric twice
+    fails."""
+    if _made:
+        return _made[0]
+    with _making:
+        if not _made:
+            _made.append(_Metrics())
+        return _made[0]
 
 
 class PrometheusTelemetry:

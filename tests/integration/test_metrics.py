@@ -175,3 +175,30 @@ def test_rate_limit_hits_are_counted(tmp_path: Path) -> None:
     assert value(after, name, limit="register") - value(before, name, limit="register") == 1
 
 
+
+
+def test_a_new_process_first_requests_arriving_together_make_the_metrics_once() -> None:
+    # A fresh worker's first requests come on several threads at once; each needs the metrics.
+    import subprocess
+    import sys
+
+    script = (
+        "import threading\n"
+        "from mcp_oauth_bridge.adapters.metrics import metrics\n"
+        "barrier = threading.Barrier(16)\n"
+        "made, errors = [], []\n"
+        "def first():\n"
+        "    barrier.wait()\n"
+        "    try:\n"
+        "        made.append(metrics())\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=first) for _ in range(16)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "assert not errors, errors\n"
+        "assert len({id(m) for m in made}) == 1\n"
+        "print('once')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "once"
