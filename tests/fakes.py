@@ -428,6 +428,9 @@ class InMemoryStorage:
     def close(self) -> None:
         pass
 
+    def live_grants(self) -> int:
+        return sum(1 for grant in self.grants.values() if not grant.is_revoked)
+
     def counts(self) -> dict[str, int]:
         return {
             "clients": len(self.clients),

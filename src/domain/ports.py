@@ -407,6 +407,10 @@ class StorageAdministration(Protocol):
         """How many rows each kind of record has (clients, grants, tokens …), for operators."""
         ...
 
+    def live_grants(self) -> int:
+        """How many grants are not revoked (one COUNT, for /metrics at every scrape)."""
+        ...
+
     def export_records(self, now: int, *, batch_size: int = 1000) -> Generator[RecordBatch, None, None]:
         """Every record that ``purge_expired(now)`` would keep, in batches of at most
         ``batch_size`` rows, kind by kind in the order of RECORD_KINDS, read from one consistent
@@ -523,3 +527,25 @@ class AuditTrail(Protocol):
     not fail the request: an adapter that cannot write reports that and carries on."""
 
     def record(self, event: AuditEvent) -> None: ...
+
+
+@runtime_checkable
+class Telemetry(Protocol):
+    """Counts for operators' metrics (issue 11 §4), separate from the audit trail: how many, not
+    who. Recording must be cheap and must never raise into the use case."""
+
+    def token_issued(self, grant_type: str) -> None:
+        """A token response was issued by the ``grant_type`` grant."""
+        ...
+
+    def refresh_reuse(self) -> None:
+        """An already-rotated refresh token was presented (the grant is revoked)."""
+        ...
+
+    def code_replay(self) -> None:
+        """An already-redeemed authorization code was presented (the grant is revoked)."""
+        ...
+
+    def upstream_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
+        """A call to the upstream identity provider ended (``outcome``: ok, or an error kind)."""
+        ...

@@ -6,12 +6,13 @@ import hashlib
 import hmac
 import logging
 import re
-from typing import Any
+from typing import Any, Callable
 
 from flask import Flask
 from flask_cors import CORS
 
 from ..adapters.http import authorization, connections, fake_idp, home, mcp, metadata, pages, ratelimit, readiness, registration, security_headers, services, token
+from ..adapters import logs, metrics
 from ..adapters.http.errors import register_error_handlers
 from .config import Settings, load_settings
 from .container import Container, build_container
@@ -27,9 +28,13 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     settings = settings or load_settings()
     container = container or build_container(settings)
     logging.getLogger("mcp_oauth_bridge").setLevel(settings.log_level)
+    # Here, not in the CLI, so that `gunicorn wsgi:app` logs as `serve` does (LOG_LEVEL, LOG_FORMAT).
+    logs.configure_logging(settings.log_level, settings.log_format)
 
     # No static files: the pages carry their styles inline.
     app = Flask("mcp_oauth_bridge.adapters.http", static_folder=None)
+    # First, so that every later hook's log lines carry the request id.
+    logs.install_request_ids(app, settings.rate_limits.forwarded_allow_ips)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     # Signs the connections page's cookies: a key of its own, derived from TOKEN_HASH_KEY.
     app.secret_key = hmac.new(settings.token_hash_key, b"mcp-oauth-bridge signed cookies", hashlib.sha256).digest()
@@ -41,7 +46,11 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     register_error_handlers(app)
     # This app's own limiter, on this app's view functions (after the blueprints are registered).
     ratelimit.install(
-        app, settings.rate_limits, store=container.rate_limit_store(), clock=container.clock(), audit=container.audit_log()
+        app,
+        settings.rate_limits,
+        store=container.rate_limit_store(),
+        clock=container.clock(),
+        audit=metrics.CountedRateLimitAudit(container.audit_log()),
     )
     security_headers.install(app)
     install_cors(app, settings)
@@ -55,8 +64,24 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     storage = readiness.StorageReadiness(lambda: admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT))
     storage.ready()
     readiness.install(app, storage)
+    readiness.install_probe(app, admin, certificate_readiness(settings))
+    metrics.install(
+        app,
+        allowed_ips=settings.metrics_allowed_ips,
+        token=settings.metrics_token,
+        forwarded_allow_ips=settings.rate_limits.forwarded_allow_ips,
+        live_grants=admin.live_grants,
+    )
     app.extensions["container"] = container
     return app
+
+
+def certificate_readiness(settings: Settings) -> Callable[[], dict[str, Any]] | None:
+    """The Entra client certificate's expiry, for /readyz (when one is configured)."""
+    certificate = settings.entra.client_certificate if settings.entra is not None else None
+    if certificate is None:
+        return None
+    return lambda: {"certificate": certificate.readiness()}
 
 
 def app_services(container: Container) -> services.Services:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from psycopg.conninfo import conninfo_to_dict
 
+from ..adapters.logs import configure_logging
 from ..adapters.system import SystemClock
 from ..domain.errors import OAuthError
 from ..domain.ports import StorageAdministration, StorageError
@@ -355,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                 help="copy into a target that already holds records, leaving those it has as they are",
             )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The app factory replaces this handler with one in LOG_FORMAT at LOG_LEVEL.
+    configure_logging("INFO", "text")
     try:
         # check-config only validates: it writes nothing, not even generated keys.
         settings = load_settings(write_generated_keys=args.command != "check-config")

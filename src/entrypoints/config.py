@@ -94,6 +94,9 @@ SECRET_VARIABLES = (
     "METRICS_TOKEN",
 )
 FILE_SUFFIX = "_FILE"
+# /metrics answers the local machine only unless METRICS_ALLOWED_IPS says otherwise.
+DEFAULT_METRICS_ALLOWED_IPS = ("127.0.0.0/8", "::1")
+LOG_FORMATS = ("text", "json")
 
 
 # A host name (lower-case labels), optionally "*." for any of its subdomains.
@@ -231,6 +234,12 @@ class Settings:
     service_name: str = ""
     # Where the audit log's JSON lines are appended (AUDIT_LOG_FILE); None: stderr.
     audit_log_file: str | None = None
+    # Who may read /metrics (issue 11 §4): client addresses or networks (METRICS_ALLOWED_IPS),
+    # or anyone presenting METRICS_TOKEN as a bearer token.
+    metrics_allowed_ips: tuple[str, ...] = DEFAULT_METRICS_ALLOWED_IPS
+    metrics_token: str | None = field(default=None, repr=False)
+    # LOG_FORMAT: "text" (human-readable lines) or "json" (one JSON object per line).
+    log_format: str = "text"
     # Whom the access-denied page names (ACCESS_DENIED_CONTACT) and GRANT_MAX_LIFETIME.
     access_denied_contact: str = ""
     grant_max_lifetime: int = 30 * 24 * 3600
@@ -850,6 +859,40 @@ def _log_level(env: Mapping[str, str]) -> str:
     return log_level
 
 
+def _metrics_allowed_ips(env: Mapping[str, str]) -> tuple[str, ...]:
+    """METRICS_ALLOWED_IPS: comma-separated addresses or networks (host bits clear); empty
+    allows no address (METRICS_TOKEN only)."""
+    raw = env.get("METRICS_ALLOWED_IPS")
+    if raw is None:
+        return DEFAULT_METRICS_ALLOWED_IPS
+    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError:
+            raise ConfigError(
+                f"METRICS_ALLOWED_IPS must be comma-separated IP addresses or networks (e.g. 127.0.0.1,10.0.0.0/8), got {entry!r}"
+            ) from None
+    return entries
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("METRICS_TOKEN") or "").strip()
+    if not raw:
+        return None
+    # A bearer secret guessable in a scrape's lifetime protects nothing.
+    if len(raw) < 16:
+        raise ConfigError("METRICS_TOKEN must be at least 16 characters long")
+    return raw
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (env.get("LOG_FORMAT") or "text").strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, *, dotenv_path: str | None = ".env", write_generated_keys: bool = True
 ) -> Settings:
@@ -920,6 +963,9 @@ def load_settings(
         audit_log_file=check(lambda: _audit_log_file(env), None),
         access_denied_contact=check(lambda: _access_denied_contact(env), ""),
         grant_max_lifetime=check(lambda: _positive_int(env, "GRANT_MAX_LIFETIME", 30 * 24 * 3600), 0),
+        metrics_allowed_ips=check(lambda: _metrics_allowed_ips(env), DEFAULT_METRICS_ALLOWED_IPS),
+        metrics_token=check(lambda: _metrics_token(env), None),
+        log_format=check(lambda: _log_format(env), "text"),
     )
     problems.raise_any()
     if keys_to_generate is not None and write_generated_keys:

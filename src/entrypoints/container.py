@@ -7,6 +7,8 @@ from dependency_injector import containers, providers
 from importlib import metadata as package_metadata
 
 from ..adapters.audit_log import JsonAuditLog
+from ..adapters.metrics import PrometheusTelemetry
+from ..domain.telemetry import MeasuredIdentityProvider
 from ..adapters.http.mcp import OriginPolicy
 from ..adapters.http.mcp_protocol import McpServer, ServerInfo
 from ..adapters.identity.entra import EntraIdentityProvider
@@ -156,11 +158,15 @@ class Container(containers.DeclarativeContainer):
         ),
     )
 
+    # Metrics (issue 11 §4): the domain's counts, and every upstream call timed.
+    telemetry = providers.Singleton(PrometheusTelemetry)
+    measured_identity_provider = providers.Singleton(MeasuredIdentityProvider, identity_provider, telemetry)
+
     upstream_tokens = providers.Singleton(
         UpstreamTokenService,
         grants=grants,
         upstream_tokens=upstream_token_store,
-        identity_provider=identity_provider,
+        identity_provider=measured_identity_provider,
         clock=clock,
         tokens=token_generator,
         access_policy=settings.provided.access_policy,
@@ -204,7 +210,7 @@ class Container(containers.DeclarativeContainer):
         authorizations=authorizations,
         grants=grants,
         unit_of_work=unit_of_work,
-        identity_provider=identity_provider,
+        identity_provider=measured_identity_provider,
         clock=clock,
         tokens=token_generator,
         hasher=hasher,
@@ -217,7 +223,7 @@ class Container(containers.DeclarativeContainer):
         ConnectionsService,
         grants=grants,
         clients=clients,
-        identity_provider=identity_provider,
+        identity_provider=measured_identity_provider,
         clock=clock,
         tokens=token_generator,
         audit=audit_log,
@@ -238,6 +244,7 @@ class Container(containers.DeclarativeContainer):
         housekeeping=housekeeping,
         upstream=upstream_tokens,
         audit=audit_log,
+        telemetry=telemetry,
     )
     # The administration CLI (clients, grants).
     administration_service = providers.Singleton(

@@ -35,6 +35,64 @@ accesslog = "-"
 # The request path without its query string: codes, states and upstream codes travel in
 # query strings and must never reach the logs.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+# LOG_FORMAT=json: gunicorn's own lines (start-up, workers, the access log) as JSON objects too,
+# as the application's are (adapters/logs.py, installed by the app factory on the root logger,
+# which is why the root gets no handler here and gunicorn's loggers do not propagate to it).
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "mcp_oauth_bridge.adapters.logs.JsonFormatter"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+            "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False, "qualname": "gunicorn.access"},
+            "gunicorn.error": {"handlers": ["error_console"], "level": "INFO", "propagate": False, "qualname": "gunicorn.error"},
+        },
+        "root": {"handlers": []},
+    }
 # gunicorn >= 24 opens a control socket at one fixed path in $HOME; several instances on one
 # machine would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+# -- Prometheus multiprocess mode (issue 11 §4) --------------------------------------------------
+# Every worker counts into files in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up. The
+# master sets the variable before any worker starts (workers import prometheus_client only on
+# first use, after the fork, so they all see it), wipes what an earlier run left (stale files
+# would count again), marks each exited worker dead, and removes a directory it made itself.
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_made_multiproc_dir: list[str] = []
+
+
+def on_starting(server: object) -> None:
+    import tempfile
+
+    directory = os.environ.get(_MULTIPROC_ENV)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        # Only prometheus_client's own files: the directory may hold other things.
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            if name.endswith(".db") and os.path.isfile(path):
+                os.unlink(path)
+    else:
+        directory = tempfile.mkdtemp(prefix="mcp-oauth-bridge-metrics-")
+        _made_multiproc_dir.append(directory)
+        os.environ[_MULTIPROC_ENV] = directory
+
+
+def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
+    # Its live-gauge files go; its counters and histograms stay counted.
+    multiprocess.mark_process_dead(getattr(worker, "pid"))  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: object) -> None:
+    import shutil
+
+    for directory in _made_multiproc_dir:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -569,3 +569,13 @@ def test_purge_removes_long_revoked_grants_with_their_tokens(storage: Stores) ->
     assert storage.refresh_tokens.get_refresh_token(h("rt-old")) is None
     assert storage.grants.get_grant("grant-recent") is not None
     assert storage.refresh_tokens.get_refresh_token(h("rt-recent")) is not None
+
+
+def test_live_grants_counts_the_grants_not_revoked(storage: Stores) -> None:
+    # What /metrics reads at each scrape (issue 11 §4).
+    assert storage.admin.live_grants() == 0
+    given_grant(storage, make_grant("grant-a"))
+    given_grant(storage, make_grant("grant-b"))
+    given_grant(storage, make_grant("grant-c", client_id="client-2"))
+    storage.grants.revoke_grant("grant-b", NOW)
+    assert storage.admin.live_grants() == 2

@@ -66,6 +66,8 @@ EXPECTED_ROUTES = {
     ("/.well-known/oauth-protected-resource", "metadata.protected_resource", ("GET",)),
     ("/.well-known/oauth-protected-resource/mcp", "metadata.protected_resource", ("GET",)),
     ("/healthz", "metadata.health", ("GET",)),
+    ("/readyz", "readyz", ("GET",)),
+    ("/metrics", "metrics", ("GET",)),
     ("/oauth/authorize", "authorization.authorize", ("GET",)),
     ("/authorize", "authorization.authorize", ("GET",)),
     ("/oauth/consent", "authorization.consent", ("POST",)),

@@ -131,12 +131,20 @@ class ClientAddresses:
         return self._trust_all or any(address in network for network in self._trusted)
 
     def resolve(self, environ: Mapping[str, Any]) -> str:
+        client = self.address(environ)
+        if client is not None:
+            return address_key(client)
         peer_text = str(environ.get("REMOTE_ADDR") or "")
         peer = _parse_address(peer_text)
+        return address_key(peer) if peer is not None else "peer:" + _bounded(peer_text or "unknown")
+
+    def address(self, environ: Mapping[str, Any]) -> IPAddress | None:
+        """The client's own address, or None when it cannot be told (a peer without an IP
+        address, or a hop a trusted proxy should have written that is not an address)."""
+        peer = _parse_address(str(environ.get("REMOTE_ADDR") or ""))
         # gunicorn trusts a peer without an IP address (a UNIX socket) as it does a listed one.
         if peer is not None and not self._is_trusted(peer):
-            return address_key(peer)
-        fallback = address_key(peer) if peer is not None else "peer:" + _bounded(peer_text or "unknown")
+            return peer
         hops = [hop for hop in str(environ.get("HTTP_X_FORWARDED_FOR") or "").split(",") if hop.strip()]
         client: IPAddress | None = None
         # Each trusted proxy appends the address it received the request from: walk from the
@@ -146,13 +154,18 @@ class ClientAddresses:
             address = _parse_address(hop)
             if address is None:
                 # Not an address where a trusted proxy should have written one: count the request
-                # as the peer's, so that varying junk cannot buy fresh budgets.
-                return fallback
+                # as the peer's (resolve), so that varying junk cannot buy fresh budgets.
+                return None
             client = address
             if not self._is_trusted(address):
                 break
         # No header, or every hop a trusted proxy: the leftmost is where the request began.
-        return address_key(client) if client is not None else fallback
+        return client if client is not None else peer
+
+    def peer_is_trusted(self, environ: Mapping[str, Any]) -> bool:
+        """Whether the direct peer is a trusted proxy (whose headers are believed)."""
+        peer = _parse_address(str(environ.get("REMOTE_ADDR") or ""))
+        return peer is None or self._is_trusted(peer)
 
     def current(self) -> str:
         """Flask-Limiter's key function: the current request's client address."""

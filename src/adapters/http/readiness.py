@@ -1,15 +1,20 @@
 """Serving while storage is not ready: until the schema check succeeds, every request but the
-liveness probe gets 503 with Retry-After (RFC 9110 §15.6.4), and the check is retried, so that a
-busy or unreachable database at start-up never stops the server."""
+probes gets 503 with Retry-After (RFC 9110 §15.6.4), and the check is retried, so that a
+busy or unreachable database at start-up never stops the server.
+
+``/readyz`` (issue 11 §4): 200 when storage answers a query and its schema is current, else 503
+with a JSON body saying which; it and ``/metrics`` answer for themselves, outside that gate."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable, Mapping
 
-from flask import Flask, request
+from ...domain.ports import StorageAdministration
+
+from flask import Flask, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from .errors import RETRY_AFTER_SECONDS, service_unavailable
@@ -17,6 +22,9 @@ from .errors import RETRY_AFTER_SECONDS, service_unavailable
 log = logging.getLogger(__name__)
 
 LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
+# Paths that answer for themselves while storage is not ready.
+UNGATED_PATHS = frozenset({LIVENESS_PATH, READINESS_PATH, "/metrics"})
 
 
 class StorageReadiness:
@@ -59,6 +67,38 @@ def storage_unavailable() -> BaseResponse:
 def install(app: Flask, readiness: StorageReadiness) -> None:
     @app.before_request
     def require_storage() -> BaseResponse | None:
-        if request.path == LIVENESS_PATH or readiness.ready():
+        if request.path in UNGATED_PATHS or readiness.ready():
             return None
         return storage_unavailable()
+
+
+def readiness_report(admin: StorageAdministration, extra: Callable[[], Mapping[str, Any]] | None = None) -> tuple[dict[str, Any], bool]:
+    """What /readyz answers: storage reachable (a cheap COUNT answers), migrations current."""
+    report: dict[str, Any] = {}
+    ready = True
+    try:
+        pending = admin.pending_migrations()
+        admin.live_grants()
+    except Exception as exc:  # any storage failure means not ready; the log says which
+        log.warning("readiness: storage is not reachable: %s", type(exc).__name__)
+        report["storage"] = {"reachable": False}
+        ready = False
+    else:
+        report["storage"] = {"reachable": True, "pending_migrations": pending}
+        if pending:
+            ready = False
+    if extra is not None:
+        report.update(extra())
+    report["status"] = "ready" if ready else "not ready"
+    return report, ready
+
+
+def install_probe(app: Flask, admin: StorageAdministration, extra: Callable[[], Mapping[str, Any]] | None = None) -> None:
+    def readyz() -> BaseResponse:
+        report, ready = readiness_report(admin, extra)
+        response = jsonify(report)
+        response.status_code = 200 if ready else 503
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    app.add_url_rule(READINESS_PATH, "readyz", readyz, methods=["GET"])

@@ -34,11 +34,13 @@ from ..ports import (
     Clock,
     GrantStore,
     RefreshTokenStore,
+    Telemetry,
     TokenGenerator,
     UnitOfWork,
 )
 from ..refresh_tokens import parse_refresh_token, refresh_token_value
 from ..security import TokenHasher, verify_pkce
+from ..telemetry import NoTelemetry
 from .authorization import parse_scope, resource_matches
 from .clients import ClientDirectory
 from .housekeeping import Housekeeping
@@ -104,12 +106,14 @@ class TokenService:
         housekeeping: Housekeeping,
         upstream: UpstreamTokenService | None = None,
         audit: AuditTrail | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         # The upstream session behind each grant, refreshed and re-checked against the access
         # policy when our refresh grant runs after the upstream token expired (None: no upstream
         # re-check, for services built without an identity provider).
         self._upstream = upstream
         self._clients = clients
+        self._telemetry: Telemetry = telemetry or NoTelemetry()
         self._audit: AuditTrail = audit or NoAuditTrail()
         self._authorizations = authorizations
         self._grants = grants
@@ -172,6 +176,7 @@ class TokenService:
                 response = self._issue(client, grant, issued.scopes, issued.scopes, generation=0)
         except _Replay:
             raise self._code_replay(grant, now) from None
+        self._telemetry.token_issued("authorization_code")
         self._clients.touch(client.client_id, now)
         self._housekeeping.tick()
         return response
@@ -179,6 +184,7 @@ class TokenService:
     def _code_replay(self, grant: Grant, now: int) -> InvalidGrant:
         # OAuth 2.1 §4.1.3: a code used twice revokes the tokens issued from it.
         self._grants.revoke_grant(grant.grant_id, now)
+        self._telemetry.code_replay()
         self._audit.record(grant_event(CODE_REPLAY, grant))
         if not grant.is_revoked:
             self._audit.record(grant_revoked(grant, REVOKED_FOR_CODE_REPLAY))
@@ -216,9 +222,11 @@ class TokenService:
         except _Replay as replay:
             # Revoked outside the rolled-back transaction; tokens issued meanwhile die with the grant.
             self._grants.revoke_grant(replay.grant.grant_id, now)
+            self._telemetry.refresh_reuse()
             self._audit.record(grant_event(REFRESH_TOKEN_REUSE, replay.grant))
             self._audit.record(grant_revoked(replay.grant, REVOKED_FOR_REFRESH_TOKEN_REUSE))
             raise InvalidGrant("refresh token was already used; the authorization is revoked") from None
+        self._telemetry.token_issued("refresh_token")
         self._clients.touch(client.client_id, now)
         self._housekeeping.tick()
         return response

@@ -171,6 +171,10 @@ class PostgresAdministration(SchemaAdministration):
             counts[table] = 0 if row is None else int(row[0])
         return counts
 
+    def live_grants(self) -> int:
+        row = self._db.fetchone("SELECT count(*) FROM grants WHERE revoked_at IS NULL")
+        return 0 if row is None else int(row[0])
+
     def export_records(self, now: int, *, batch_size: int = 1000) -> Generator[RecordBatch, None, None]:
         parameters = self._export_parameters(now)
         try:

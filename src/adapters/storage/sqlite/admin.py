@@ -136,6 +136,10 @@ class SqliteAdministration(SchemaAdministration):
         connection = self._db.connection()
         return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED_TABLES}
 
+    @storage_errors
+    def live_grants(self) -> int:
+        return int(self._db.connection().execute("SELECT count(*) FROM grants WHERE revoked_at IS NULL").fetchone()[0])
+
     def export_records(self, now: int, *, batch_size: int = 1000) -> Generator[RecordBatch, None, None]:
         parameters = self._export_parameters(now)
         try:
