@@ -86,6 +86,7 @@ def test_a_member_connects_and_is_cut_off_after_removal_from_the_group(tmp_path:
         reply = oauth.refresh(tokens["refresh_token"])
         assert reply.status == 503, reply.text
         assert reply.json()["error"] == "temporarily_unavailable"
+        assert reply.headers["Retry-After"] == "2"
         assert whoami(server.base_url, tokens["access_token"]) == 200
         entra.token_outage = False
 

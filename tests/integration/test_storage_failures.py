@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from mcp_oauth_bridge.adapters.http.errors import RETRY_AFTER_SECONDS, oauth_error_response
+from mcp_oauth_bridge.domain.errors import TemporarilyUnavailable
 from mcp_oauth_bridge.entrypoints.config import Settings
 
 from .oauth_flow import FlaskTransport, OAuthClient, Reply, pkce_pair
@@ -123,3 +125,12 @@ def test_the_upstream_callback_while_the_database_is_down_is_a_503_page(
     assert_error_page(reply)
     code = to_callback.query()["code"]
     assert_cause_logged(caplog, code)
+
+
+def test_every_temporarily_unavailable_answer_says_when_to_retry(app: Flask) -> None:
+    # The token endpoint's 503 when the identity provider is down (the access policy's refresh
+    # re-check) goes through the same mapping as storage outages.
+    with app.test_request_context("/oauth/token", method="POST"):
+        response = oauth_error_response(TemporarilyUnavailable("the identity provider is unavailable"))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)

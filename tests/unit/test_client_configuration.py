@@ -126,3 +126,18 @@ def test_delete_removes_the_client_and_everything_issued_to_it(world: World, pub
     assert world.clients.get(public_client.client.client_id) is None
     assert world.storage.grants == {} and world.storage.access_tokens == {} and world.storage.refresh_tokens == {}
     assert world.hasher.hash(tokens.access_token) not in world.storage.access_tokens
+
+
+def test_a_disabled_client_manages_nothing_not_even_itself(world: World, public_client: RegisteredClient) -> None:
+    client_id, token = public_client.client.client_id, token_of(public_client)
+    world.clients.disable(client_id, world.clock.now())
+    for attempt in (
+        lambda: world.registration.read(client_id, token),
+        lambda: world.registration.replace(client_id, token, {"client_id": client_id, "redirect_uris": [REDIRECT_URI]}),
+        lambda: world.registration.delete(client_id, token),
+    ):
+        with pytest.raises(InvalidToken):
+            attempt()
+    assert world.clients.get(client_id) is not None
+    world.clients.enable(client_id)
+    assert world.registration.read(client_id, token).client.client_id == client_id

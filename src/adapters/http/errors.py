@@ -57,6 +57,9 @@ def oauth_error_response(error: OAuthError) -> Response:
     response = json_response(body, STATUS_BY_ERROR.get(error.error, 400), no_store=True)
     if error.error == "invalid_client":
         response.headers["WWW-Authenticate"] = CLIENT_AUTH_CHALLENGE
+    elif error.error == TemporarilyUnavailable.error:
+        # RFC 9110 §10.2.3: when to try again (an outage of ours or of the identity provider).
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

@@ -352,7 +352,8 @@ class RegistrationService:
         # Compared even when there is nothing to compare with, so that the time taken does not
         # tell an unknown client from a wrong token.
         matches = self._hasher.matches(registration_token or "", stored or self._hasher.hash("-"))
-        if client is None or stored is None or not registration_token or not matches:
+        # A client an operator disabled manages nothing either: not even itself (the same answer).
+        if client is None or stored is None or not registration_token or not matches or client.is_disabled:
             raise InvalidToken("the registration access token is missing, invalid, or not this client's")
         return client
 
