@@ -100,34 +100,34 @@ class ClientDirectory:
             # make this server fetch from them.
             raise InvalidClient("unknown client")
         now = self._clock.now()
-        document = self._current_document(client_id, now, stale_allowed=stale_allowed)
-        return self._stored_client(stored, self._validated(client_id, document), now)
+        return self._stored_client(stored, self._described_client(client_id, now, stale_allowed=stale_allowed), now)
 
-    def _current_document(self, client_id: str, now: int, *, stale_allowed: bool) -> Mapping[str, Any]:
-        """The document to use now: cached while fresh; else fetched (and cached if valid);
-        else Claude's pinned copy; else, for refreshes only, the stale cached copy."""
+    def _described_client(self, client_id: str, now: int, *, stale_allowed: bool) -> Client:
+        """The client its document describes now, validated once: the document cached while
+        fresh; else fetched (and cached if valid); else Claude's pinned copy; else, for
+        refreshes only, the stale cached copy."""
         rules = self._policy.metadata_documents
         pinned = self._pinned.get(client_id)
         if rules.pinned_only:
             if pinned is None:
                 raise InvalidClient("this server accepts only the client metadata documents it ships with")
-            return pinned
+            return self._validated(client_id, pinned)
         cached = self._documents.get_document(client_id)
         if cached is not None and cached.fresh_until > now:
-            return cached.document
+            return self._validated(client_id, cached.document)
         host = url_host(client_id)
         try:
             fetched = self._fetcher.fetch(client_id)
             document = parse_document(fetched.body)
-            self._validated(client_id, document)
+            described = self._validated(client_id, document)
         except (MetadataDocumentUnavailable, OAuthError) as exc:
             reason = str(exc) if isinstance(exc, MetadataDocumentUnavailable) else describe(exc)
             if pinned is not None:
                 log.warning("client metadata document at %s unusable (%s): using the pinned copy", host, reason)
-                return pinned
+                return self._validated(client_id, pinned)
             if stale_allowed and cached is not None and cached.stale_until > now:
                 log.warning("client metadata document at %s unusable (%s): using the copy fetched at %d", host, reason, cached.fetched_at)
-                return cached.document
+                return self._validated(client_id, cached.document)
             raise InvalidClient(f"the client's metadata document at {host} could not be used: {reason}") from None
         # Only a valid document is cached; failures never are.
         self._documents.put_document(
@@ -139,7 +139,7 @@ class ClientDirectory:
                 stale_until=now + rules.stale_ttl,
             )
         )
-        return document
+        return described
 
     def _validated(self, client_id: str, document: Mapping[str, Any]) -> Client:
         """The client a document describes, under today's rules (the allowlist may have changed
