@@ -26,7 +26,8 @@ from .storage import build_storage
 from . import cli_admin, gunicorn_conf
 
 log = logging.getLogger("mcp_oauth_bridge")
-MASTER_SCHEMA_BUSY_WAIT = 10.0
+# How long a command (and serve's master) waits for the database's schema lock.
+SCHEMA_BUSY_WAIT = cli_admin.SCHEMA_BUSY_WAIT
 
 
 SERVE_EPILOG = """\
@@ -75,7 +76,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # or down now, the workers answer 503 and retry rather than the server not starting. Then
     # close the master's connections: the workers open their own after the fork.
     admin = build_container(settings).storage_admin()
-    admin.ensure_schema(busy_wait=MASTER_SCHEMA_BUSY_WAIT)
+    admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
     admin.close()
 
     class Server(BaseApplication):  # type: ignore[misc]
@@ -234,7 +235,7 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
     container = build_container(settings)
     try:
-        container.storage_admin().ensure_schema(busy_wait=MASTER_SCHEMA_BUSY_WAIT)
+        container.storage_admin().ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
         created = container.registration_service().create_operator_client(
             name=args.name, redirect_uris=args.redirect_uris, public=args.public
         )
@@ -265,30 +266,26 @@ CLIENT_COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], i
 }
 
 
-def _clients(settings: Settings, args: argparse.Namespace) -> int:
-    return CLIENT_COMMANDS[args.clients_command][1](settings, args)
+_clients = cli_admin.group(CLIENT_COMMANDS, "clients_command")
 
 
-def _add_client_commands(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="clients_command", required=True)
-    for name, (help_text, _) in CLIENT_COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        if name in cli_admin.CLIENT_COMMANDS:
-            cli_admin.add_client_arguments(name, sub)
-        if name == "add":
-            sub.add_argument("--name", required=True, help="the name people see on the consent page")
-            sub.add_argument(
-                "--redirect-uri",
-                dest="redirect_uris",
-                action="append",
-                required=True,
-                metavar="URI",
-                help="an exact redirect URI (repeat for several), e.g. https://claude.ai/api/mcp/auth_callback",
-            )
-            sub.add_argument(
-                "--public", action="store_true", help="a public client (no secret; PKCE only) instead of a confidential one"
-            )
-            sub.add_argument("--json", action="store_true", help="print one JSON object (client_id, client_secret, metadata)")
+def _add_client_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name != "add":
+        cli_admin.add_client_arguments(name, parser)
+        return
+    parser.add_argument("--name", required=True, help="the name people see on the consent page")
+    parser.add_argument(
+        "--redirect-uri",
+        dest="redirect_uris",
+        action="append",
+        required=True,
+        metavar="URI",
+        help="an exact redirect URI (repeat for several), e.g. https://claude.ai/api/mcp/auth_callback",
+    )
+    parser.add_argument(
+        "--public", action="store_true", help="a public client (no secret; PKCE only) instead of a confidential one"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object (client_id, client_secret, metadata)")
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
@@ -335,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--bind", help="host:port to listen on (default 127.0.0.1:8000 or $BIND)")
             sub.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
         if name == "clients":
-            _add_client_commands(sub)
+            cli_admin.add_group(sub, "clients_command", CLIENT_COMMANDS, _add_client_arguments)
         if name == "keys":
             cli_admin.add_group(sub, "keys_command", cli_admin.KEY_COMMANDS, cli_admin.add_key_arguments,
                                 cli_admin.KEYS_EPILOG)

@@ -307,8 +307,17 @@ def add_group(
         add_arguments(name, sub)
 
 
-def grants(settings: Settings, args: argparse.Namespace) -> int:
-    return GRANT_COMMANDS[args.grants_command][1](settings, args)
+def group(commands: dict[str, tuple[str, Command]], dest: str) -> Command:
+    """The command of a group (clients, grants, keys) that runs the subcommand ``add_group``
+    parsed into ``dest``."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        return commands[getattr(args, dest)][1](settings, args)
+
+    return run
+
+
+grants = group(GRANT_COMMANDS, "grants_command")
 
 
 
@@ -354,8 +363,7 @@ def add_key_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def keys(settings: Settings, args: argparse.Namespace) -> int:
-    return KEY_COMMANDS[args.keys_command][1](settings, args)
+keys = group(KEY_COMMANDS, "keys_command")
 
 
 def stats(settings: Settings, args: argparse.Namespace) -> int:
@@ -369,7 +377,7 @@ def stats(settings: Settings, args: argparse.Namespace) -> int:
             "storage": settings.storage_backend,
             "clients": dict(sorted(Counter(client.kind for client in clients).items())),
             "disabled_clients": sum(client.is_disabled for client in clients),
-            "live_grants": len(container.grants().grant_usage()),
+            "live_grants": admin.live_grants(),
             "grants": counts["grants"],
             "access_tokens": counts["access_tokens"],
             "refresh_tokens": counts["refresh_tokens"],
