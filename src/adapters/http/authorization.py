@@ -23,6 +23,7 @@ from ...domain.services.redirects import ClientRedirect
 from . import connections
 from .consent_page import consent_view
 from .errors import error_page, render_page
+from .pages import cookie_name
 from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse, query_params
 from .services import services
 
@@ -30,14 +31,12 @@ log = logging.getLogger(__name__)
 bp = Blueprint("authorization", __name__)
 
 BROWSER_COOKIE = "mob_browser"
-# The __Host- prefix (RFC 6265bis §4.1.3.2) pins the cookie to this host over https only.
-SECURE_BROWSER_COOKIE = "__Host-mob_browser"
 BROWSER_COOKIE_MAX_AGE = 30 * 24 * 3600
 CONSENT_PATH = "/oauth/consent"
 
 
 def _cookie_name(policy: ServerPolicy) -> str:
-    return SECURE_BROWSER_COOKIE if policy.issuer.startswith("https://") else BROWSER_COOKIE
+    return cookie_name(BROWSER_COOKIE, policy)
 
 
 def _browser_id(policy: ServerPolicy) -> str | None:

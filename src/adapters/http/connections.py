@@ -25,6 +25,7 @@ from ...domain.services.connections import SIGN_IN_TTL, AccountSignIn, Connectio
 from ...domain.uris import redirect_destination
 from .consent_page import SELF_DECLARED, TRUSTED_BY_OPERATOR, VERIFIED_HOST
 from .errors import error_page, render_page
+from .pages import cookie_name
 from .schemas import form_params, query_params
 from .scope_descriptions import describe_scopes
 from .services import services
@@ -47,8 +48,7 @@ def _secure() -> bool:
 
 
 def _cookie_name(name: str) -> str:
-    # The __Host- prefix (RFC 6265bis §4.1.3.2) pins the cookie to this host over https only.
-    return f"__Host-{name}" if _secure() else name
+    return cookie_name(name, services().policy())
 
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:

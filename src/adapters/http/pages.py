@@ -15,6 +15,12 @@ def service_name(policy: ServerPolicy) -> str:
     return policy.service_name or urlsplit(policy.issuer).hostname or policy.issuer
 
 
+def cookie_name(name: str, policy: ServerPolicy) -> str:
+    """A browser cookie's name: over https with the __Host- prefix (RFC 6265bis §4.1.3.2),
+    which pins it to this host and to secure connections."""
+    return f"__Host-{name}" if policy.issuer.startswith("https://") else name
+
+
 def install(app: Flask) -> None:
     @app.context_processor
     def page_context() -> dict[str, str]:
