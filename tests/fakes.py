@@ -32,6 +32,7 @@ from mcp_oauth_bridge.domain.ports import (
     ImportResult,
     RateWindow,
     RecordBatch,
+    RehashedColumn,
     StorageError,
     UpstreamIdentityError,
     WebUrl,
@@ -128,6 +129,14 @@ class InMemoryClientRepository:
         with self.storage.lock:
             if client_id in self.storage.clients:
                 self.storage.clients[client_id] = replace(self.storage.clients[client_id], last_used_at=now)
+
+    def rehash(self, client_id: str, column: RehashedColumn, old_hash: str, new_hash: str) -> bool:
+        with self.storage.lock:
+            client = self.storage.clients.get(client_id)
+            if client is None or getattr(client, column) != old_hash:
+                return False
+            self.storage.clients[client_id] = replace(client, **{column: new_hash})
+            return True
 
     def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
         with self.storage.lock:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Generator, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, Generator, Literal, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from .audit import AuditEvent
 from .model import (
@@ -86,6 +86,10 @@ class WebUrlParser(Protocol):
         ...
 
 
+# The client columns that hold keyed hashes of values that never expire (ClientRepository.rehash).
+RehashedColumn = Literal["secret_hash", "registration_token_hash"]
+
+
 @runtime_checkable
 class ClientRepository(Protocol):
     def add(self, client: Client) -> None: ...
@@ -116,6 +120,12 @@ class ClientRepository(Protocol):
 
     def touch(self, client_id: str, now: int) -> None:
         """Record that the client was used (tokens issued), for reaping unused registrations."""
+        ...
+
+    def rehash(self, client_id: str, column: RehashedColumn, old_hash: str, new_hash: str) -> bool:
+        """Replace the client's stored ``column`` by ``new_hash`` if it still holds ``old_hash``:
+        a secret or registration token that matched under an older token hash key, hashed again
+        under the current one. One that was replaced meanwhile is left alone (False)."""
         ...
 
     def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:

@@ -9,7 +9,6 @@ forged value naming someone's grant has no valid tag and revokes nothing.
 
 from __future__ import annotations
 
-import hmac
 import re
 from dataclasses import dataclass
 
@@ -29,8 +28,8 @@ class RefreshTokenName:
     generation: int
 
 
-def _tag(hasher: TokenHasher, grant_id: str, generation: int, secret: str) -> str:
-    return hasher.mac(f"refresh_token|{grant_id}|{generation}|{secret}")
+def _tagged(grant_id: str, generation: int, secret: str) -> str:
+    return f"refresh_token|{grant_id}|{generation}|{secret}"
 
 
 def _grant_part(grant_id: str) -> str:
@@ -42,7 +41,7 @@ def refresh_token_value(hasher: TokenHasher, *, grant_id: str, generation: int, 
     grant = _grant_part(grant_id)
     if not re.fullmatch(r"[A-Za-z0-9_\-]{1,128}", grant) or not re.fullmatch(r"[A-Za-z0-9_\-]{16,128}", secret):
         raise ValueError("grant ids and secrets are URL-safe base64 text")
-    return f"{REFRESH_TOKEN_PREFIX}{grant}.{generation}.{secret}.{_tag(hasher, grant_id, generation, secret)}"
+    return f"{REFRESH_TOKEN_PREFIX}{grant}.{generation}.{secret}.{hasher.mac(_tagged(grant_id, generation, secret))}"
 
 
 def parse_refresh_token(hasher: TokenHasher, value: str) -> RefreshTokenName | None:
@@ -56,6 +55,7 @@ def parse_refresh_token(hasher: TokenHasher, value: str) -> RefreshTokenName | N
     grant_part, generation = match["grant"], int(match["generation"])
     # The service names grants mob_gr_…; the prefix is left out of the token to keep it short.
     for grant_id in (GRANT_ID_PREFIX + grant_part, grant_part):
-        if hmac.compare_digest(_tag(hasher, grant_id, generation, match["secret"]), match["tag"]):
+        # Under any of the token hash keys: a token issued before a key rotation is still ours.
+        if hasher.mac_matches(_tagged(grant_id, generation, match["secret"]), match["tag"]):
             return RefreshTokenName(grant_id=grant_id, generation=generation)
     return None

@@ -36,8 +36,11 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     # First, so that every later hook's log lines carry the request id.
     logs.install_request_ids(app, settings.rate_limits.forwarded_allow_ips)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    # Signs the connections page's cookies: a key of its own, derived from TOKEN_HASH_KEY.
-    app.secret_key = hmac.new(settings.token_hash_key, b"mcp-oauth-bridge signed cookies", hashlib.sha256).digest()
+    # Signs the connections page's cookies: keys of their own, derived from TOKEN_HASH_KEYS (the
+    # first signs; the older ones still verify, as Flask's SECRET_KEY_FALLBACKS).
+    cookie_keys = [hmac.new(key, b"mcp-oauth-bridge signed cookies", hashlib.sha256).digest() for key in settings.token_hash_keys]
+    app.secret_key = cookie_keys[0]
+    app.config["SECRET_KEY_FALLBACKS"] = cookie_keys[1:]
     modules = list(BLUEPRINT_MODULES)
     if settings.idp_provider == "fake":
         modules.append(fake_idp)

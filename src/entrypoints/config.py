@@ -29,6 +29,7 @@ from ..adapters.storage.crypto import SecretBox, generate_key
 from ..domain.access_policy import AccessPolicy, ClaimRequirement, parse_required_claims
 from ..domain.client_documents import MetadataDocumentPolicy, RedirectUriAllowlist
 from ..domain.policy import ACCEPTED_CLIENT_KINDS, REGISTRATION_OPEN
+from ..domain.security import TokenHasher
 from ..adapters.web_url import AdaWebUrlParser
 from ..domain.text import unsafe_display_character
 from ..domain.uris import is_loopback_host, is_os_handler_scheme
@@ -199,7 +200,8 @@ class Settings:
     storage_url: str = field(repr=False)
     data_dir: Path
     encryption_keys: tuple[str, ...] = field(repr=False)
-    token_hash_key: bytes = field(repr=False)
+    # Newest first (TOKEN_HASH_KEYS): the first hashes new values, every one is accepted.
+    token_hash_keys: tuple[bytes, ...] = field(repr=False)
     # Scopes beyond those the enabled tools need.
     extra_scopes: tuple[str, ...]
     toolsets: tuple[str, ...] = ("identity",)
@@ -767,14 +769,34 @@ def _audit_log_file(env: Mapping[str, str]) -> str | None:
     return raw
 
 
-def _token_hash_key(raw: str) -> bytes:
+def _token_hash_key_variable(env: Mapping[str, str]) -> str:
+    """TOKEN_HASH_KEYS (newest first), or TOKEN_HASH_KEY: the same list under its older name."""
+    if env.get("TOKEN_HASH_KEYS") and env.get("TOKEN_HASH_KEY"):
+        raise ConfigError("TOKEN_HASH_KEYS and TOKEN_HASH_KEY are both set: set only TOKEN_HASH_KEYS (TOKEN_HASH_KEY is its older, one-key name)")
+    return "TOKEN_HASH_KEY" if env.get("TOKEN_HASH_KEY") else "TOKEN_HASH_KEYS"
+
+
+def _token_hash_keys(raw: str, variable: str = "TOKEN_HASH_KEYS") -> tuple[bytes, ...]:
+    """Comma-separated keys, newest first: the first hashes new tokens, every one is accepted."""
+    keys = []
+    for position, part in enumerate((part.strip() for part in raw.split(",") if part.strip()), 1):
+        try:
+            key = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) < 32:
+            raise ConfigError(
+                f"{variable} must be comma-separated keys (newest first) of at least 32 random bytes each, base64url-encoded "
+                f"(e.g. `python -c \"import secrets; print(secrets.token_urlsafe(32))\"`); key {position} is not"
+            )
+        keys.append(key)
+    if not keys:
+        raise ConfigError(f"{variable} names no key")
     try:
-        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) < 32:
-        raise ConfigError("TOKEN_HASH_KEY must be at least 32 random bytes, base64url-encoded (e.g. `python -c \"import secrets; print(secrets.token_urlsafe(32))\"`)")
-    return key
+        TokenHasher(*keys)
+    except ValueError:
+        raise ConfigError(f"{variable} lists the same key twice") from None
+    return tuple(keys)
 
 
 def _encryption_keys(raw: str) -> tuple[str, ...]:
@@ -815,14 +837,14 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
 
 
 def _keys(env: Mapping[str, str], data_dir: Path, write_generated_keys: bool) -> tuple[str, str, Path | None]:
-    """ENCRYPTION_KEYS and TOKEN_HASH_KEY as given, else generated ones (see load_settings), and
-    where keys would be generated when they were not written."""
-    raw_keys, raw_hash_key = env.get("ENCRYPTION_KEYS"), env.get("TOKEN_HASH_KEY")
+    """ENCRYPTION_KEYS and TOKEN_HASH_KEYS (or TOKEN_HASH_KEY) as given, else generated ones (see
+    load_settings), and where keys would be generated when they were not written."""
+    raw_keys, raw_hash_key = env.get("ENCRYPTION_KEYS"), env.get(_token_hash_key_variable(env))
     if raw_keys and raw_hash_key:
         return raw_keys, raw_hash_key, None
     if raw_keys or raw_hash_key:
-        missing = "TOKEN_HASH_KEY" if raw_keys else "ENCRYPTION_KEYS"
-        raise ConfigError(f"{missing} must be set together with {'ENCRYPTION_KEYS' if raw_keys else 'TOKEN_HASH_KEY'}")
+        missing = "TOKEN_HASH_KEYS" if raw_keys else "ENCRYPTION_KEYS"
+        raise ConfigError(f"{missing} must be set together with {'ENCRYPTION_KEYS' if raw_keys else 'TOKEN_HASH_KEYS'}")
     if write_generated_keys or (data_dir / GENERATED_SECRETS_FILE).exists():
         generated = _generated_secrets(data_dir)
         return generated["ENCRYPTION_KEYS"], generated["TOKEN_HASH_KEY"], None
@@ -934,7 +956,7 @@ def load_settings(
         storage_url=storage_url,
         data_dir=data_dir,
         encryption_keys=check(lambda: _encryption_keys(raw_keys), ()),
-        token_hash_key=check(lambda: _token_hash_key(raw_hash_key), b""),
+        token_hash_keys=check(lambda: _token_hash_keys(raw_hash_key, _token_hash_key_variable(env)), ()),
         extra_scopes=extra_scopes,
         toolsets=toolsets,
         graph_base_url=graph_base_url,
@@ -971,6 +993,6 @@ def load_settings(
     if keys_to_generate is not None and write_generated_keys:
         raw_keys, raw_hash_key, _ = _keys(env, data_dir, True)
         settings = replace(
-            settings, encryption_keys=_encryption_keys(raw_keys), token_hash_key=_token_hash_key(raw_hash_key), keys_to_generate=None
+            settings, encryption_keys=_encryption_keys(raw_keys), token_hash_keys=_token_hash_keys(raw_hash_key), keys_to_generate=None
         )
     return settings

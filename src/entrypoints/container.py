@@ -100,7 +100,7 @@ class Container(containers.DeclarativeContainer):
     token_generator = providers.Singleton(SecretsTokenGenerator)
     # The WHATWG parse browsers make, for redirect URIs and what the consent page shows.
     web_urls = providers.Singleton(AdaWebUrlParser)
-    hasher = providers.Singleton(TokenHasher, key=settings.provided.token_hash_key)
+    hasher = providers.Singleton(lambda keys: TokenHasher(*keys), settings.provided.token_hash_keys)
     # Security events (AUDIT_LOG_FILE, else stderr); client addresses as the rate limits see them.
     audit_log = providers.Singleton(
         JsonAuditLog,
@@ -127,7 +127,7 @@ class Container(containers.DeclarativeContainer):
         fake=providers.Singleton(
             FakeIdentityProvider,
             public_url=settings.provided.public_url,
-            signing_key=settings.provided.token_hash_key,
+            signing_keys=settings.provided.token_hash_keys,
             clock=clock,
             tokens=token_generator,
         ),
@@ -228,7 +228,7 @@ class Container(containers.DeclarativeContainer):
         tokens=token_generator,
         audit=audit_log,
     )
-    client_authenticator = providers.Singleton(ClientAuthenticator, directory=client_directory, hasher=hasher)
+    client_authenticator = providers.Singleton(ClientAuthenticator, directory=client_directory, clients=clients, hasher=hasher)
     token_service = providers.Singleton(
         TokenService,
         clients=clients,

@@ -27,7 +27,7 @@ def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
     assert secrets_file.stat().st_mode & 0o777 == 0o600
     # The generated keys are persisted and reused: every worker gets the same ones.
     again = load_settings({"DATA_DIR": str(tmp_path / "data")}, dotenv_path=None)
-    assert again.token_hash_key == settings.token_hash_key
+    assert again.token_hash_keys == settings.token_hash_keys
     assert again.encryption_keys == settings.encryption_keys
 
 
@@ -312,7 +312,7 @@ def test_secret_variables_can_be_read_from_files(tmp_path: Path) -> None:
     del env["ENCRYPTION_KEYS"], env["TOKEN_HASH_KEY"]
     settings = load_settings(env, dotenv_path=None)
     assert settings.encryption_keys == (fernet_key,)
-    assert settings.token_hash_key == base64.urlsafe_b64decode("h" * 43 + "=")
+    assert settings.token_hash_keys == (base64.urlsafe_b64decode("h" * 43 + "="),)
     assert settings.storage_url == "postgresql://bridge:hunter2@db.internal/bridge"
     assert settings.oidc is not None and settings.oidc.client_secret == "s3cr3t~value"
 

@@ -252,7 +252,7 @@ def build_world(policy: ServerPolicy | None = None, *, pinned: dict[str, Any] | 
             ),
             audit=audit,
         ),
-        client_auth=ClientAuthenticator(directory=directory, hasher=hasher),
+        client_auth=ClientAuthenticator(directory=directory, clients=clients, hasher=hasher),
         bearer=BearerAuthenticator(access_tokens=storage, clock=clock, hasher=hasher, policy=policy),
     )
 

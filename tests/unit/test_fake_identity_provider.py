@@ -13,7 +13,7 @@ VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 def test_claims_after_a_refresh_are_the_signed_in_persons() -> None:
     clock = FixedClock(1_700_000_000)
     idp = FakeIdentityProvider(
-        public_url="http://127.0.0.1:8000", signing_key=b"k" * 32, clock=clock, tokens=SequentialTokenGenerator()
+        public_url="http://127.0.0.1:8000", signing_keys=[b"k" * 32], clock=clock, tokens=SequentialTokenGenerator()
     )
     code = idp.issue_code(username="alice", email="alice@example.com", name=None, nonce="n", code_challenge=s256_challenge(VERIFIER))
     login = idp.exchange_code(code=code, code_verifier=VERIFIER, nonce="n")

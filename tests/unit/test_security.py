@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 
 from mcp_oauth_bridge.domain.policy import ServerPolicy
-from mcp_oauth_bridge.domain.security import TokenHasher, s256_challenge, verify_pkce
+from mcp_oauth_bridge.domain.security import TokenHasher, key_id, s256_challenge, verify_pkce
 
 from .conftest import CHALLENGE, VERIFIER
 
@@ -72,12 +75,96 @@ def test_s256_challenge_is_unpadded_base64url() -> None:
 # -- TokenHasher ---------------------------------------------------------------------------------
 
 
-def test_hash_is_hmac_sha256_hex() -> None:
-    import hashlib
-    import hmac
-
+def test_hash_is_the_truncated_hmac_sha256_then_the_key_id() -> None:
     key = b"k" * 32
-    assert TokenHasher(key).hash("mob_at_1") == hmac.new(key, b"mob_at_1", hashlib.sha256).hexdigest()
+    hashed = TokenHasher(key).hash("mob_at_1")
+    assert hashed == hmac.new(key, b"mob_at_1", hashlib.sha256).hexdigest()[:56] + key_id(key)
+    assert len(hashed) == 64
+
+
+def test_a_key_id_is_a_keyed_digest_that_reveals_nothing_of_the_key() -> None:
+    key = b"k" * 32
+    assert key_id(key) == hmac.new(key, b"mcp-oauth-bridge key id\x00", hashlib.sha256).hexdigest()[:8]
+    assert key_id(key) != key_id(b"j" * 32)
+    assert key_id(key) not in key.hex()
+
+
+OLD, NEW, OTHER = b"o" * 32, b"n" * 32, b"x" * 32
+
+
+def _legacy(key: bytes, value: str) -> str:
+    """How a hash was stored before keys had ids: the whole HMAC."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def test_new_values_are_hashed_under_the_first_key_only() -> None:
+    rotated = TokenHasher(NEW, OLD)
+    assert rotated.hash("v") == TokenHasher(NEW).hash("v")
+    assert rotated.hash("v") != TokenHasher(OLD).hash("v")
+    assert rotated.key_ids == (key_id(NEW), key_id(OLD))
+
+
+def test_a_value_hashed_under_an_older_key_or_before_key_ids_still_matches() -> None:
+    rotated = TokenHasher(NEW, OLD)
+    assert rotated.matches("v", TokenHasher(OLD).hash("v"))
+    assert rotated.matches("v", _legacy(OLD, "v"))
+    assert rotated.matches("v", _legacy(NEW, "v"))
+    # Not under a key no longer listed, nor another value.
+    assert not rotated.matches("v", TokenHasher(OTHER).hash("v"))
+    assert not rotated.matches("v", _legacy(OTHER, "v"))
+    assert not rotated.matches("w", TokenHasher(OLD).hash("v"))
+    # Once the old key is removed, what it hashed no longer matches.
+    assert not TokenHasher(NEW).matches("v", TokenHasher(OLD).hash("v"))
+
+
+def test_the_hashes_of_a_value_come_current_first_then_older_keys_then_legacy() -> None:
+    assert list(TokenHasher(NEW, OLD).hashes("v")) == [
+        TokenHasher(NEW).hash("v"),
+        TokenHasher(OLD).hash("v"),
+        _legacy(NEW, "v"),
+        _legacy(OLD, "v"),
+    ]
+
+
+def test_find_reads_once_for_a_value_under_the_current_key() -> None:
+    rotated = TokenHasher(NEW, OLD)
+    stored = {TokenHasher(NEW).hash("current"): "a", TokenHasher(OLD).hash("older"): "b", _legacy(OLD, "legacy"): "c"}
+    probes: list[str] = []
+
+    def lookup(candidate: str) -> str | None:
+        probes.append(candidate)
+        return stored.get(candidate)
+
+    assert rotated.find("current", lookup) == (TokenHasher(NEW).hash("current"), "a")
+    assert len(probes) == 1
+    assert rotated.find("older", lookup) == (TokenHasher(OLD).hash("older"), "b")
+    assert rotated.find("legacy", lookup) == (_legacy(OLD, "legacy"), "c")
+    probes.clear()
+    assert rotated.find("unknown", lookup) is None
+    assert len(probes) == 4
+
+
+def test_only_a_hash_under_the_first_key_is_current() -> None:
+    rotated = TokenHasher(NEW, OLD)
+    assert rotated.is_current(rotated.hash("v"))
+    assert not rotated.is_current(TokenHasher(OLD).hash("v"))
+    assert not rotated.is_current(_legacy(NEW, "v")[:56] + "0" * 8)
+    assert not TokenHasher(OLD).is_current(TokenHasher(NEW).hash("v"))
+
+
+def test_a_tag_is_made_under_the_first_key_and_accepted_under_any() -> None:
+    rotated = TokenHasher(NEW, OLD)
+    assert rotated.mac("m") == TokenHasher(NEW).mac("m") != TokenHasher(OLD).mac("m")
+    assert rotated.mac_matches("m", TokenHasher(OLD).mac("m"))
+    assert not rotated.mac_matches("m", TokenHasher(OTHER).mac("m"))
+    assert not rotated.mac_matches("n", TokenHasher(OLD).mac("m"))
+
+
+def test_the_same_key_twice_and_no_key_are_refused() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        TokenHasher(NEW, OLD, NEW)
+    with pytest.raises(ValueError, match="at least one"):
+        TokenHasher()
 
 
 def test_hash_is_deterministic_and_not_the_value() -> None:

@@ -37,7 +37,7 @@ CONNECTIONS_PATH = "/connections"
 SIGN_IN_COOKIE = "mob_account_sign_in"
 SESSION_COOKIE = "mob_account"
 SESSION_TTL = 1800
-# Both cookies are signed with a key derived from TOKEN_HASH_KEY (app.secret_key), each with its
+# Both cookies are signed with a key derived from TOKEN_HASH_KEYS (app.secret_key), each with its
 # own salt so that one can never be presented as the other.
 SIGN_IN_SALT = "mob-account-sign-in"
 SESSION_SALT = "mob-account-session"
@@ -52,7 +52,9 @@ def _cookie_name(name: str) -> str:
 
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.secret_key, salt=salt)  # type: ignore[arg-type]
+    # itsdangerous signs with the last key and verifies with any: the older keys first.
+    keys = [*current_app.config["SECRET_KEY_FALLBACKS"], current_app.secret_key]
+    return URLSafeTimedSerializer(keys, salt=salt)
 
 
 def _read(name: str, salt: str, max_age: int) -> dict[str, Any] | None:

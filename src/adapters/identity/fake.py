@@ -10,7 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlencode
 
 from ...domain.model import UpstreamIdentity, UpstreamLogin, UpstreamTokens
@@ -37,14 +37,15 @@ class FakeIdentityProvider:
         self,
         *,
         public_url: str,
-        signing_key: bytes,
+        signing_keys: Sequence[bytes],
         clock: Clock,
         tokens: TokenGenerator,
         access_token_ttl: int = 3600,
     ) -> None:
         self._public_url = public_url
-        # A key of its own, derived so that fake tokens can never pass as ours.
-        self._key = hmac.new(signing_key, b"fake-identity-provider", hashlib.sha256).digest()
+        # Keys of its own, derived so that fake tokens can never pass as ours; like the token hash
+        # keys they come from, the first signs and every one verifies (key rotation).
+        self._keys = tuple(hmac.new(key, b"fake-identity-provider", hashlib.sha256).digest() for key in signing_keys)
         self._clock = clock
         self._tokens = tokens
         self._access_token_ttl = access_token_ttl
@@ -58,16 +59,19 @@ class FakeIdentityProvider:
     def _sign(self, kind: str, payload: dict[str, Any], ttl: int) -> str:
         body = dict(payload, kind=kind, exp=self._clock.now() + ttl, jti=self._tokens.generate(""))
         encoded = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
-        signature = _b64(hmac.new(self._key, encoded.encode(), hashlib.sha256).digest())
-        return f"fake_{kind}.{encoded}.{signature}"
+        return f"fake_{kind}.{encoded}.{self._signature(self._keys[0], encoded)}"
+
+    @staticmethod
+    def _signature(key: bytes, encoded: str) -> str:
+        return _b64(hmac.new(key, encoded.encode(), hashlib.sha256).digest())
 
     def _verify(self, kind: str, value: str) -> dict[str, Any]:
         try:
             prefix, encoded, signature = value.split(".")
         except ValueError:
             raise UpstreamIdentityError(f"malformed fake {kind}", temporary=False, upstream_error="invalid_grant") from None
-        expected = _b64(hmac.new(self._key, encoded.encode(), hashlib.sha256).digest())
-        if prefix != f"fake_{kind}" or not hmac.compare_digest(signature, expected):
+        signed = any(hmac.compare_digest(signature, self._signature(key, encoded)) for key in self._keys)
+        if prefix != f"fake_{kind}" or not signed:
             raise UpstreamIdentityError(f"bad fake {kind} signature", temporary=False, upstream_error="invalid_grant")
         payload: dict[str, Any] = json.loads(_unb64(encoded))
         if payload.get("exp", 0) <= self._clock.now():

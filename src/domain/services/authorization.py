@@ -329,7 +329,8 @@ class AuthorizationService:
             raise InvalidRequest("the identity provider's response has no state")
         now = self._clock.now()
         # Single use: the transaction is consumed atomically before anything else happens.
-        pending = self._authorizations.consume_upstream(self._hasher.hash(state), now)
+        consumed = self._hasher.find(state, lambda state_hash: self._authorizations.consume_upstream(state_hash, now))
+        pending = None if consumed is None else consumed[1]
         if pending is None or pending.upstream is None:
             raise InvalidRequest("this sign-in has expired or was already completed; start again from the application")
         if not browser_id or not self._hasher.matches(browser_id, pending.browser_binding_hash):

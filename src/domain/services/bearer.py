@@ -23,10 +23,11 @@ class BearerAuthenticator:
             raise InvalidToken("no access token")
         if not token.startswith(ACCESS_TOKEN_PREFIX):
             raise InvalidToken("not an access token issued by this server")
-        found = self._access_tokens.get_access_token(self._hasher.hash(token))
+        # Under the current token hash key first: one read for every token issued since.
+        found = self._hasher.find(token, self._access_tokens.get_access_token)
         if found is None:
             raise InvalidToken("unknown access token")
-        access, grant = found
+        access, grant = found[1]
         if access.revoked_at is not None or grant.is_revoked:
             raise InvalidToken("the access token was revoked")
         if access.expires_at <= self._clock.now():

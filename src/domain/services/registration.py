@@ -10,7 +10,7 @@ from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidToken
 from ..client_documents import RedirectUriAllowlist
 from ..model import DYNAMIC_CLIENT_KIND, OPERATOR_CLIENT_KIND, PUBLIC_CLIENT_AUTH_METHOD, Client
 from ..policy import ServerPolicy
-from ..ports import AuditTrail, ClientRepository, Clock, TokenGenerator, WebUrlParser
+from ..ports import AuditTrail, ClientRepository, Clock, RehashedColumn, TokenGenerator, WebUrlParser
 from ..security import TokenHasher
 from ..text import unsafe_display_character
 from ..uris import MAX_CLIENT_URL_LENGTH, canonical_client_url, canonical_redirect_uri, is_utf8_encodable
@@ -268,6 +268,16 @@ def validate_client_metadata(
     )
 
 
+def rehash_when_outdated(
+    clients: ClientRepository, hasher: TokenHasher, client_id: str, column: RehashedColumn, value: str, stored: str
+) -> None:
+    """A client secret or registration token never expires, so one that just matched under an
+    older token hash key (or was hashed before keys had ids) is hashed again under the current key
+    at this use: then the older key can be retired (``keys status``) without anyone noticing."""
+    if not hasher.is_current(stored):
+        clients.rehash(client_id, column, stored, hasher.hash(value))
+
+
 class RegistrationService:
     """RFC 7591 §3: register a client from its metadata; RFC 7592: read, replace and delete it
     with its registration access token; and clients an operator creates."""
@@ -355,6 +365,7 @@ class RegistrationService:
         # A client an operator disabled manages nothing either: not even itself (the same answer).
         if client is None or stored is None or not registration_token or not matches or client.is_disabled:
             raise InvalidToken("the registration access token is missing, invalid, or not this client's")
+        rehash_when_outdated(self._clients, self._hasher, client_id, "registration_token_hash", registration_token, stored)
         return client
 
     def read(self, client_id: str, registration_token: str | None) -> RegisteredClient:

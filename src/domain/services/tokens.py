@@ -43,6 +43,7 @@ from ..security import TokenHasher, verify_pkce
 from ..telemetry import NoTelemetry
 from .authorization import parse_scope, resource_matches
 from .clients import ClientDirectory
+from .registration import rehash_when_outdated
 from .housekeeping import Housekeeping
 from .upstream import UpstreamTokenService
 
@@ -71,8 +72,9 @@ class ClientCredentials:
 class ClientAuthenticator:
     """RFC 6749 §2.3: authenticate confidential clients; identify public ones."""
 
-    def __init__(self, *, directory: ClientDirectory, hasher: TokenHasher) -> None:
+    def __init__(self, *, directory: ClientDirectory, clients: ClientRepository, hasher: TokenHasher) -> None:
         self._directory = directory
+        self._clients = clients
         self._hasher = hasher
 
     def authenticate(self, credentials: ClientCredentials) -> Client:
@@ -86,6 +88,7 @@ class ClientAuthenticator:
             raise InvalidClient("client authentication is required")
         if not self._hasher.matches(credentials.client_secret, client.secret_hash):
             raise InvalidClient("client authentication failed")
+        rehash_when_outdated(self._clients, self._hasher, client.client_id, "secret_hash", credentials.client_secret, client.secret_hash)
         return client
 
 
@@ -145,11 +148,10 @@ class TokenService:
         if not code_verifier:
             raise InvalidRequest("code_verifier is required")
         now = self._clock.now()
-        code_hash = self._hasher.hash(code)
-        found = self._authorizations.get_code(code_hash)
+        found = self._hasher.find(code, self._authorizations.get_code)
         if found is None:
             raise InvalidGrant("unknown authorization code")
-        issued, grant = found
+        code_hash, (issued, grant) = found
         # Checked before anything is marked: a code presented by another client (or with a wrong
         # verifier) stays usable by the client it was issued to.
         if issued.client_id != client.client_id:
@@ -239,7 +241,7 @@ class TokenService:
         happens for unknown, foreign, revoked, expired or replayed tokens."""
         if self._upstream is None:
             return
-        found = self._refresh_tokens.get_refresh_token(self._hasher.hash(refresh_token))
+        found = self._find_refresh_token(refresh_token)
         if found is None:
             return
         token, grant = found
@@ -263,7 +265,7 @@ class TokenService:
     def _refresh_locked(
         self, client: Client, refresh_token: str, requested: tuple[str, ...], resource: str | None, now: int
     ) -> IssuedTokens:
-        found = self._refresh_tokens.get_refresh_token(self._hasher.hash(refresh_token))
+        found = self._find_refresh_token(refresh_token)
         if found is None:
             self._check_forgotten_generation(client, refresh_token)
             raise InvalidGrant("unknown refresh token")
@@ -378,19 +380,18 @@ class TokenService:
     def revoke(self, client: Client, *, token: str | None, token_type_hint: str | None) -> None:
         if not token:
             raise InvalidRequest("token is required")
-        token_hash = self._hasher.hash(token)
         now = self._clock.now()
         for kind in self._lookup_order(token_type_hint):
             if kind == "access_token":
-                access = self._access_tokens.get_access_token(token_hash)
+                access = self._find_access_token(token)
                 if access is not None:
                     # RFC 7009 §2.1: only tokens issued to the requesting client are revoked;
                     # anything else is answered like an unknown token (§2.2), revealing nothing.
                     if access[0].client_id == client.client_id:
-                        self._access_tokens.revoke_access_token(token_hash, now)
+                        self._access_tokens.revoke_access_token(access[0].token_hash, now)
                     return
             else:
-                refresh = self._refresh_tokens.get_refresh_token(token_hash)
+                refresh = self._find_refresh_token(token)
                 if refresh is not None:
                     # RFC 7009 §2.1: revoking a refresh token invalidates the whole grant.
                     if refresh[0].client_id == client.client_id:
@@ -398,6 +399,15 @@ class TokenService:
                         if not refresh[1].is_revoked:
                             self._audit.record(grant_revoked(refresh[1], REVOKED_BY_CLIENT))
                     return
+
+    # Under whichever token hash key the token was issued (the current one first).
+    def _find_access_token(self, token: str) -> tuple[AccessToken, Grant] | None:
+        found = self._hasher.find(token, self._access_tokens.get_access_token)
+        return None if found is None else found[1]
+
+    def _find_refresh_token(self, token: str) -> tuple[RefreshToken, Grant] | None:
+        found = self._hasher.find(token, self._refresh_tokens.get_refresh_token)
+        return None if found is None else found[1]
 
     @staticmethod
     def _lookup_order(hint: str | None) -> tuple[str, str]:
@@ -411,17 +421,16 @@ class TokenService:
     def introspect(self, client: Client, *, token: str | None, token_type_hint: str | None) -> Introspection:
         if not token:
             raise InvalidRequest("token is required")
-        token_hash = self._hasher.hash(token)
         now = self._clock.now()
         for kind in self._lookup_order(token_type_hint):
             if kind == "access_token":
-                access = self._access_tokens.get_access_token(token_hash)
+                access = self._find_access_token(token)
                 if access is not None:
                     at, grant = access
                     active = at.revoked_at is None and at.expires_at > now
                     return self._introspection(client, grant, active, at.scopes, at.issued_at, at.expires_at, "Bearer")
             else:
-                refresh = self._refresh_tokens.get_refresh_token(token_hash)
+                refresh = self._find_refresh_token(token)
                 if refresh is not None:
                     rt, grant = refresh
                     active = rt.revoked_at is None and rt.rotated_at is None and rt.expires_at > now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ....domain.model import Client
+from ....domain.ports import RehashedColumn
 from .. import records
 from .database import PostgresDatabase
 
@@ -35,6 +36,11 @@ _SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id 
 _SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
 _DELETE_CLIENT = "DELETE FROM clients WHERE client_id = %s"
 _TOUCH_CLIENT = "UPDATE clients SET last_used_at = %s WHERE client_id = %s"
+# A hash made again under the current token hash key, only where the old one is still stored.
+_REHASH = {
+    column: f"UPDATE clients SET {column} = %s WHERE client_id = %s AND {column} = %s"
+    for column in ("secret_hash", "registration_token_hash")
+}
 # ON DELETE CASCADE takes the clients' pending authorizations, grants and tokens with them.
 _DELETE_UNUSED_CLIENTS = """
     DELETE FROM clients WHERE kind = %(kind)s AND (
@@ -87,6 +93,9 @@ class PostgresClientRepository:
 
     def touch(self, client_id: str, now: int) -> None:
         self._db.execute(_TOUCH_CLIENT, (now, client_id))
+
+    def rehash(self, client_id: str, column: RehashedColumn, old_hash: str, new_hash: str) -> bool:
+        return self._db.execute(_REHASH[column], (new_hash, client_id, old_hash)) > 0
 
     def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
         parameters = {"kind": kind, "never_used_before": never_used_before, "idle_before": idle_before, "now": now}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ....domain.model import Client
+from ....domain.ports import RehashedColumn
 from .. import records
 from .database import SqliteDatabase, storage_errors
 
@@ -30,6 +31,11 @@ _SELECT_CLIENT = f"SELECT {records.CLIENT_COLUMNS} FROM clients WHERE client_id 
 _SELECT_CLIENTS = f"SELECT {records.CLIENT_COLUMNS} FROM clients ORDER BY issued_at, client_id"
 _DELETE_CLIENT = "DELETE FROM clients WHERE client_id = ?"
 _TOUCH_CLIENT = "UPDATE clients SET last_used_at = ? WHERE client_id = ?"
+# A hash made again under the current token hash key, only where the old one is still stored.
+_REHASH = {
+    column: f"UPDATE clients SET {column} = ? WHERE client_id = ? AND {column} = ?"
+    for column in ("secret_hash", "registration_token_hash")
+}
 # ON DELETE CASCADE takes the clients' pending authorizations, grants and tokens with them.
 _DELETE_UNUSED_CLIENTS = """
     DELETE FROM clients WHERE kind = :kind AND (
@@ -88,6 +94,10 @@ class SqliteClientRepository:
     @storage_errors
     def touch(self, client_id: str, now: int) -> None:
         self._db.connection().execute(_TOUCH_CLIENT, (now, client_id))
+
+    @storage_errors
+    def rehash(self, client_id: str, column: RehashedColumn, old_hash: str, new_hash: str) -> bool:
+        return self._db.connection().execute(_REHASH[column], (new_hash, client_id, old_hash)).rowcount > 0
 
     @storage_errors
     def delete_unused(self, kind: str, *, never_used_before: int, idle_before: int, now: int) -> int:
