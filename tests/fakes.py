@@ -7,7 +7,7 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Generator, Iterator
+from typing import Any, Generator, Iterator, Sequence
 from urllib.parse import urlencode
 
 from mcp_oauth_bridge.domain.audit import AuditEvent
@@ -25,6 +25,7 @@ from mcp_oauth_bridge.domain.model import (
 )
 from mcp_oauth_bridge.domain.ports import (
     GrantUsage,
+    HashKeyUsage,
     RECORD_KINDS,
     CachedMetadataDocument,
     FetchedDocument,
@@ -439,6 +440,44 @@ class InMemoryStorage:
 
     def live_grants(self) -> int:
         return sum(1 for grant in self.grants.values() if not grant.is_revoked)
+
+    def hash_key_usage(self, key_ids: Sequence[str], now: int) -> list[HashKeyUsage]:
+        def live_grant(grant_id: str) -> bool:
+            return grant_id in self.grants and not self.grants[grant_id].is_revoked
+
+        hashed: dict[str, list[tuple[str, int | None]]] = {
+            "access_tokens": [
+                (t.token_hash, t.expires_at)
+                for t in self.access_tokens.values()
+                if t.revoked_at is None and live_grant(t.grant_id) and t.expires_at > now
+            ],
+            "refresh_tokens": [
+                (t.token_hash, t.expires_at)
+                for t in self.refresh_tokens.values()
+                if t.revoked_at is None and live_grant(t.grant_id) and t.expires_at > now
+            ],
+            "authorization_codes": [
+                (c.code_hash, c.expires_at) for c in self.codes.values() if c.redeemed_at is None and c.expires_at > now
+            ],
+            "pending_authorizations": [
+                (p.csrf_token_hash, p.expires_at)
+                for p in self.pending.values()
+                if p.consumed_at is None and p.expires_at > now
+            ],
+            "client_secrets": [(c.secret_hash, None) for c in self.clients.values() if c.secret_hash is not None],
+            "registration_tokens": [
+                (c.registration_token_hash, None) for c in self.clients.values() if c.registration_token_hash is not None
+            ],
+        }
+        usage = []
+        for kind, values in hashed.items():
+            groups: dict[str | None, list[int | None]] = {}
+            for value_hash, expires_at in values:
+                groups.setdefault(value_hash[-8:] if value_hash[-8:] in key_ids else None, []).append(expires_at)
+            for key, expiries in groups.items():
+                known = [e for e in expiries if e is not None]
+                usage.append(HashKeyUsage(kind, key, len(expiries), max(known) if known else None))
+        return usage
 
     def counts(self) -> dict[str, int]:
         return {

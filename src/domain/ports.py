@@ -367,6 +367,22 @@ class ImportResult(NamedTuple):
     unstorable: int = 0
 
 
+@dataclass(frozen=True)
+class HashKeyUsage:
+    """How many stored hashes of one kind were made under one token hash key (``keys status``)."""
+
+    # What the hashes are of (access_tokens, refresh_tokens, authorization_codes,
+    # pending_authorizations, client_secrets, registration_tokens).
+    kind: str
+    # The key's id; None for hashes under none of the keys asked about: made before stored
+    # hashes carried key ids, or under a key no longer listed.
+    key_id: str | None
+    count: int
+    # When the last of them expires; None for values that never expire (client secrets,
+    # registration tokens), which depend on their key until they are next used.
+    last_expires_at: int | None
+
+
 @runtime_checkable
 class StorageAdministration(Protocol):
     """What operating a storage backend needs (the CLI, start-up, housekeeping), apart from the
@@ -415,6 +431,12 @@ class StorageAdministration(Protocol):
 
     def counts(self) -> dict[str, int]:
         """How many rows each kind of record has (clients, grants, tokens …), for operators."""
+        ...
+
+    def hash_key_usage(self, key_ids: Sequence[str], now: int) -> list[HashKeyUsage]:
+        """The stored hashes that still matter (unexpired, not revoked or used up; every client
+        secret and registration token), counted by the token hash key that made them: each id
+        of ``key_ids`` with any, and None for the rest. Read-only."""
         ...
 
     def live_grants(self) -> int:

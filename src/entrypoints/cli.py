@@ -210,7 +210,7 @@ def _copy_storage(settings: Settings, args: argparse.Namespace) -> int:
 def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     if settings.keys_to_generate is not None:
         print(
-            f"ENCRYPTION_KEYS and TOKEN_HASH_KEY are not set: the server would generate them into "
+            f"ENCRYPTION_KEYS and TOKEN_HASH_KEYS are not set: the server would generate them into "
             f"{settings.keys_to_generate} (nothing was written); set both in production"
         )
     print(f"PUBLIC_URL={settings.public_url}")
@@ -299,7 +299,11 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
     "check-config": ("validate the configuration and print the main settings", _check_config),
     "clients": ("manage clients: add, list, show, disable, enable, delete", _clients),
     "grants": ("list who is connected, and revoke grants (offboarding: `grants revoke --user SUBJECT`)", cli_admin.grants),
-    "keys": ("key rotation: `keys rotate-encryption` re-encrypts under the first key of ENCRYPTION_KEYS", cli_admin.keys),
+    "keys": (
+        "key rotation: `keys rotate-encryption` re-encrypts under the first key of ENCRYPTION_KEYS; `keys status` "
+        "says what still depends on each key of TOKEN_HASH_KEYS",
+        cli_admin.keys,
+    ),
     "stats": ("print clients by kind, live grants, tokens, pending authorizations and the database size", cli_admin.stats),
     "backup": ("write an online, consistent copy of the SQLite database to a file", cli_admin.backup),
 }

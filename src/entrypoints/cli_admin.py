@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 
 from ..adapters.storage.sqlite.backup import BackupRefused, backup_database
 from ..domain.model import Client
-from ..domain.ports import GrantUsage, StorageError
+from ..domain.ports import GrantUsage, HashKeyUsage, StorageError
+from ..domain.security import TokenHasher
 from ..domain.services.administration import AdministrationService, ClientSummary, UnknownRecord
 from .config import Settings
 from .container import Container, build_container
@@ -344,11 +345,92 @@ def keys_rotate_encryption(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# What a stored hash is of, for people (HashKeyUsage.kind).
+HASHED_KINDS = {
+    "access_tokens": "access token",
+    "refresh_tokens": "refresh token",
+    "authorization_codes": "authorization code",
+    "pending_authorizations": "pending authorization",
+    "client_secrets": "client secret",
+    "registration_tokens": "registration access token",
+}
+
+
+def _usage_document(usage: Sequence[HashKeyUsage]) -> dict[str, Any]:
+    return {item.kind: {"count": item.count, "last_expires_at": item.last_expires_at} for item in usage}
+
+
+def _usage_text(usage: Sequence[HashKeyUsage]) -> str:
+    parts = []
+    for item in usage:
+        what = HASHED_KINDS[item.kind] + ("" if item.count == 1 else "s")
+        until = "until next used" if item.last_expires_at is None else f"the last expires {_when(item.last_expires_at)}"
+        parts.append(f"{item.count} {what} ({until})")
+    return ", ".join(parts)
+
+
+def keys_status(settings: Settings, args: argparse.Namespace) -> int:
+    key_ids = TokenHasher(*settings.token_hash_keys).key_ids
+    container = build_container(settings)
+    admin = container.storage_admin()
+    try:
+        admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
+        usage = admin.hash_key_usage(key_ids, container.clock().now())
+    except StorageError as exc:
+        return _fail(f"storage failed: {exc}")
+    finally:
+        admin.close()
+    by_key = {key: [item for item in usage if item.key_id == key] for key in key_ids}
+    # Hashed before stored hashes named their key (under whichever key was TOKEN_HASH_KEY then),
+    # or under a key no longer listed: any older key may be the one they need.
+    unattributed = [item for item in usage if item.key_id is None]
+    removable = [key for key in key_ids[1:] if not by_key[key] and not unattributed]
+    if args.json:
+        keys = [
+            {
+                "position": position,
+                "id": key,
+                "current": position == 1,
+                "in_use_by": _usage_document(by_key[key]),
+                "can_be_removed": key in removable,
+            }
+            for position, key in enumerate(key_ids, 1)
+        ]
+        _print_json({"token_hash_keys": keys, "without_a_listed_key_id": _usage_document(unattributed)})
+        return 0
+    print("token hash keys (TOKEN_HASH_KEYS, newest first):")
+    for position, key in enumerate(key_ids, 1):
+        current = position == 1
+        print(f"  {position}. {key}  {'current: hashes everything new' if current else 'older: accepted, hashes nothing new'}")
+        if by_key[key]:
+            print(f"     {'in use by' if current else 'still needed by'}: {_usage_text(by_key[key])}")
+    if unattributed:
+        print(
+            "hashed before stored hashes named their key (under the TOKEN_HASH_KEY of that time), or under a key no "
+            f"longer listed: {_usage_text(unattributed)}; keep the older keys until these are gone"
+        )
+    for key in removable:
+        print(f"key {key_ids.index(key) + 1} ({key}) can be removed: nothing stored depends on it any more")
+    if len(key_ids) == 1:
+        print("one key: there is nothing to retire")
+    elif not removable:
+        print(
+            "no older key can be removed yet: tokens expire on their own, and a client secret or registration "
+            "access token is hashed again under the current key at its next use"
+        )
+    return 0
+
+
 KEY_COMMANDS: dict[str, tuple[str, Command]] = {
     "rotate-encryption": (
         "re-encrypt every sealed upstream token under the first key of ENCRYPTION_KEYS, in batches, while the "
         "server runs (safe to interrupt and run again)",
         keys_rotate_encryption,
+    ),
+    "status": (
+        "say what stored tokens, codes and client secrets still depend on each key of TOKEN_HASH_KEYS, so that "
+        "an older key can be retired (read-only)",
+        keys_status,
     ),
 }
 
@@ -356,6 +438,12 @@ KEYS_EPILOG = """\
 Rotating the encryption key: put a new key first in ENCRYPTION_KEYS, keeping the old ones after
 it (comma-separated), and restart every instance (new values are sealed under the first key, all
 keys open); run `keys rotate-encryption`; then remove the old keys and restart again.
+
+Rotating the token hash key: put a new key first in TOKEN_HASH_KEYS, keeping the old ones after
+it, and restart every instance (new tokens, codes and secrets are hashed under the first key; what
+was hashed under any listed key still works). Tokens under an old key expire on their own; client
+secrets and registration access tokens are hashed again at their next use. Run `keys status`
+until it says an old key can be removed, then remove it and restart again.
 """
 
 

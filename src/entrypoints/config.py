@@ -825,14 +825,14 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
         finally:
             os.unlink(tmp)
         log.warning(
-            "ENCRYPTION_KEYS and TOKEN_HASH_KEY are not set: generated keys were stored in %s. "
+            "ENCRYPTION_KEYS and TOKEN_HASH_KEYS are not set: generated keys were stored in %s. "
             "Set both variables in production and keep them secret.",
             path,
         )
     try:
         values = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read generated keys from {path}: {exc}; set ENCRYPTION_KEYS and TOKEN_HASH_KEY") from None
+        raise ConfigError(f"cannot read generated keys from {path}: {exc}; set ENCRYPTION_KEYS and TOKEN_HASH_KEYS") from None
     return {str(k): str(v) for k, v in values.items()}
 
 

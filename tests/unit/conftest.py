@@ -178,18 +178,28 @@ class World:
         return self.token_service.introspect(registered.client, token=token, token_type_hint=None).active
 
 
-def build_world(policy: ServerPolicy | None = None, *, pinned: dict[str, Any] | None = None) -> World:
-    clock = FixedClock(NOW)
-    tokens = SequentialTokenGenerator()
-    storage = InMemoryStorage()
-    clients = InMemoryClientRepository(storage)
-    idp = ScriptedIdentityProvider()
-    hasher = TokenHasher(HASH_KEY)
+def build_world(
+    policy: ServerPolicy | None = None,
+    *,
+    pinned: dict[str, Any] | None = None,
+    hash_keys: tuple[bytes, ...] = (HASH_KEY,),
+    restart_of: World | None = None,
+) -> World:
+    """A world of services over in-memory storage; ``restart_of`` another world: the same storage,
+    clock, identity provider and randomness, as a server restarted with other ``hash_keys``."""
+    if restart_of is None:
+        clock, tokens, storage = FixedClock(NOW), SequentialTokenGenerator(), InMemoryStorage()
+        clients, idp = InMemoryClientRepository(storage), ScriptedIdentityProvider()
+        fetcher, audit = ScriptedMetadataFetcher(), RecordingAuditTrail()
+    else:
+        clock, tokens, storage = restart_of.clock, restart_of.tokens, restart_of.storage
+        clients, idp = restart_of.clients, restart_of.idp
+        fetcher, audit = restart_of.fetcher, restart_of.audit
+        policy = policy or restart_of.policy
+    hasher = TokenHasher(*hash_keys)
     policy = policy or ServerPolicy(issuer=ISSUER, resource=RESOURCE, scopes_supported=SCOPES)
     web_urls = RecordedWebUrlParser()
     housekeeping = Housekeeping(clients=clients, storage=storage, clock=clock, policy=policy)
-    fetcher = ScriptedMetadataFetcher()
-    audit = RecordingAuditTrail()
     directory = ClientDirectory(
         clients=clients, documents=storage, fetcher=fetcher, pinned=pinned or {}, clock=clock, policy=policy, web_urls=web_urls
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from ...domain.model import (
     AccessToken,
@@ -24,7 +24,7 @@ from ...domain.model import (
     UpstreamTokens,
     UpstreamTransaction,
 )
-from ...domain.ports import CachedMetadataDocument, StorageError
+from ...domain.ports import CachedMetadataDocument, HashKeyUsage, StorageError
 from .crypto import SecretBox
 
 # Revoked grants stay a day so a late replay still meets "revoked", not "unknown".
@@ -530,3 +530,69 @@ def insert_columns(kind: str) -> str:
     """The columns an imported row of ``kind`` fills, in its order (a grant's own only)."""
     columns = GRANT_COLUMNS if kind == "grants" else EXPORT_COLUMNS[kind]
     return ", ".join(column.strip().partition(".")[2] or column.strip() for column in columns.split(","))
+
+
+# -- keys status (StorageAdministration.hash_key_usage) ------------------------------------------
+
+
+class HashedValues(NamedTuple):
+    """One kind of stored hash: its column, which rows still matter (``{now}`` stands for the
+    backend's placeholder of the current time), and when they expire (None: never)."""
+
+    kind: str
+    table: str
+    column: str
+    # 32 bytes (the token tables) or 64 hex digits (client and pending-authorization hashes).
+    binary: bool
+    live: str
+    expires: str | None
+
+
+HASHED_VALUES = (
+    HashedValues(
+        "access_tokens", "access_tokens", "token_hash", True,
+        "revoked_at IS NULL AND grant_revoked_at IS NULL AND expires_at > {now}", "expires_at",
+    ),
+    # Rotated tokens too: the one a grant's current generation replaced is kept for reuse
+    # detection, which needs the key that hashed it.
+    HashedValues(
+        "refresh_tokens", "refresh_tokens", "token_hash", True,
+        "revoked_at IS NULL AND expires_at > {now} AND EXISTS "
+        "(SELECT 1 FROM grants g WHERE g.grant_id = refresh_tokens.grant_id AND g.revoked_at IS NULL)",
+        "expires_at",
+    ),
+    HashedValues(
+        "authorization_codes", "authorization_codes", "code_hash", True,
+        "redeemed_at IS NULL AND expires_at > {now}", "expires_at",
+    ),
+    # Its CSRF token and browser binding are hashed when it starts; the upstream state (under
+    # the same key or a newer one) when the person approves.
+    HashedValues(
+        "pending_authorizations", "pending_authorizations", "csrf_token_hash", False,
+        "consumed_at IS NULL AND expires_at > {now}", "expires_at",
+    ),
+    HashedValues("client_secrets", "clients", "secret_hash", False, "secret_hash IS NOT NULL", None),
+    HashedValues(
+        "registration_tokens", "clients", "registration_token_hash", False,
+        "registration_token_hash IS NOT NULL", None,
+    ),
+)
+
+
+def hash_key_usage_query(values: HashedValues, *, binary_key_id: str, text_key_id: str, key_ids: str, now: str) -> str:
+    """The query counting ``values`` by key id, given the backend's SQL for a hash's key id (its
+    last four bytes: expressions of ``{column}`` for 32 bytes and for hex text), for "is one of
+    the listed ids" (of ``{key_id}``) and for the current time."""
+    row_key = (binary_key_id if values.binary else text_key_id).format(column=values.column)
+    listed = key_ids.format(key_id=row_key)
+    expires = f"max({values.expires})" if values.expires else "NULL"
+    return (
+        f"SELECT CASE WHEN {listed} THEN {row_key} END AS key_id, count(*), {expires} "
+        f"FROM {values.table} WHERE {values.live.format(now=now)} GROUP BY 1"
+    )
+
+
+def hash_key_usage_from_rows(kind: str, rows: Iterable[tuple[Any, ...]]) -> list[HashKeyUsage]:
+    return [
+        HashKeyUsage(kind, key_id, int(count), None if last is None else int(last)) for key_id, count, last in rows
+    ]

@@ -13,7 +13,7 @@ from typing import Any, Generator, Sequence
 
 import psycopg
 
-from ....domain.ports import RECORD_KINDS, ImportResult, RecordBatch
+from ....domain.ports import RECORD_KINDS, HashKeyUsage, ImportResult, RecordBatch
 from .. import records
 from ..admin import COUNTED_TABLES, PURGED_TABLES, SchemaAdministration
 from .database import PostgresDatabase
@@ -170,6 +170,20 @@ class PostgresAdministration(SchemaAdministration):
             row = self._db.fetchone(f"SELECT count(*) FROM {table}")
             counts[table] = 0 if row is None else int(row[0])
         return counts
+
+    def hash_key_usage(self, key_ids: Sequence[str], now: int) -> list[HashKeyUsage]:
+        parameters = {"now": now, "key_ids": list(key_ids)}
+        usage = []
+        for values in records.HASHED_VALUES:
+            query = records.hash_key_usage_query(
+                values,
+                binary_key_id="encode(substring({column} from 29 for 4), 'hex')",
+                text_key_id="substr({column}, 57, 8)",
+                key_ids="{key_id} = ANY(%(key_ids)s)",
+                now="%(now)s",
+            )
+            usage += records.hash_key_usage_from_rows(values.kind, self._db.fetchall(query, parameters))
+        return usage
 
     def live_grants(self) -> int:
         row = self._db.fetchone("SELECT count(*) FROM grants WHERE revoked_at IS NULL")

@@ -7,7 +7,7 @@ import os
 import sqlite3
 from typing import Any, Generator, Sequence
 
-from ....domain.ports import RECORD_KINDS, ImportResult, RecordBatch, StorageError
+from ....domain.ports import RECORD_KINDS, HashKeyUsage, ImportResult, RecordBatch, StorageError
 from .. import records
 from ..admin import COUNTED_TABLES, PURGED_TABLES, SchemaAdministration
 from .database import SqliteDatabase, storage_errors
@@ -135,6 +135,23 @@ class SqliteAdministration(SchemaAdministration):
     def counts(self) -> dict[str, int]:
         connection = self._db.connection()
         return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in COUNTED_TABLES}
+
+    @storage_errors
+    def hash_key_usage(self, key_ids: Sequence[str], now: int) -> list[HashKeyUsage]:
+        connection = self._db.connection()
+        parameters: dict[str, Any] = {"now": now} | {f"k{index}": key for index, key in enumerate(key_ids)}
+        listed = "{key_id} IN (" + (", ".join(f":k{index}" for index in range(len(key_ids))) or "NULL") + ")"
+        usage = []
+        for values in records.HASHED_VALUES:
+            query = records.hash_key_usage_query(
+                values,
+                binary_key_id="lower(hex(substr({column}, 29, 4)))",
+                text_key_id="substr({column}, 57, 8)",
+                key_ids=listed,
+                now=":now",
+            )
+            usage += records.hash_key_usage_from_rows(values.kind, connection.execute(query, parameters).fetchall())
+        return usage
 
     @storage_errors
     def live_grants(self) -> int:
