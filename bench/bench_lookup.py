@@ -71,6 +71,7 @@ from mcp_oauth_bridge.adapters.storage.sqlite import SqliteAccessTokenStore, Sql
 from mcp_oauth_bridge.adapters.storage.sqlite.migrations import MIGRATIONS, access_token_key
 from mcp_oauth_bridge.adapters.storage.sqlite.tokens import _SELECT_ACCESS_TOKEN
 from mcp_oauth_bridge.domain.model import Grant
+from mcp_oauth_bridge.domain.security import TokenHasher
 from mcp_oauth_bridge.domain.services.bearer import BearerAuthenticator
 from mcp_oauth_bridge.entrypoints.container import Container
 
@@ -92,8 +93,10 @@ REUSE_ACCESS_TOKEN_TTL = 30 * 24 * 3600
 
 
 def schema_fingerprint() -> str:
-    """Changes whenever the adapter's migrations do: a reused database must have today's schema."""
-    return hashlib.sha256(repr(MIGRATIONS).encode()).hexdigest()[:16]
+    """Changes whenever the adapter's migrations or the stored form of a token hash do: a reused
+    database must have today's schema, and hashes the bearer check finds at its first read."""
+    stored_form = TokenHasher(b"\0" * 32).hash("fingerprint")
+    return hashlib.sha256((repr(MIGRATIONS) + stored_form).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -360,11 +360,14 @@ def _usage_document(usage: Sequence[HashKeyUsage]) -> dict[str, Any]:
     return {item.kind: {"count": item.count, "last_expires_at": item.last_expires_at} for item in usage}
 
 
-def _usage_text(usage: Sequence[HashKeyUsage]) -> str:
+def _usage_text(usage: Sequence[HashKeyUsage], *, current: bool) -> str:
     parts = []
     for item in usage:
         what = HASHED_KINDS[item.kind] + ("" if item.count == 1 else "s")
-        until = "until next used" if item.last_expires_at is None else f"the last expires {_when(item.last_expires_at)}"
+        if item.last_expires_at is not None:
+            until = f"the last expires {_when(item.last_expires_at)}"
+        else:
+            until = "no expiry" if current else "until next used"
         parts.append(f"{item.count} {what} ({until})")
     return ", ".join(parts)
 
@@ -398,16 +401,16 @@ def keys_status(settings: Settings, args: argparse.Namespace) -> int:
         ]
         _print_json({"token_hash_keys": keys, "without_a_listed_key_id": _usage_document(unattributed)})
         return 0
-    print("token hash keys (TOKEN_HASH_KEYS, newest first):")
+    print("token hash keys (newest first):")
     for position, key in enumerate(key_ids, 1):
         current = position == 1
         print(f"  {position}. {key}  {'current: hashes everything new' if current else 'older: accepted, hashes nothing new'}")
         if by_key[key]:
-            print(f"     {'in use by' if current else 'still needed by'}: {_usage_text(by_key[key])}")
+            print(f"     {'in use by' if current else 'still needed by'}: {_usage_text(by_key[key], current=current)}")
     if unattributed:
         print(
             "hashed before stored hashes named their key (under the TOKEN_HASH_KEY of that time), or under a key no "
-            f"longer listed: {_usage_text(unattributed)}; keep the older keys until these are gone"
+            f"longer listed: {_usage_text(unattributed, current=False)}; keep the older keys until these are gone"
         )
     for key in removable:
         print(f"key {key_ids.index(key) + 1} ({key}) can be removed: nothing stored depends on it any more")

@@ -955,8 +955,9 @@ def load_settings(
         idp_provider=idp_provider,
         storage_url=storage_url,
         data_dir=data_dir,
-        encryption_keys=check(lambda: _encryption_keys(raw_keys), ()),
-        token_hash_keys=check(lambda: _token_hash_keys(raw_hash_key, _token_hash_key_variable(env)), ()),
+        # Only when _keys found them (else its one problem says why they are missing).
+        encryption_keys=check(lambda: _encryption_keys(raw_keys), ()) if raw_keys else (),
+        token_hash_keys=check(lambda: _token_hash_keys(raw_hash_key, _token_hash_key_variable(env)), ()) if raw_hash_key else (),
         extra_scopes=extra_scopes,
         toolsets=toolsets,
         graph_base_url=graph_base_url,
