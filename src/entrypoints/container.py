@@ -29,7 +29,7 @@ from ..domain.services.clients import ClientDirectory
 from ..domain.services.connections import ConnectionsService
 from ..domain.services.housekeeping import Housekeeping
 from ..domain.services.registration import RegistrationService
-from ..domain.ports import Toolset
+from ..domain.ports import Telemetry, Toolset
 from ..domain.services.tokens import ClientAuthenticator, TokenService
 from ..domain.services.tools import ToolService
 from ..domain.services.upstream import UpstreamTokenService
@@ -40,13 +40,13 @@ SERVER_NAME = "mcp-oauth-bridge"
 INSTRUCTIONS = "Tools of your organisation, used on behalf of the signed-in person."
 
 
-def build_toolsets(settings: Settings) -> list[Toolset]:
+def build_toolsets(settings: Settings, telemetry: Telemetry | None = None) -> list[Toolset]:
     toolsets: list[Toolset] = []
     for name in settings.toolsets:
         if name == "identity":
             toolsets.append(IdentityToolset())
         elif name == "mail":
-            toolsets.append(GraphMailToolset(base_url=settings.graph_base_url))
+            toolsets.append(GraphMailToolset(base_url=settings.graph_base_url, telemetry=telemetry))
     return toolsets
 
 
@@ -173,7 +173,7 @@ class Container(containers.DeclarativeContainer):
         audit=audit_log,
     )
     # The tools decide which scopes the server offers.
-    toolsets = providers.Singleton(build_toolsets, settings)
+    toolsets = providers.Singleton(build_toolsets, settings, telemetry)
     tool_service = providers.Singleton(ToolService, toolsets=toolsets, upstream=upstream_tokens)
     policy = providers.Singleton(server_policy, settings, tool_service)
 

@@ -812,3 +812,46 @@ def test_service_requires_mail_read(graph: responses.RequestsMock, service: Tool
         service.call(access_context("User.Read"), "mail_list", {})
     assert raised.value.required_scopes == ("Mail.Read",)
     assert len(graph.calls) == 0
+
+
+class RecordingTelemetry:
+    def __init__(self) -> None:
+        self.upstream_calls: list[tuple[str, str, str, float]] = []
+
+    def token_issued(self, grant_type: str) -> None: ...
+
+    def refresh_reuse(self) -> None: ...
+
+    def code_replay(self) -> None: ...
+
+    def upstream_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
+        self.upstream_calls.append((provider, operation, outcome, seconds))
+
+
+def test_each_graph_request_is_reported_as_an_upstream_call(graph: responses.RequestsMock, context: ToolContext) -> None:
+    """Issue 11 §4: upstream calls by provider and outcome with latency include the tools' Graph
+    requests: one per request (the retry after a rejected token too), named by the tool."""
+    telemetry, ticks = RecordingTelemetry(), iter(range(0, 100, 2))
+    mail = GraphMailToolset(telemetry=telemetry, monotonic=lambda: float(next(ticks)))
+    graph.add(responses.GET, MESSAGES, json=message_list(summary_item()))
+    graph.add(responses.GET, FOLDER_MESSAGES, status=401, json=graph_error("InvalidAuthenticationToken", "expired"))
+    graph.add(responses.GET, FOLDER_MESSAGES, json=message_list())
+    graph.add(responses.GET, re.compile(re.escape(BASE + "/me/messages/") + ".+"), status=503)
+    run(mail, context, "mail_search", query="x")
+    run(mail, context, "mail_list")
+    run(mail, context, "mail_get", message_id="AAMk")
+    assert telemetry.upstream_calls == [
+        ("graph", "mail_search", "ok", 2.0),
+        ("graph", "mail_list", "refused", 2.0),
+        ("graph", "mail_list", "ok", 2.0),
+        ("graph", "mail_get", "unavailable", 2.0),
+    ]
+
+
+def test_a_graph_request_that_times_out_is_reported_unavailable(context: ToolContext) -> None:
+    telemetry = RecordingTelemetry()
+    with responses.RequestsMock() as graph:
+        graph.add(responses.GET, MESSAGES, body=requests.Timeout("slow"))
+        result = GraphMailToolset(telemetry=telemetry).call("mail_search", {"query": "x"}, context)
+    assert result.is_error
+    assert [call[:3] for call in telemetry.upstream_calls] == [("graph", "mail_search", "unavailable")]

@@ -17,11 +17,13 @@ import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 
+from ...domain.ports import Telemetry
+from ...domain.telemetry import OUTCOME_ERROR, OUTCOME_OK, OUTCOME_REFUSED, OUTCOME_UNAVAILABLE, NoTelemetry
 from ...domain.uris import is_loopback_host
 from ...domain.tools import ToolContext, ToolResult, ToolSpec, argument_problem
 
@@ -167,6 +169,8 @@ class GraphMailToolset:
         base_url: str = DEFAULT_BASE_URL,
         session: requests.Session | None = None,
         timeout: float = 15.0,
+        telemetry: Telemetry | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -179,6 +183,8 @@ class GraphMailToolset:
         self._origin = (parts.scheme, parts.netloc.lower())
         self._session = session if session is not None else requests.Session()
         self._timeout = timeout
+        self._telemetry: Telemetry = telemetry or NoTelemetry()
+        self._monotonic = monotonic
         self._specs: dict[str, ToolSpec] = {spec.name: spec for spec in (MAIL_SEARCH, MAIL_LIST, MAIL_GET)}
 
     def tools(self) -> Sequence[ToolSpec]:
@@ -214,6 +220,7 @@ class GraphMailToolset:
         top = int(arguments.get("top", DEFAULT_TOP))
         params = [("$search", _search_phrase(query)), ("$top", str(top)), ("$select", LIST_SELECT)]
         page = self._request(
+            "mail_search",
             "/me/messages",
             params,
             context,
@@ -245,6 +252,7 @@ class GraphMailToolset:
             params.append(("$filter", UNREAD_FILTER))
         params.append(("$select", LIST_SELECT))
         page = self._request(
+            "mail_list",
             f"/me/mailFolders/{quote(folder, safe='')}/messages",
             params,
             context,
@@ -272,6 +280,7 @@ class GraphMailToolset:
         if id_problem is not None:
             return ToolResult.error(f"Invalid arguments for mail_get: argument 'message_id' {id_problem}")
         message = self._request(
+            "mail_get",
             f"/me/messages/{quote(message_id, safe='')}",
             [("$select", GET_SELECT)],
             context,
@@ -314,6 +323,7 @@ class GraphMailToolset:
 
     def _request(
         self,
+        operation: str,
         path: str,
         params: list[tuple[str, str]],
         context: ToolContext,
@@ -325,11 +335,11 @@ class GraphMailToolset:
         # (spaces as %20, which Graph reads in $search and $filter).
         url = f"{self._base_url}{path}?{urlencode(params, quote_via=quote, safe='$,')}"
         token = context.upstream.access_token()
-        response = self._send(url, token, extra_headers)
+        response = self._measured_send(operation, url, token, extra_headers)
         if response.status_code == 401:
             # The token may have been revoked or expired early: get another one, once.
             token = context.upstream.access_token(rejected=token)
-            response = self._send(url, token, extra_headers)
+            response = self._measured_send(operation, url, token, extra_headers)
             if response.status_code == 401:
                 code, detail = _graph_error(response, token)
                 raise _GraphFailure(
@@ -337,6 +347,26 @@ class GraphMailToolset:
                     f"{_detail(code, detail)}; sign in again or ask an administrator to check the app registration."
                 )
         return self._outcome(response, token, not_found)
+
+    def _measured_send(
+        self, operation: str, url: str, token: str, extra_headers: Mapping[str, str] | None
+    ) -> requests.Response:
+        """``_send``, reported to the telemetry as an upstream call of provider "graph" (issue 11
+        §4) with the tool's name and the outcome its status gives."""
+        started = self._monotonic()
+        outcome = OUTCOME_UNAVAILABLE
+        try:
+            response = self._send(url, token, extra_headers)
+            status = response.status_code
+            if 200 <= status < 300:
+                outcome = OUTCOME_OK
+            elif status != 429 and 400 <= status < 500:
+                outcome = OUTCOME_REFUSED
+            elif status < 429:
+                outcome = OUTCOME_ERROR
+            return response
+        finally:
+            self._telemetry.upstream_call("graph", operation, outcome, self._monotonic() - started)
 
     def _send(self, url: str, token: str, extra_headers: Mapping[str, str] | None) -> requests.Response:
         parts = urlsplit(url)
