@@ -19,6 +19,7 @@ from ..adapters.logs import configure_logging
 from ..adapters.system import SystemClock
 from ..domain.errors import OAuthError
 from ..domain.ports import StorageAdministration, StorageError
+from ..domain.security import TokenHasher
 from ..domain.services.storage_copy import CopyReport, SourceSchemaNotCurrent, StorageCopy, TargetNotEmpty
 from .config import ConfigError, Settings, check_storage_url, load_settings, redact_url
 from .container import build_container
@@ -228,6 +229,15 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     where = "in Redis (RATE_LIMIT_STORAGE_URL)" if limits.storage_url else "in STORAGE_URL's database"
     print(f"RATE_LIMITS={'on, counters ' + where if limits.enabled else 'off'}")
     print(f"CLIENT_REGISTRATION={settings.client_registration}")
+    policy = settings.access_policy
+    described = "; ".join(
+        f"{requirement.claim} one of {', '.join(sorted(requirement.accepted))}" for requirement in policy.requirements
+    )
+    print(f"access policy: {described if policy.restricts else 'everyone who signs in may connect'}")
+    if settings.keys_to_generate is None:
+        ids = TokenHasher(*settings.token_hash_keys).key_ids
+        older = f"; older, still accepted: {', '.join(ids[1:])}" if len(ids) > 1 else ""
+        print(f"token hash keys: {ids[0]} hashes new values{older} (`keys status` says what depends on each)")
     print("configuration is valid")
     return 0
 

@@ -3,6 +3,7 @@ check-config that writes nothing, and serve on a taken port."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_oauth_bridge.domain.security import TokenHasher
 from mcp_oauth_bridge.entrypoints.cli import COMMANDS, main as cli_main
 
 from .conftest import environment_for
@@ -46,7 +48,7 @@ def test_serve_help_names_the_gunicorn_settings_it_honours(capsys: pytest.Captur
 
 
 def test_check_config_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("ENCRYPTION_KEYS", "TOKEN_HASH_KEY", "STORAGE_URL", "DATA_DIR", "PUBLIC_URL", "IDP_PROVIDER"):
+    for name in ("ENCRYPTION_KEYS", "TOKEN_HASH_KEY", "TOKEN_HASH_KEYS", "STORAGE_URL", "DATA_DIR", "PUBLIC_URL", "IDP_PROVIDER"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     assert cli_main(["check-config"]) == 0
@@ -57,7 +59,7 @@ def test_check_config_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_check_config_reads_keys_generated_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("ENCRYPTION_KEYS", "TOKEN_HASH_KEY", "STORAGE_URL", "DATA_DIR", "PUBLIC_URL", "IDP_PROVIDER"):
+    for name in ("ENCRYPTION_KEYS", "TOKEN_HASH_KEY", "TOKEN_HASH_KEYS", "STORAGE_URL", "DATA_DIR", "PUBLIC_URL", "IDP_PROVIDER"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     assert cli_main(["migrate"]) == 0  # generates the keys, as serve would
@@ -67,6 +69,27 @@ def test_check_config_reads_keys_generated_before(tmp_path: Path, monkeypatch: p
     assert cli_main(["check-config"]) == 0
     assert "would generate" not in capsys.readouterr().out
     assert secrets_file.read_bytes() == before
+
+
+def test_check_config_prints_the_access_policy_and_the_token_hash_key_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new, old = "n" * 43, "o" * 43
+    values = environment_for(
+        tmp_path / "data", IDP_PROVIDER="oidc", OIDC_ISSUER="https://idp.example.com", OIDC_CLIENT_ID="bridge",
+        OIDC_CLIENT_SECRET="s", OIDC_REQUIRED_CLAIMS="groups=mcp-users,groups=admins,email_verified=true",
+        TOKEN_HASH_KEYS=f"{new},{old}",
+    )
+    del values["TOKEN_HASH_KEY"]
+    monkeypatch.delenv("TOKEN_HASH_KEY", raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "access policy: groups one of admins, mcp-users; email_verified one of true" in out
+    ids = TokenHasher(base64.urlsafe_b64decode(new + "="), base64.urlsafe_b64decode(old + "=")).key_ids
+    assert f"token hash keys: {ids[0]} hashes new values; older, still accepted: {ids[1]}" in out
 
 
 @pytest.mark.slow
