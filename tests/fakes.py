@@ -809,3 +809,19 @@ class RecordingAuditTrail:
 
     def names(self) -> list[str]:
         return [event.event for event in self.events]
+
+
+class RecordingTelemetry:
+    """A Telemetry that keeps the upstream calls reported to it (and counts nothing else)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, float]] = []
+
+    def token_issued(self, grant_type: str) -> None: ...
+
+    def refresh_reuse(self) -> None: ...
+
+    def code_replay(self) -> None: ...
+
+    def upstream_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
+        self.calls.append((provider, operation, outcome, seconds))

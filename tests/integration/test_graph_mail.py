@@ -31,6 +31,7 @@ from mcp_oauth_bridge.domain.ports import Toolset
 from mcp_oauth_bridge.domain.services.tools import ToolService
 from mcp_oauth_bridge.domain.services.upstream import UpstreamTokenService
 from mcp_oauth_bridge.domain.tools import ToolContext, ToolResult
+from tests.fakes import RecordingTelemetry
 
 BASE = "https://graph.microsoft.com/v1.0"
 TOKEN = "eyJ0eXAiOiJKV1QiLCJub25jZSI6IkZJUlNUIn0.eyJhdWQiOiIwMDAwMDAwMy1maXJzdCJ9.first-signature"
@@ -814,20 +815,6 @@ def test_service_requires_mail_read(graph: responses.RequestsMock, service: Tool
     assert len(graph.calls) == 0
 
 
-class RecordingTelemetry:
-    def __init__(self) -> None:
-        self.upstream_calls: list[tuple[str, str, str, float]] = []
-
-    def token_issued(self, grant_type: str) -> None: ...
-
-    def refresh_reuse(self) -> None: ...
-
-    def code_replay(self) -> None: ...
-
-    def upstream_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
-        self.upstream_calls.append((provider, operation, outcome, seconds))
-
-
 def test_each_graph_request_is_reported_as_an_upstream_call(graph: responses.RequestsMock, context: ToolContext) -> None:
     """Issue 11 §4: upstream calls by provider and outcome with latency include the tools' Graph
     requests: one per request (the retry after a rejected token too), named by the tool."""
@@ -840,7 +827,7 @@ def test_each_graph_request_is_reported_as_an_upstream_call(graph: responses.Req
     run(mail, context, "mail_search", query="x")
     run(mail, context, "mail_list")
     run(mail, context, "mail_get", message_id="AAMk")
-    assert telemetry.upstream_calls == [
+    assert telemetry.calls == [
         ("graph", "mail_search", "ok", 2.0),
         ("graph", "mail_list", "refused", 2.0),
         ("graph", "mail_list", "ok", 2.0),
@@ -854,4 +841,4 @@ def test_a_graph_request_that_times_out_is_reported_unavailable(context: ToolCon
         graph.add(responses.GET, MESSAGES, body=requests.Timeout("slow"))
         result = GraphMailToolset(telemetry=telemetry).call("mail_search", {"query": "x"}, context)
     assert result.is_error
-    assert [call[:3] for call in telemetry.upstream_calls] == [("graph", "mail_search", "unavailable")]
+    assert [call[:3] for call in telemetry.calls] == [("graph", "mail_search", "unavailable")]

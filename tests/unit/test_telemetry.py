@@ -8,21 +8,7 @@ import pytest
 from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
 from mcp_oauth_bridge.domain.telemetry import MeasuredIdentityProvider
 
-from ..fakes import ScriptedIdentityProvider
-
-
-class RecordingTelemetry:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str, float]] = []
-
-    def token_issued(self, grant_type: str) -> None: ...
-
-    def refresh_reuse(self) -> None: ...
-
-    def code_replay(self) -> None: ...
-
-    def upstream_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
-        self.calls.append((provider, operation, outcome, seconds))
+from ..fakes import RecordingTelemetry, ScriptedIdentityProvider
 
 
 class SteppingClock:

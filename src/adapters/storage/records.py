@@ -579,20 +579,24 @@ HASHED_VALUES = (
 )
 
 
-def hash_key_usage_query(values: HashedValues, *, binary_key_id: str, text_key_id: str, key_ids: str, now: str) -> str:
-    """The query counting ``values`` by key id, given the backend's SQL for a hash's key id (its
-    last four bytes: expressions of ``{column}`` for 32 bytes and for hex text), for "is one of
-    the listed ids" (of ``{key_id}``) and for the current time."""
-    row_key = (binary_key_id if values.binary else text_key_id).format(column=values.column)
-    listed = key_ids.format(key_id=row_key)
-    expires = f"max({values.expires})" if values.expires else "NULL"
-    return (
-        f"SELECT CASE WHEN {listed} THEN {row_key} END AS key_id, count(*), {expires} "
-        f"FROM {values.table} WHERE {values.live.format(now=now)} GROUP BY 1"
-    )
-
-
-def hash_key_usage_from_rows(kind: str, rows: Iterable[tuple[Any, ...]]) -> list[HashKeyUsage]:
-    return [
-        HashKeyUsage(kind, key_id, int(count), None if last is None else int(last)) for key_id, count, last in rows
-    ]
+def hash_key_usage(
+    fetchall: Callable[[str], Iterable[tuple[Any, ...]]], *, binary_key_id: str, text_key_id: str, key_ids: str, now: str
+) -> list[HashKeyUsage]:
+    """StorageAdministration.hash_key_usage, one query per kind of HASHED_VALUES run by
+    ``fetchall``, given the backend's SQL for a hash's key id (its last four bytes: expressions of
+    ``{column}`` for 32 bytes and for hex text), for "is one of the listed ids" (of ``{key_id}``)
+    and for the current time (the backend binds both)."""
+    usage = []
+    for values in HASHED_VALUES:
+        row_key = (binary_key_id if values.binary else text_key_id).format(column=values.column)
+        listed = key_ids.format(key_id=row_key)
+        expires = f"max({values.expires})" if values.expires else "NULL"
+        query = (
+            f"SELECT CASE WHEN {listed} THEN {row_key} END AS key_id, count(*), {expires} "
+            f"FROM {values.table} WHERE {values.live.format(now=now)} GROUP BY 1"
+        )
+        usage += [
+            HashKeyUsage(values.kind, key_id, int(count), None if last is None else int(last))
+            for key_id, count, last in fetchall(query)
+        ]
+    return usage

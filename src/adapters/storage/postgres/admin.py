@@ -173,17 +173,13 @@ class PostgresAdministration(SchemaAdministration):
 
     def hash_key_usage(self, key_ids: Sequence[str], now: int) -> list[HashKeyUsage]:
         parameters = {"now": now, "key_ids": list(key_ids)}
-        usage = []
-        for values in records.HASHED_VALUES:
-            query = records.hash_key_usage_query(
-                values,
-                binary_key_id="encode(substring({column} from 29 for 4), 'hex')",
-                text_key_id="substr({column}, 57, 8)",
-                key_ids="{key_id} = ANY(%(key_ids)s)",
-                now="%(now)s",
-            )
-            usage += records.hash_key_usage_from_rows(values.kind, self._db.fetchall(query, parameters))
-        return usage
+        return records.hash_key_usage(
+            lambda query: self._db.fetchall(query, parameters),
+            binary_key_id="encode(substring({column} from 29 for 4), 'hex')",
+            text_key_id="substr({column}, 57, 8)",
+            key_ids="{key_id} = ANY(%(key_ids)s)",
+            now="%(now)s",
+        )
 
     def live_grants(self) -> int:
         row = self._db.fetchone("SELECT count(*) FROM grants WHERE revoked_at IS NULL")

@@ -141,17 +141,13 @@ class SqliteAdministration(SchemaAdministration):
         connection = self._db.connection()
         parameters: dict[str, Any] = {"now": now} | {f"k{index}": key for index, key in enumerate(key_ids)}
         listed = "{key_id} IN (" + (", ".join(f":k{index}" for index in range(len(key_ids))) or "NULL") + ")"
-        usage = []
-        for values in records.HASHED_VALUES:
-            query = records.hash_key_usage_query(
-                values,
-                binary_key_id="lower(hex(substr({column}, 29, 4)))",
-                text_key_id="substr({column}, 57, 8)",
-                key_ids=listed,
-                now=":now",
-            )
-            usage += records.hash_key_usage_from_rows(values.kind, connection.execute(query, parameters).fetchall())
-        return usage
+        return records.hash_key_usage(
+            lambda query: connection.execute(query, parameters).fetchall(),
+            binary_key_id="lower(hex(substr({column}, 29, 4)))",
+            text_key_id="substr({column}, 57, 8)",
+            key_ids=listed,
+            now=":now",
+        )
 
     @storage_errors
     def live_grants(self) -> int:
