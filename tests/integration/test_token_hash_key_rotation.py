@@ -96,7 +96,8 @@ def test_rotating_the_token_hash_key_disconnects_nobody(
     assert alice.mcp_status() == 200
     assert alice.refresh()[0] == 200
     assert registration_read(retired, alice.client) == 200
-    assert moved(alice, retired).client.revoke(first_access_token).status == 200
+    # Introspection authenticates the client with its secret, now hashed under the new key.
+    assert alice.client.introspect(alice.access_token)["active"] is True
 
 
 def test_a_token_still_under_the_removed_key_stops_working(

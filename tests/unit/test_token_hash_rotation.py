@@ -13,6 +13,7 @@ import pytest
 
 from mcp_oauth_bridge.adapters.identity.fake import FakeIdentityProvider
 from mcp_oauth_bridge.domain.errors import InvalidClient, InvalidGrant, InvalidToken
+from mcp_oauth_bridge.domain.ports import UpstreamIdentityError
 from mcp_oauth_bridge.domain.security import TokenHasher, s256_challenge
 from mcp_oauth_bridge.domain.services.tokens import ClientCredentials
 from tests.fakes import FixedClock, SequentialTokenGenerator
@@ -162,5 +163,5 @@ def test_the_fake_identity_provider_signs_with_the_first_key_and_accepts_the_old
     )
     assert login.tokens.refresh_token is not None
     assert idp(NEW_KEY, HASH_KEY).refresh(login.tokens.refresh_token).access_token
-    with pytest.raises(Exception, match="signature"):
+    with pytest.raises(UpstreamIdentityError, match="signature"):
         idp(NEW_KEY).refresh(login.tokens.refresh_token)
