@@ -10,12 +10,12 @@ import json
 from collections import Counter
 import sys
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 from ..adapters.storage.sqlite.backup import BackupRefused, backup_database
 from ..domain.model import Client
 from ..domain.ports import GrantUsage, HashKeyUsage, StorageError
-from ..domain.security import TokenHasher
 from ..domain.services.administration import AdministrationService, ClientSummary, UnknownRecord
 from .config import Settings
 from .container import Container, build_container
@@ -46,19 +46,16 @@ def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> No
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-class _Session:
+@contextmanager
+def _storage(settings: Settings) -> Iterator[Container]:
     """The container of one command, its schema brought up to date first (as `clients add`
     does), its connections closed at the end."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.container: Container = build_container(settings)
-
-    def __enter__(self) -> AdministrationService:
-        self.container.storage_admin().ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
-        return self.container.administration_service()
-
-    def __exit__(self, *exc: object) -> None:
-        self.container.storage_admin().close()
+    container = build_container(settings)
+    try:
+        container.storage_admin().ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
+        yield container
+    finally:
+        container.storage_admin().close()
 
 
 def _administered(run: Callable[[AdministrationService, argparse.Namespace], int]) -> Command:
@@ -67,8 +64,8 @@ def _administered(run: Callable[[AdministrationService, argparse.Namespace], int
 
     def command(settings: Settings, args: argparse.Namespace) -> int:
         try:
-            with _Session(settings) as service:
-                return run(service, args)
+            with _storage(settings) as container:
+                return run(container.administration_service(), args)
         except UnknownRecord as exc:
             return _fail(str(exc))
         except StorageError as exc:
@@ -326,15 +323,11 @@ grants = group(GRANT_COMMANDS, "grants_command")
 
 
 def keys_rotate_encryption(settings: Settings, args: argparse.Namespace) -> int:
-    container = build_container(settings)
-    admin = container.storage_admin()
     try:
-        admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
-        rewritten = admin.reencrypt()
+        with _storage(settings) as container:
+            rewritten = container.storage_admin().reencrypt()
     except StorageError as exc:
         return _fail(f"re-encryption stopped: {exc} (the rows done so far stay re-encrypted; run it again to finish)")
-    finally:
-        admin.close()
     if args.json:
         _print_json({"reencrypted": rewritten})
     else:
@@ -373,16 +366,12 @@ def _usage_text(usage: Sequence[HashKeyUsage], *, current: bool) -> str:
 
 
 def keys_status(settings: Settings, args: argparse.Namespace) -> int:
-    key_ids = TokenHasher(*settings.token_hash_keys).key_ids
-    container = build_container(settings)
-    admin = container.storage_admin()
     try:
-        admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
-        usage = admin.hash_key_usage(key_ids, container.clock().now())
+        with _storage(settings) as container:
+            key_ids = container.hasher().key_ids
+            usage = container.storage_admin().hash_key_usage(key_ids, container.clock().now())
     except StorageError as exc:
         return _fail(f"storage failed: {exc}")
-    finally:
-        admin.close()
     by_key = {key: [item for item in usage if item.key_id == key] for key in key_ids}
     # Hashed before stored hashes named their key (under whichever key was TOKEN_HASH_KEY then),
     # or under a key no longer listed: any older key may be the one they need.
@@ -458,28 +447,25 @@ keys = group(KEY_COMMANDS, "keys_command")
 
 
 def stats(settings: Settings, args: argparse.Namespace) -> int:
-    container = build_container(settings)
-    admin = container.storage_admin()
     try:
-        admin.ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
-        clients = container.clients().list()
-        counts = admin.counts()
-        document = {
-            "storage": settings.storage_backend,
-            "clients": dict(sorted(Counter(client.kind for client in clients).items())),
-            "disabled_clients": sum(client.is_disabled for client in clients),
-            "live_grants": admin.live_grants(),
-            "grants": counts["grants"],
-            "access_tokens": counts["access_tokens"],
-            "refresh_tokens": counts["refresh_tokens"],
-            "authorization_codes": counts["authorization_codes"],
-            "pending_authorizations": counts["pending_authorizations"],
-            "database_size_bytes": admin.database_size(),
-        }
+        with _storage(settings) as container:
+            admin = container.storage_admin()
+            clients = container.clients().list()
+            counts = admin.counts()
+            document = {
+                "storage": settings.storage_backend,
+                "clients": dict(sorted(Counter(client.kind for client in clients).items())),
+                "disabled_clients": sum(client.is_disabled for client in clients),
+                "live_grants": admin.live_grants(),
+                "grants": counts["grants"],
+                "access_tokens": counts["access_tokens"],
+                "refresh_tokens": counts["refresh_tokens"],
+                "authorization_codes": counts["authorization_codes"],
+                "pending_authorizations": counts["pending_authorizations"],
+                "database_size_bytes": admin.database_size(),
+            }
     except StorageError as exc:
         return _fail(f"storage failed: {exc}")
-    finally:
-        admin.close()
     if args.json:
         _print_json(document)
         return 0
