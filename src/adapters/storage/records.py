@@ -532,6 +532,28 @@ def insert_columns(kind: str) -> str:
     return ", ".join(column.strip().partition(".")[2] or column.strip() for column in columns.split(","))
 
 
+# -- grants list (GrantStore.grant_usage) -------------------------------------------------------
+
+
+def select_grant_usage(*, optional: str, value: str) -> str:
+    """Live grants with the time a token was last issued from each (the newest access or refresh
+    token left; issued_at is not indexed, but each grant has a few rows at most), optionally of
+    one subject and of one client: the parameters are (subject, subject, client, client), each
+    pair written as the backend's placeholder tested for NULL (``optional``) and ``value``."""
+    return f"""
+    SELECT {GRANT_COLUMNS}, (
+        SELECT max(issued_at) FROM (
+            SELECT max(a.issued_at) AS issued_at FROM access_tokens a WHERE a.grant_id = g.grant_id
+            UNION ALL SELECT max(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.grant_id
+        ) AS issued
+    )
+    FROM grants g
+    WHERE g.revoked_at IS NULL
+        AND ({optional} IS NULL OR g.subject = {value}) AND ({optional} IS NULL OR g.client_id = {value})
+    ORDER BY g.created_at, g.grant_id
+"""
+
+
 # -- keys status (StorageAdministration.hash_key_usage) ------------------------------------------
 
 

@@ -28,20 +28,8 @@ _REVOKE_GRANT_ACCESS_TOKENS = """
 _REVOKE_GRANT_REFRESH_TOKENS = """
     UPDATE refresh_tokens SET revoked_at = %(now)s WHERE grant_id = %(grant_id)s AND revoked_at IS NULL
 """
-# `grants list`: live grants with the time a token was last issued from each (the newest
-# access or refresh token left; issued_at is not indexed, but each grant has a few rows at most).
-_SELECT_GRANT_USAGE = f"""
-    SELECT {records.GRANT_COLUMNS}, (
-        SELECT max(issued_at) FROM (
-            SELECT max(a.issued_at) AS issued_at FROM access_tokens a WHERE a.grant_id = g.grant_id
-            UNION ALL SELECT max(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.grant_id
-        ) AS issued
-    )
-    FROM grants g
-    WHERE g.revoked_at IS NULL
-        AND (%s::text IS NULL OR g.subject = %s) AND (%s::text IS NULL OR g.client_id = %s)
-    ORDER BY g.created_at, g.grant_id
-"""
+# The parameter tested for NULL needs a type: PostgreSQL cannot infer one from IS NULL.
+_SELECT_GRANT_USAGE = records.select_grant_usage(optional="%s::text", value="%s")
 _SELECT_UPSTREAM = "SELECT tokens_enc FROM grant_upstream_tokens WHERE grant_id = %s"
 # Compare-and-set on the row: concurrent callers serialise on its lock and re-check the
 # condition, so one holder at a time across workers and instances.

@@ -24,20 +24,7 @@ _REVOKE_GRANT_ACCESS_TOKENS = """
     WHERE grant_id = ?2 AND (revoked_at IS NULL OR grant_revoked_at IS NULL)
 """
 _REVOKE_GRANT_REFRESH_TOKENS = "UPDATE refresh_tokens SET revoked_at = ? WHERE grant_id = ? AND revoked_at IS NULL"
-# `grants list`: live grants with the time a token was last issued from each (the newest
-# access or refresh token left; issued_at is not indexed, but each grant has a few rows at most).
-_SELECT_GRANT_USAGE = f"""
-    SELECT {records.GRANT_COLUMNS}, (
-        SELECT max(issued_at) FROM (
-            SELECT max(a.issued_at) AS issued_at FROM access_tokens a WHERE a.grant_id = g.grant_id
-            UNION ALL SELECT max(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.grant_id
-        ) AS issued
-    )
-    FROM grants g
-    WHERE g.revoked_at IS NULL
-        AND (? IS NULL OR g.subject = ?) AND (? IS NULL OR g.client_id = ?)
-    ORDER BY g.created_at, g.grant_id
-"""
+_SELECT_GRANT_USAGE = records.select_grant_usage(optional="?", value="?")
 _SELECT_UPSTREAM = "SELECT tokens_enc FROM grant_upstream_tokens WHERE grant_id = ?"
 _ACQUIRE_REFRESH_LOCK = """
     UPDATE grant_upstream_tokens SET refresh_holder = ?, refresh_until = ?
