@@ -294,13 +294,7 @@ class AuthorizationService:
         if not approved:
             self._authorizations.delete_pending(pending_id)
             self._audit.record(AuditEvent(event=CONSENT_DENIED, client_id=request.client_id))
-            return ClientRedirect.build(
-                request.redirect_uri,
-                issuer=self._policy.issuer,
-                state=request.state,
-                error=AccessDenied.error,
-                error_description="the user denied the request",
-            ).url()
+            return self._error_url(request, AccessDenied.error, "the user denied the request")
 
         state = self._tokens.generate("mob_st_")
         code_verifier = self._tokens.generate("mob_pv_")
@@ -341,14 +335,8 @@ class AuthorizationService:
             return AuthorizationRedirect(err, redirect_uri=request.redirect_uri, state=request.state)
 
         def failure_page(explanation: str) -> UpstreamSignInFailed:
-            back = ClientRedirect.build(
-                request.redirect_uri,
-                issuer=self._policy.issuer,
-                state=request.state,
-                error=ServerError.error,
-                error_description="sign-in at the identity provider failed",
-            )
-            return UpstreamSignInFailed(explanation, return_url=back.url())
+            back = self._error_url(request, ServerError.error, "sign-in at the identity provider failed")
+            return UpstreamSignInFailed(explanation, return_url=back)
 
         def sign_in_failed(upstream_error: str | None) -> None:
             self._audit.record(
@@ -417,19 +405,20 @@ class AuthorizationService:
             request.redirect_uri, issuer=self._policy.issuer, state=request.state, code=code_value
         ).url()
 
+    def _error_url(self, request: AuthorizationRequest, error: str, description: str) -> str:
+        """The client's redirect URI carrying an error (RFC 6749 §4.1.2.1), its state and our
+        issuer (RFC 9207): where a page sends the person back when the authorization ends."""
+        return ClientRedirect.build(
+            request.redirect_uri, issuer=self._policy.issuer, state=request.state, error=error, error_description=description
+        ).url()
+
     def _not_allowed(self, request: AuthorizationRequest) -> SignInNotAllowed:
         """The page for a person outside the access policy, with a way back carrying
         ``access_denied`` (RFC 6749 §4.1.2.1) so the client stops waiting."""
-        back = ClientRedirect.build(
-            request.redirect_uri,
-            issuer=self._policy.issuer,
-            state=request.state,
-            error=AccessDenied.error,
-            error_description="this account is not allowed to connect",
-        )
+        back = self._error_url(request, AccessDenied.error, "this account is not allowed to connect")
         contact = self._policy.access_denied_contact or f"the administrators of {self._policy.service_name or self._policy.issuer}"
         return SignInNotAllowed(
             f"You signed in, but your account is not allowed to connect applications to this service. "
             f"If you need access, ask {contact}.",
-            return_url=back.url(),
+            return_url=back,
         )
