@@ -175,7 +175,9 @@ def test_keyboard_reaches_deny_then_allow_with_visible_focus_and_completes_the_s
     page.keyboard.press("Enter")
 
     page.wait_for_url("**/fake-idp/authorize?**")
-    # The username field has the focus; Enter in it signs in (never cancels).
+    # The username field takes the focus (autofocus, which the browser applies when it next
+    # renders, after the load event); Enter in it signs in (never cancels).
+    page.wait_for_function("() => document.activeElement && document.activeElement.id === 'username'", timeout=5_000)
     assert page.evaluate("() => document.activeElement.id") == "username"
     page.keyboard.type("bob")
     page.keyboard.press("Enter")
