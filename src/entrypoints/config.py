@@ -532,6 +532,7 @@ def _client_registration(env: Mapping[str, str]) -> str:
 
 
 def _comma_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The variable's comma-separated items, stripped, without empty ones, each once (in order)."""
     return tuple(dict.fromkeys(item.strip() for item in (env.get(name) or "").split(",") if item.strip()))
 
 
@@ -682,7 +683,7 @@ def _entra_settings(env: Mapping[str, str]) -> EntraSettings:
 
 
 def _entra_allowed_groups(env: Mapping[str, str], scopes: tuple[str, ...]) -> tuple[str, ...]:
-    groups = tuple(dict.fromkeys(g.strip().lower() for g in (env.get("AZURE_ALLOWED_GROUPS") or "").split(",") if g.strip()))
+    groups = tuple(dict.fromkeys(group.lower() for group in _comma_list(env, "AZURE_ALLOWED_GROUPS")))
     for value in groups:
         if not GUID.fullmatch(value):
             raise ConfigError(f"AZURE_ALLOWED_GROUPS holds group object ids (GUIDs, comma-separated), got {value!r}")
@@ -693,7 +694,7 @@ def _entra_allowed_groups(env: Mapping[str, str], scopes: tuple[str, ...]) -> tu
 
 
 def _entra_required_app_roles(env: Mapping[str, str]) -> tuple[str, ...]:
-    roles = tuple(dict.fromkeys(r.strip() for r in (env.get("AZURE_REQUIRED_APP_ROLES") or "").split(",") if r.strip()))
+    roles = _comma_list(env, "AZURE_REQUIRED_APP_ROLES")
     for role in roles:
         if re.search(r"\s", role):
             raise ConfigError(f"AZURE_REQUIRED_APP_ROLES holds app role values (comma-separated, no spaces), got {role!r}")
