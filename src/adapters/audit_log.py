@@ -10,37 +10,20 @@ The domain's events carry no secret; the adapter adds only what it computes itse
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-from datetime import datetime, timezone
-from typing import Any, Sequence, TextIO
+import time
+from typing import Any, Sequence
 
 from flask import has_request_context, request
 
 from ..domain.audit import RATE_LIMIT_HIT, AuditEvent
 from .http.ratelimit import ClientAddresses
 from .http.request_context import request_id
+from .logs import StderrHandler, json_line, utc_time
 
 AUDIT_LOGGER = "mcp_oauth_bridge.audit"
 
 log = logging.getLogger(__name__)
-
-
-class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is when a line is written (a test's capture, a redirect)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: TextIO) -> None:
-        # Always sys.stderr at the time of writing.
-        pass
 
 
 def _handler(path: str | None) -> logging.Handler:
@@ -50,7 +33,7 @@ def _handler(path: str | None) -> logging.Handler:
         # (O_APPEND) do not interleave within a line.
         handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     else:
-        handler = _CurrentStderr()
+        handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     return handler
 
@@ -96,7 +79,7 @@ class JsonAuditLog:
 
     def _write(self, event: str, *, client_id: str | None, subject: str | None, grant_id: str | None, **extra: Any) -> None:
         line: dict[str, Any] = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": utc_time(time.time()),
             "event": event,
             "client_id": client_id,
             "subject": subject,
@@ -109,6 +92,6 @@ class JsonAuditLog:
             line["request_id"] = request_id()
         line.update({name: value for name, value in extra.items() if value is not None})
         try:
-            self._logger.info(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+            self._logger.info(json_line(line))
         except Exception:  # noqa: BLE001 - an audit line lost must not fail the request it records
             log.exception("could not write the audit event %s", event)

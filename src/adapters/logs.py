@@ -36,12 +36,22 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def utc_time(timestamp: float) -> str:
+    """A log line's ``time``: ISO 8601 in UTC, to the millisecond (``2026-11-30T20:19:49.273Z``)."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_line(fields: dict[str, Any]) -> str:
+    """One JSON object on one line, compact, non-ASCII kept as it is."""
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": utc_time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -49,7 +59,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+        return json_line(line)
 
 
 class _TextFormatter(logging.Formatter):
@@ -59,9 +69,9 @@ class _TextFormatter(logging.Formatter):
         return line if current is None else f"{line} [request {current}]"
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at each line (a test runner swaps it), not to the
-    stream that was current when the handler was made."""
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at each line (a test runner swaps it, a redirect), not
+    to the stream that was current when the handler was made."""
 
     @property
     def stream(self) -> Any:
@@ -80,7 +90,7 @@ def configure_logging(level: str, log_format: str, *, stream: TextIO | None = No
     for old in list(root.handlers):
         if getattr(old, "_mcp_oauth_bridge", False):
             root.removeHandler(old)
-    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler._mcp_oauth_bridge = True  # type: ignore[attr-defined]
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else _TextFormatter(TEXT_FORMAT))
