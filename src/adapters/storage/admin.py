@@ -1,11 +1,14 @@
 """What StorageAdministration does the same way on every SQL backend: the schema through the
-backend's database object, and the tables whose rows ``counts`` reports."""
+backend's database object, re-encryption batch by batch, and the tables whose rows ``counts``
+reports."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Protocol, Sequence
 
 from . import records
+from .crypto import SecretBox
 
 # What counts() reports, by table.
 COUNTED_TABLES = (
@@ -73,3 +76,48 @@ class SchemaAdministration:
             "revoked_before": now - records.REVOKED_GRANT_RETENTION,
             "unused_before": now - self._grant_retention,
         }
+
+
+class EncryptedDatabase(Protocol):
+    box: SecretBox
+
+    def atomic(self) -> AbstractContextManager[None]: ...
+
+
+def reencrypt_in_batches(
+    db: EncryptedDatabase,
+    fetchall: Callable[[str, tuple[Any, ...]], Sequence[Sequence[Any]]],
+    execute: Callable[[str, tuple[Any, ...]], object],
+    *,
+    placeholder: str,
+    lock: str,
+    batch_size: int,
+) -> int:
+    """Re-encrypt every encrypted column (records.ENCRYPTED_COLUMNS) under the newest key, a batch
+    of rows per transaction (in primary-key order), so that the server's writers wait for one
+    batch at most and an interrupted run leaves every value readable (under the old key or the
+    new) for the next run to finish; return the number of rows rewritten. Nobody rewrites a
+    batch's rows between its read and its update: ``lock`` ends the read (PostgreSQL's
+    FOR UPDATE; SQLite's transaction holds the write lock from BEGIN IMMEDIATE). ``placeholder``
+    is the backend's parameter marker."""
+    rewritten = 0
+    for table, key, columns in records.ENCRYPTED_COLUMNS:
+        present = " OR ".join(f"{column} IS NOT NULL" for column in columns)
+        select = (
+            f"SELECT {key}, {', '.join(columns)} FROM {table} WHERE ({present}) AND {key} > {placeholder} "
+            f"ORDER BY {key} LIMIT {placeholder}{lock}"
+        )
+        assignments = ", ".join(f"{column} = {placeholder}" for column in columns)
+        update = f"UPDATE {table} SET {assignments} WHERE {key} = {placeholder}"
+        after = ""
+        while True:
+            with db.atomic():
+                rows = fetchall(select, (after, batch_size))
+                for row in rows:
+                    values = [None if value is None else db.box.rotate(value) for value in row[1:]]
+                    execute(update, (*values, row[0]))
+            rewritten += len(rows)
+            if len(rows) < batch_size:
+                break
+            after = rows[-1][0]
+    return rewritten

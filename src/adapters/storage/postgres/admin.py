@@ -15,7 +15,7 @@ import psycopg
 
 from ....domain.ports import RECORD_KINDS, HashKeyUsage, ImportResult, RecordBatch
 from .. import records
-from ..admin import COUNTED_TABLES, PURGED_TABLES, SchemaAdministration
+from ..admin import COUNTED_TABLES, PURGED_TABLES, SchemaAdministration, reencrypt_in_batches
 from .database import PostgresDatabase
 
 # Rows deleted or re-encrypted per statement.
@@ -136,29 +136,9 @@ class PostgresAdministration(SchemaAdministration):
         return removed
 
     def reencrypt(self, *, batch_size: int = BATCH_ROWS) -> int:
-        """Re-encrypt every encrypted column under the newest key, a batch of rows per
-        transaction (in primary-key order); return the number of rows rewritten."""
-        rewritten = 0
-        for table, key, columns in records.ENCRYPTED_COLUMNS:
-            selected = ", ".join(columns)
-            present = " OR ".join(f"{column} IS NOT NULL" for column in columns)
-            assignments = ", ".join(f"{column} = %s" for column in columns)
-            after = ""
-            while True:
-                with self._db.atomic():
-                    rows = self._db.fetchall(
-                        f"SELECT {key}, {selected} FROM {table} WHERE ({present}) AND {key} > %s "
-                        f"ORDER BY {key} LIMIT %s FOR UPDATE",
-                        (after, batch_size),
-                    )
-                    for row in rows:
-                        values = [None if value is None else self._db.box.rotate(value) for value in row[1:]]
-                        self._db.execute(f"UPDATE {table} SET {assignments} WHERE {key} = %s", (*values, row[0]))
-                rewritten += len(rows)
-                if len(rows) < batch_size:
-                    break
-                after = rows[-1][0]
-        return rewritten
+        return reencrypt_in_batches(
+            self._db, self._db.fetchall, self._db.execute, placeholder="%s", lock=" FOR UPDATE", batch_size=batch_size
+        )
 
     def database_size(self) -> int:
         row = self._db.fetchone("SELECT pg_database_size(current_database())")

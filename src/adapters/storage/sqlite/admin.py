@@ -9,7 +9,7 @@ from typing import Any, Generator, Sequence
 
 from ....domain.ports import RECORD_KINDS, HashKeyUsage, ImportResult, RecordBatch, StorageError
 from .. import records
-from ..admin import COUNTED_TABLES, PURGED_TABLES, SchemaAdministration
+from ..admin import COUNTED_TABLES, PURGED_TABLES, SchemaAdministration, reencrypt_in_batches
 from .database import SqliteDatabase, storage_errors
 from .migrations import access_token_key
 
@@ -78,32 +78,15 @@ class SqliteAdministration(SchemaAdministration):
 
     @storage_errors
     def reencrypt(self, *, batch_size: int = BATCH_ROWS) -> int:
-        """Re-encrypt every encrypted column under the newest key, a batch of rows per
-        transaction (in primary-key order), so that the server's writers wait for one batch at
-        most and an interrupted run leaves every value readable (under the old key or the new)
-        for the next run to finish; return the number of rows rewritten."""
-        rewritten = 0
         connection = self._db.connection()
-        for table, key, columns in records.ENCRYPTED_COLUMNS:
-            selected = ", ".join(columns)
-            present = " OR ".join(f"{column} IS NOT NULL" for column in columns)
-            assignments = ", ".join(f"{column} = ?" for column in columns)
-            after = ""
-            while True:
-                # BEGIN IMMEDIATE: nobody rewrites these rows between the read and the update.
-                with self._db.atomic():
-                    rows = connection.execute(
-                        f"SELECT {key}, {selected} FROM {table} WHERE ({present}) AND {key} > ? ORDER BY {key} LIMIT ?",
-                        (after, batch_size),
-                    ).fetchall()
-                    for row in rows:
-                        values = [None if value is None else self._db.box.rotate(value) for value in row[1:]]
-                        connection.execute(f"UPDATE {table} SET {assignments} WHERE {key} = ?", (*values, row[0]))
-                rewritten += len(rows)
-                if len(rows) < batch_size:
-                    break
-                after = rows[-1][0]
-        return rewritten
+        return reencrypt_in_batches(
+            self._db,
+            lambda sql, params: connection.execute(sql, params).fetchall(),
+            connection.execute,
+            placeholder="?",
+            lock="",
+            batch_size=batch_size,
+        )
 
     def purge_expired(self, now: int) -> int:
         return sum(self.purge_expired_by_kind(now).values())
