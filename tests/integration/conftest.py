@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import responses
 from cryptography.fernet import Fernet
 from flask import Flask
 
@@ -28,6 +31,25 @@ def environment_for(data_dir: Path, **overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
+
+
+def run_check_config(cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`check-config` in a child process with exactly ``env`` (nothing of this process's own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def mock() -> Iterator[responses.RequestsMock]:
+    """The upstream provider's HTTP, answered by ``responses`` (a URL not registered fails)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
 
 
 @pytest.fixture

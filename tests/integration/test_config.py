@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ from cryptography.fernet import Fernet
 
 from mcp_oauth_bridge.entrypoints.config import SECRET_VARIABLES, ConfigError, RateLimitSettings, load_settings
 
-from .conftest import environment_for
+from .conftest import environment_for, run_check_config
 
 GUID_ID = "0f5d6a3c-2b1e-4c8d-9f7a-6e5d4c3b2a10"
 
@@ -163,27 +161,13 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_to_start_and_names_the_variable(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
-        cwd=tmp_path,
-        env=environment_for(tmp_path, PUBLIC_URL="http://mcp.example.com"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_check_config(tmp_path, environment_for(tmp_path, PUBLIC_URL="http://mcp.example.com"))
     assert result.returncode == 2
     assert "configuration error: PUBLIC_URL" in result.stderr
 
 
 def test_check_config_says_where_the_rate_limits_count_without_the_redis_password(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
-        cwd=tmp_path,
-        env=environment_for(tmp_path, RATE_LIMITS="on", RATE_LIMIT_STORAGE_URL="rediss://:hunter2@redis.internal:6380/0"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_check_config(tmp_path, environment_for(tmp_path, RATE_LIMITS="on", RATE_LIMIT_STORAGE_URL="rediss://:hunter2@redis.internal:6380/0"))
     assert result.returncode == 0, result.stderr
     assert "RATE_LIMITS=on, counters in Redis" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
@@ -212,14 +196,7 @@ def test_the_postgresql_password_is_never_shown(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_settings(environment_for(tmp_path, STORAGE_URL="postgresql://bridge:hunter2@db.internal:5432"), dotenv_path=None)
     assert "hunter2" not in str(refused.value)
-    result = subprocess.run(
-        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
-        cwd=tmp_path,
-        env=environment_for(tmp_path, STORAGE_URL=url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_check_config(tmp_path, environment_for(tmp_path, STORAGE_URL=url))
     assert result.returncode == 0, result.stderr
     assert "STORAGE_URL=postgresql://bridge:***@db.internal" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
@@ -394,14 +371,7 @@ def test_keys_are_not_generated_when_the_configuration_is_wrong(tmp_path: Path) 
 
 
 def test_the_cli_prints_every_problem(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
-        cwd=tmp_path,
-        env=environment_for(tmp_path, IDP_PROVIDER="azure", LOG_LEVEL="LOUD"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_check_config(tmp_path, environment_for(tmp_path, IDP_PROVIDER="azure", LOG_LEVEL="LOUD"))
     assert result.returncode == 2
     assert "configuration error: 4 problems:" in result.stderr
     for variable in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "LOG_LEVEL"):

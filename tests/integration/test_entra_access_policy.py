@@ -6,7 +6,7 @@ same after a refresh; Graph failures fail closed."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -58,12 +58,6 @@ POLICY = AccessPolicy.of(
         ClaimRequirement("roles", frozenset({"MCP.User"})),
     ]
 )
-
-
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ AZURE_CLIENT_CERTIFICATE_PATH / AZURE_CLIENT_CERTIFICATE_PASSWORD."""
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -33,7 +31,7 @@ from mcp_oauth_bridge.entrypoints.config import ConfigError, load_settings
 from tests.fakes import FixedClock
 
 from .certificates import certificate_for, certificate_pem, key_pem, rsa_key, sha256_thumbprint, write_credential
-from .conftest import environment_for
+from .conftest import environment_for, run_check_config
 from .entra_standin import USERNAME, EntraStandIn, s256
 from .mcp_calls import MODERN
 from .mcp_sdk_driver import (
@@ -73,12 +71,6 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 @pytest.fixture
 def credential_file(tmp_path: Path) -> Path:
     return write_credential(tmp_path / "app.pem", rsa_key(), certificate_for(rsa_key()))
-
-
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
 
 
 def entra(mock: responses.RequestsMock) -> None:
@@ -329,14 +321,7 @@ def test_a_server_configured_with_a_certificate_signs_people_in_through_entra(tm
 def test_check_config_shows_the_certificate_the_portal_lists(tmp_path: Path) -> None:
     uploaded = certificate_for(rsa_key(), days=100)
     path = write_credential(tmp_path / "app.pem", rsa_key(), uploaded)
-    result = subprocess.run(
-        [sys.executable, "-m", "mcp_oauth_bridge.entrypoints.cli", "check-config"],
-        cwd=tmp_path,
-        env=entra_environment(tmp_path, AZURE_CLIENT_CERTIFICATE_PATH=str(path)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_check_config(tmp_path, entra_environment(tmp_path, AZURE_CLIENT_CERTIFICATE_PATH=str(path)))
     assert result.returncode == 0, result.stderr
     sha1 = uploaded.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - the portal's thumbprint
     assert f"AZURE_CLIENT_CERTIFICATE_PATH: CN=mcp-oauth-bridge, thumbprint {sha1}, expires {uploaded.not_valid_after_utc:%Y-%m-%d}" in result.stdout

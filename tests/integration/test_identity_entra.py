@@ -4,7 +4,7 @@ and the callback error sentences."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -94,12 +94,6 @@ class Entra:
 
     def jwks_calls(self) -> list[Any]:
         return calls_to(self.mock, self.jwks_uri)
-
-
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -138,12 +138,6 @@ class Upstream:
 
     def jwks_calls(self) -> list[Any]:
         return calls_to(self.mock, self.jwks_uri)
-
-
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ endpoint (OIDC Core 1.0 §5.3, §5.4; its ``sub`` must equal the ID token's, §5
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -78,12 +78,6 @@ def id_token_claims(*, nonce: str | None = NONCE) -> dict[str, Any]:
     if nonce is not None:
         claims["nonce"] = nonce
     return claims
-
-
-@pytest.fixture
-def mock() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
 
 
 @pytest.fixture
