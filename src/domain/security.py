@@ -50,41 +50,31 @@ class TokenHasher:
         if len(set(ids)) != len(ids):
             raise ValueError("the token hash keys must all differ")
         self._keys = keys
-        self._ids = tuple(bytes.fromhex(identifier) for identifier in ids)
         self.key_ids: tuple[str, ...] = ids
-        self._current_key, self._current_id = keys[0], ids[0]
-
-    @staticmethod
-    def _digest(key: bytes, value: str) -> bytes:
-        # The one-shot hmac.digest (OpenSSL's HMAC in one call) costs about half of hmac.new().
-        return hmac.digest(key, value.encode("utf-8"), "sha256")
 
     def hash(self, value: str) -> str:
         """The hash to store for a new value: under the first key, ending with its id."""
-        # On every request (the bearer check): one OpenSSL call, then text, nothing else.
-        return hmac.digest(self._current_key, value.encode("utf-8"), "sha256").hex()[: 2 * HMAC_BYTES] + self._current_id
+        return self._keyed_hash(self._keys[0], self.key_ids[0], value)
+
+    @staticmethod
+    def _keyed_hash(key: bytes, identifier: str, value: str) -> str:
+        # On every request (the bearer check): one OpenSSL call (the one-shot hmac.digest costs
+        # about half of hmac.new()), then text, nothing else.
+        return hmac.digest(key, value.encode("utf-8"), "sha256").hex()[: 2 * HMAC_BYTES] + identifier
 
     def hashes(self, value: str) -> Iterator[str]:
         """Every hash ``value`` may be stored under, the current one first: under each key in
-        turn, then the legacy forms. Computed lazily, as they are needed."""
-        yield self.hash(value)
-        yield from self._older_hashes(value)
-
-    def _older_hashes(self, value: str) -> Iterator[str]:
-        for key, identifier in zip(self._keys[1:], self._ids[1:]):
-            yield (self._digest(key, value)[:HMAC_BYTES] + identifier).hex()
+        turn, then the legacy forms (the whole HMAC). Computed lazily, as they are needed."""
+        for key, identifier in zip(self._keys, self.key_ids):
+            yield self._keyed_hash(key, identifier, value)
         for key in self._keys:
-            yield self._digest(key, value).hex()
+            yield hmac.digest(key, value.encode("utf-8"), "sha256").hex()
 
     def find(self, value: str, lookup: Callable[[str], T | None]) -> tuple[str, T] | None:
         """The first of ``value``'s hashes that ``lookup`` finds, with what it found: one HMAC
         and one read for a value issued under the current key (nearly every request); at most
         two more per key for anything else."""
-        current = self.hash(value)
-        found = lookup(current)
-        if found is not None:
-            return current, found
-        for candidate in self._older_hashes(value):
+        for candidate in self.hashes(value):
             found = lookup(candidate)
             if found is not None:
                 return candidate, found
