@@ -245,22 +245,31 @@ class TokenService:
         if found is None:
             return
         token, grant = found
-        if (
-            token.client_id != client.client_id
-            or grant.is_revoked
-            or token.revoked_at is not None
-            or token.expires_at <= now
-            or self._past_max_lifetime(grant, now)
-            or (token.rotated_at is not None and not self._may_retry(token, now))
-        ):
-            return
+        try:
+            self._check_usable(client, token, grant, now)
+        except (InvalidGrant, _Replay):
+            return  # the transaction below answers it
         try:
             self._upstream.ensure_current(grant.grant_id)
         except InvalidToken as exc:
             raise InvalidGrant(exc.description) from None
 
-    def _past_max_lifetime(self, grant: Grant, now: int) -> bool:
-        return now >= grant.created_at + self._policy.grant_max_lifetime
+    def _check_usable(self, client: Client, token: RefreshToken, grant: Grant, now: int) -> None:
+        """Why a refresh token that was found cannot be used (``InvalidGrant``), or ``_Replay``
+        for a rotated one presented outside the grace for one retry."""
+        if token.client_id != client.client_id:
+            raise InvalidGrant("refresh token was issued to another client")
+        if grant.is_revoked or token.revoked_at is not None:
+            raise InvalidGrant("refresh token was revoked")
+        if token.expires_at <= now:
+            raise InvalidGrant("refresh token expired")
+        if now >= grant.created_at + self._policy.grant_max_lifetime:
+            # GRANT_MAX_LIFETIME: the person signs in again.
+            raise InvalidGrant("the authorization reached its maximum lifetime; sign in again")
+        if token.rotated_at is not None and not self._may_retry(token, now):
+            # Replay detection comes first: whatever else the replaying request asks for, reuse of
+            # a rotated token outside the grace rules revokes the whole grant.
+            raise _Replay(grant)
 
     def _refresh_locked(
         self, client: Client, refresh_token: str, requested: tuple[str, ...], resource: str | None, now: int
@@ -270,20 +279,8 @@ class TokenService:
             self._check_forgotten_generation(client, refresh_token)
             raise InvalidGrant("unknown refresh token")
         token, grant = found
-        if token.client_id != client.client_id:
-            raise InvalidGrant("refresh token was issued to another client")
-        if grant.is_revoked or token.revoked_at is not None:
-            raise InvalidGrant("refresh token was revoked")
-        if token.expires_at <= now:
-            raise InvalidGrant("refresh token expired")
-        if self._past_max_lifetime(grant, now):
-            # GRANT_MAX_LIFETIME: the person signs in again.
-            raise InvalidGrant("the authorization reached its maximum lifetime; sign in again")
+        self._check_usable(client, token, grant, now)
         retry = token.rotated_at is not None
-        if retry and not self._may_retry(token, now):
-            # Replay detection comes first: whatever else the replaying request asks for, reuse of
-            # a rotated token outside the grace rules revokes the whole grant.
-            raise _Replay(grant)
         if resource is not None and not resource_matches(resource, grant.resource):
             raise InvalidTarget("resource does not match the authorization")
         # RFC 6749 §6: the new scope must not include any scope not originally granted.
