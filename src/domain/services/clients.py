@@ -145,14 +145,7 @@ class ClientDirectory:
         """The client a document describes, under today's rules (the allowlist may have changed
         since it was cached). Raises ``InvalidClientMetadata`` / ``InvalidRedirectUri``."""
         check_document(document, client_id)
-        validated = validate_client_metadata(
-            document,
-            self._policy.scopes_supported,
-            self._web_urls,
-            extra_redirect_schemes=frozenset(self._policy.extra_redirect_schemes),
-            allowlist=self._policy.redirect_uri_allowlist,
-            published=True,
-        )
+        validated = validate_client_metadata(document, self._policy, self._web_urls, published=True)
         return validated.client(client_id, issued_at=0, kind=METADATA_DOCUMENT_CLIENT_KIND)
 
     def _stored_client(self, stored: Client | None, described: Client, now: int) -> Client:

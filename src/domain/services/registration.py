@@ -7,7 +7,6 @@ from typing import Any, Iterator, Mapping
 
 from ..audit import CLIENT_DELETED, CLIENT_REGISTERED, CLIENT_UPDATED, NoAuditTrail, client_event
 from ..errors import InvalidClientMetadata, InvalidRedirectUri, InvalidToken
-from ..client_documents import RedirectUriAllowlist
 from ..model import DYNAMIC_CLIENT_KIND, OPERATOR_CLIENT_KIND, PUBLIC_CLIENT_AUTH_METHOD, Client
 from ..policy import ServerPolicy
 from ..ports import AuditTrail, ClientRepository, Clock, RehashedColumn, TokenGenerator, WebUrlParser
@@ -179,20 +178,21 @@ class ValidatedMetadata:
 
 def validate_client_metadata(
     metadata: Mapping[str, Any],
-    scopes_supported: tuple[str, ...],
+    policy: ServerPolicy,
     web_urls: WebUrlParser,
     *,
-    extra_redirect_schemes: frozenset[str] = frozenset(),
-    allowlist: RedirectUriAllowlist = RedirectUriAllowlist(),
+    self_declared: bool = True,
     published: bool = False,
 ) -> ValidatedMetadata:
-    """Apply RFC 7591 §2 to a metadata document: a DCR body, or (``published``) a client ID
-    metadata document, whose client is public by default and may list grant types meant for
-    other servers (Claude's lists jwt-bearer): those are ignored rather than refused."""
+    """Apply RFC 7591 §2, under the server's policy, to a metadata document: a DCR body, or
+    (``published``) a client ID metadata document, whose client is public by default and may
+    list grant types meant for other servers (Claude's lists jwt-bearer): those are ignored
+    rather than refused. The redirect URI allowlist binds ``self_declared`` clients only (not
+    those an operator creates)."""
     _require_utf8(metadata)
-    redirect_uris = _redirect_uris(metadata, web_urls, extra_redirect_schemes)
+    redirect_uris = _redirect_uris(metadata, web_urls, frozenset(policy.extra_redirect_schemes))
     for index, uri in enumerate(redirect_uris):
-        if not allowlist.admits(uri):
+        if self_declared and not policy.redirect_uri_allowlist.admits(uri):
             raise InvalidRedirectUri(f"redirect_uris[{index}] ({uri}) is not among the redirect URIs this server allows")
 
     grant_types = _string_list(metadata, "grant_types", DEFAULT_GRANT_TYPES)
@@ -236,7 +236,7 @@ def validate_client_metadata(
     scope = _optional_string(metadata, "scope", MAX_SCOPE_LENGTH)
     if scope is not None:
         # RFC 7591 §2: the server may narrow the scope; unknown scopes are dropped.
-        kept = [s for s in dict.fromkeys(scope.split()) if s in scopes_supported]
+        kept = [s for s in dict.fromkeys(scope.split()) if s in policy.scopes_supported]
         scope = " ".join(kept) or None
 
     extra: dict[str, Any] = {}
@@ -325,13 +325,7 @@ class RegistrationService:
         return self._registered(client, secret, registration_token)
 
     def _validate(self, metadata: Mapping[str, Any]) -> ValidatedMetadata:
-        return validate_client_metadata(
-            metadata,
-            self._policy.scopes_supported,
-            self._web_urls,
-            extra_redirect_schemes=frozenset(self._policy.extra_redirect_schemes),
-            allowlist=self._policy.redirect_uri_allowlist,
-        )
+        return validate_client_metadata(metadata, self._policy, self._web_urls)
 
     def _with_secret(self, client: Client) -> tuple[Client, str | None]:
         """A confidential client keeps the secret it has, or gets a new one (returned once); a
@@ -424,9 +418,9 @@ class RegistrationService:
                 "redirect_uris": redirect_uris,
                 "token_endpoint_auth_method": PUBLIC_CLIENT_AUTH_METHOD if public else DEFAULT_TOKEN_ENDPOINT_AUTH_METHOD,
             },
-            self._policy.scopes_supported,
+            self._policy,
             self._web_urls,
-            extra_redirect_schemes=frozenset(self._policy.extra_redirect_schemes),
+            self_declared=False,
         )
         if validated.client_name is None:
             raise InvalidClientMetadata("the client needs a name")
