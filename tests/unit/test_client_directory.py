@@ -275,6 +275,14 @@ def test_the_allowlist_binds_clients_registered_before_it() -> None:
     assert "not among" in (caught.value.description or "")
 
 
+def test_the_allowlist_does_not_bind_operator_clients() -> None:
+    world = make_world(redirect_uri_allowlist=RedirectUriAllowlist(("https://claude.ai/api/mcp/auth_callback",)))
+    with pytest.raises(InvalidRedirectUri):
+        world.register(redirect_uris=[REDIRECT])
+    operator = world.registration.create_operator_client(name="Org app", redirect_uris=[REDIRECT], public=True)
+    assert world.start(operator, redirect_uri=REDIRECT).request.redirect_uri == REDIRECT
+
+
 # -- registration policy -------------------------------------------------------------------------
 
 
