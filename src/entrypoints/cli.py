@@ -114,7 +114,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _purge(settings: Settings, args: argparse.Namespace) -> int:
     container = build_container(settings)
     try:
-        report = container.housekeeping().purge_report()
+        report = container.housekeeping().purge()
         # Rate-limit counters in the database (those in Redis expire by themselves).
         counters = container.rate_limit_store().purge_expired(container.clock().now())
     except StorageError as exc:

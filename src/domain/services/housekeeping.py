@@ -17,16 +17,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PurgeResult:
-    expired_rows: int
-    deleted_clients: int
-
-
-@dataclass(frozen=True)
 class PurgeReport:
     # Rows deleted, by kind (table name).
     expired_rows: Mapping[str, int]
     deleted_clients: int
+
+    @property
+    def expired_total(self) -> int:
+        return sum(self.expired_rows.values())
 
 
 class Housekeeping:
@@ -43,12 +41,8 @@ class Housekeeping:
         self._next_purge = 0
         self._lock = threading.Lock()
 
-    def purge(self) -> PurgeResult:
-        report = self.purge_report()
-        return PurgeResult(expired_rows=sum(report.expired_rows.values()), deleted_clients=report.deleted_clients)
-
-    def purge_report(self) -> PurgeReport:
-        """``purge``, with the rows that went counted by kind (for `mcp-oauth-bridge purge`)."""
+    def purge(self) -> PurgeReport:
+        """Delete what expired and the unused clients; the rows that went, counted by kind."""
         now = self._clock.now()
         # Clients first: deleting one deletes what was issued to it.
         deleted = self._clients.delete_unused(
@@ -68,13 +62,13 @@ class Housekeeping:
                 return
             self._next_purge = now + self._policy.purge_interval
             try:
-                result = self.purge()
+                report = self.purge()
             except StorageError as exc:
                 # The request that happened to run the purge must not fail for it; the next
                 # interval tries again.
                 log.warning("purge failed: %s", exc)
                 return
-            if result.expired_rows or result.deleted_clients:
-                log.info("purged %d expired rows and %d unused clients", result.expired_rows, result.deleted_clients)
+            if report.expired_total or report.deleted_clients:
+                log.info("purged %d expired rows and %d unused clients", report.expired_total, report.deleted_clients)
         finally:
             self._lock.release()
