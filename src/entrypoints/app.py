@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import re
 from typing import Any, Callable
 
@@ -27,7 +26,6 @@ PUBLIC_CORS_PATHS = r"^/(\.well-known/.*|oauth/(register|token|revoke)|register|
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> Flask:
     settings = settings or load_settings()
     container = container or build_container(settings)
-    logging.getLogger("mcp_oauth_bridge").setLevel(settings.log_level)
     # Here, not in the CLI, so that `gunicorn wsgi:app` logs as `serve` does (LOG_LEVEL, LOG_FORMAT).
     logs.configure_logging(settings.log_level, settings.log_format)
 
