@@ -156,7 +156,9 @@ def test_after_a_refresh_without_an_id_token_the_claims_come_from_userinfo(mock:
     identity = provider().identity_after_refresh(UpstreamTokens(access_token="fresh-at", expires_at=NOW + 3600))
     assert identity.subject == SUBJECT
     assert identity.policy_claims["groups"] == ["mcp-users"]
-    assert calls_to(mock, USERINFO)[0].request.headers["Authorization"] == "Bearer fresh-at"
+    # One userinfo request: its answer is not completed from userinfo a second time.
+    (call,) = calls_to(mock, USERINFO)
+    assert call.request.headers["Authorization"] == "Bearer fresh-at"
 
 
 def test_after_a_refresh_with_an_id_token_it_is_validated_and_completed(mock: responses.RequestsMock, key: SigningKey) -> None:

@@ -449,8 +449,8 @@ class OidcIdentityProvider:
         if tokens.id_token:
             claims = self.validate_id_token(tokens.id_token, nonce=None)
             return self._identity_with_policy_claims(claims, tokens)
-        claims = self._userinfo(tokens.access_token, expected_subject=None)
-        return self._identity_with_policy_claims(claims, tokens)
+        # Userinfo's answer is all there is: nothing to complete it from (no second request).
+        return self._policy_identity(self._userinfo(tokens.access_token, expected_subject=None), tokens)
 
     def _asks_consent(self) -> bool:
         if self._prompt_consent == "always":
@@ -458,7 +458,9 @@ class OidcIdentityProvider:
         return self._prompt_consent == "auto" and "offline_access" in self._scopes
 
     def _identity_with_policy_claims(self, claims: Mapping[str, Any], tokens: UpstreamTokens) -> UpstreamIdentity:
-        claims = self._completed_claims(claims, tokens.access_token)
+        return self._policy_identity(self._completed_claims(claims, tokens.access_token), tokens)
+
+    def _policy_identity(self, claims: Mapping[str, Any], tokens: UpstreamTokens) -> UpstreamIdentity:
         return replace(self._identity(claims), policy_claims=self._policy_claims(claims, tokens))
 
     def _policy_claims(self, claims: Mapping[str, Any], tokens: UpstreamTokens) -> Mapping[str, Any]:
