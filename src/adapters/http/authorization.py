@@ -23,7 +23,7 @@ from ...domain.services.redirects import ClientRedirect
 from . import connections
 from .consent_page import consent_view
 from .errors import error_page, render_page
-from .pages import cookie_name
+from .pages import cookie_name, served_over_https
 from .schemas import AuthorizationRequestSchema, CallbackSchema, ConsentSchema, form_params, parse, query_params
 from .services import services
 
@@ -121,7 +121,7 @@ def authorize() -> BaseResponse:
         prompt.browser_id,
         max_age=BROWSER_COOKIE_MAX_AGE,
         path="/",
-        secure=policy.issuer.startswith("https://"),
+        secure=served_over_https(policy),
         httponly=True,
         # Lax: sent on the top-level navigation back from the identity provider, not on
         # cross-site POSTs.

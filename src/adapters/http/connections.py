@@ -25,7 +25,7 @@ from ...domain.services.connections import SIGN_IN_TTL, AccountSignIn, Connectio
 from ...domain.uris import redirect_destination
 from .consent_page import SELF_DECLARED, TRUSTED_BY_OPERATOR, VERIFIED_HOST
 from .errors import error_page, render_page
-from .pages import cookie_name
+from .pages import cookie_name, served_over_https
 from .schemas import form_params, query_params
 from .scope_descriptions import describe_scopes
 from .services import services
@@ -44,7 +44,7 @@ SESSION_SALT = "mob-account-session"
 
 
 def _secure() -> bool:
-    return services().policy().issuer.startswith("https://")
+    return served_over_https(services().policy())
 
 
 def _cookie_name(name: str) -> str:
@@ -78,6 +78,10 @@ def _set(response: BaseResponse, name: str, salt: str, value: Mapping[str, Any],
         httponly=True,
         samesite="Lax",
     )
+
+
+def _clear(response: BaseResponse, name: str) -> None:
+    response.delete_cookie(_cookie_name(name), path="/", secure=_secure(), httponly=True, samesite="Lax")
 
 
 def _no_store(response: BaseResponse) -> BaseResponse:
@@ -183,7 +187,7 @@ def finish_sign_in(sign_in: AccountSignIn, params: Mapping[str, Any]) -> BaseRes
         session = {"sub": identity.subject, "name": name if isinstance(name, str) else None, "csrf": secrets.token_urlsafe(32)}
         _set(response, SESSION_COOKIE, SESSION_SALT, session, SESSION_TTL)
     # Single use, whatever happened.
-    response.delete_cookie(_cookie_name(SIGN_IN_COOKIE), path="/", secure=_secure(), httponly=True, samesite="Lax")
+    _clear(response, SIGN_IN_COOKIE)
     return response
 
 
@@ -213,5 +217,5 @@ def revoke() -> BaseResponse:
 def sign_out() -> BaseResponse:
     response = _no_store(redirect(CONNECTIONS_PATH, code=303))
     if _checked_session(form_params()) is not None:
-        response.delete_cookie(_cookie_name(SESSION_COOKIE), path="/", secure=_secure(), httponly=True, samesite="Lax")
+        _clear(response, SESSION_COOKIE)
     return response

@@ -15,10 +15,15 @@ def service_name(policy: ServerPolicy) -> str:
     return policy.service_name or urlsplit(policy.issuer).hostname or policy.issuer
 
 
+def served_over_https(policy: ServerPolicy) -> bool:
+    """Whether browsers reach this server over https: its cookies are then Secure."""
+    return policy.issuer.startswith("https://")
+
+
 def cookie_name(name: str, policy: ServerPolicy) -> str:
     """A browser cookie's name: over https with the __Host- prefix (RFC 6265bis §4.1.3.2),
     which pins it to this host and to secure connections."""
-    return f"__Host-{name}" if policy.issuer.startswith("https://") else name
+    return f"__Host-{name}" if served_over_https(policy) else name
 
 
 def install(app: Flask) -> None:
