@@ -482,16 +482,25 @@ def _rate_limit_storage_url(env: Mapping[str, str]) -> str | None:
 def _forwarded_allow_ips(env: Mapping[str, str]) -> tuple[str, ...]:
     """gunicorn's syntax (gunicorn_conf.py reads the same variable): comma-separated addresses
     or networks, host bits clear; ``*`` trusts every peer."""
-    raw = env.get("FORWARDED_ALLOW_IPS")
-    entries = tuple(e.strip() for e in (DEFAULT_FORWARDED_ALLOW_IPS if raw is None else raw).split(",") if e.strip())
+    return _ip_networks(env, "FORWARDED_ALLOW_IPS", (DEFAULT_FORWARDED_ALLOW_IPS,), any_peer=True)
+
+
+def _ip_networks(env: Mapping[str, str], name: str, default: tuple[str, ...], *, any_peer: bool = False) -> tuple[str, ...]:
+    """A variable of comma-separated IP addresses or networks (host bits clear), each checked;
+    ``*`` too where ``any_peer``; ``default`` when it is not set."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
     for entry in entries:
-        if entry == "*":
+        if any_peer and entry == "*":
             continue
         try:
             ipaddress.ip_network(entry)
         except ValueError:
             raise ConfigError(
-                f"FORWARDED_ALLOW_IPS must be comma-separated IP addresses or networks (e.g. 127.0.0.1,10.0.0.0/8) or *, got {entry!r}"
+                f"{name} must be comma-separated IP addresses or networks (e.g. 127.0.0.1,10.0.0.0/8)"
+                f"{' or *' if any_peer else ''}, got {entry!r}"
             ) from None
     return entries
 
@@ -885,18 +894,7 @@ def _log_level(env: Mapping[str, str]) -> str:
 def _metrics_allowed_ips(env: Mapping[str, str]) -> tuple[str, ...]:
     """METRICS_ALLOWED_IPS: comma-separated addresses or networks (host bits clear); empty
     allows no address (METRICS_TOKEN only)."""
-    raw = env.get("METRICS_ALLOWED_IPS")
-    if raw is None:
-        return DEFAULT_METRICS_ALLOWED_IPS
-    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
-    for entry in entries:
-        try:
-            ipaddress.ip_network(entry)
-        except ValueError:
-            raise ConfigError(
-                f"METRICS_ALLOWED_IPS must be comma-separated IP addresses or networks (e.g. 127.0.0.1,10.0.0.0/8), got {entry!r}"
-            ) from None
-    return entries
+    return _ip_networks(env, "METRICS_ALLOWED_IPS", DEFAULT_METRICS_ALLOWED_IPS)
 
 
 def _metrics_token(env: Mapping[str, str]) -> str | None:
