@@ -698,7 +698,7 @@ def _entra_allowed_groups(env: Mapping[str, str], scopes: tuple[str, ...]) -> tu
             raise ConfigError(f"AZURE_ALLOWED_GROUPS holds group object ids (GUIDs, comma-separated), got {value!r}")
     if groups:
         # Membership may have to be read from Microsoft Graph, in the same token as AZURE_SCOPES.
-        _checked("AZURE_ALLOWED_GROUPS", lambda: entra_scopes(scopes + ("User.Read",)))
+        _checked("AZURE_ALLOWED_GROUPS", lambda: entra_scopes(scopes, reads_groups=True))
     return groups
 
 

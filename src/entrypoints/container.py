@@ -54,10 +54,7 @@ def entra_scopes(settings: Settings) -> tuple[str, ...]:
     """What to ask Entra ID for: AZURE_SCOPES plus what the enabled toolsets' APIs need."""
     assert settings.entra is not None
     needed = GraphMailToolset.upstream_scopes if "mail" in settings.toolsets else ()
-    # AZURE_ALLOWED_GROUPS: group membership may have to be read from Graph (groups overage);
-    # checkMemberGroups for the signed-in user needs only User.Read (no admin consent).
-    groups = ("User.Read",) if settings.entra.allowed_groups else ()
-    return tuple(dict.fromkeys(settings.entra.scopes + needed + groups))
+    return tuple(dict.fromkeys(settings.entra.scopes + needed))
 
 
 def server_info() -> ServerInfo:

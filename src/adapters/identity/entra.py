@@ -151,16 +151,21 @@ def _scope_resource(scope: str) -> str | None:
     return scope.rsplit("/", 1)[0] if "/" in scope else None
 
 
-def entra_scopes(extra: Iterable[str], *, graph_resource: str = DEFAULT_GRAPH_RESOURCE) -> tuple[str, ...]:
+def entra_scopes(
+    extra: Iterable[str], *, graph_resource: str = DEFAULT_GRAPH_RESOURCE, reads_groups: bool = False
+) -> tuple[str, ...]:
     """``openid profile email offline_access`` plus the API scopes, short Graph names
-    (``Mail.Read``) made full (``https://graph.microsoft.com/Mail.Read``).
+    (``Mail.Read``) made full (``https://graph.microsoft.com/Mail.Read``), then what reading
+    group membership from Graph needs when ``reads_groups`` (allowed groups are set).
 
     Entra ID issues an access token for one API per request (AADSTS28000), so the API scopes
     must all belong to one resource.
     """
     resource_prefix = graph_resource.rstrip("/") + "/"
     scopes = list(BASE_SCOPES)
-    for scope in extra:
+    # Groups overage: checkMemberGroups for the signed-in person needs only User.Read (no admin
+    # consent), in the same token as the other API scopes.
+    for scope in (*extra, *(("User.Read",) if reads_groups else ())):
         scope = scope.strip()
         if not scope:
             continue
@@ -229,7 +234,7 @@ class EntraIdentityProvider(OidcIdentityProvider):
             client_secret=client_secret,
             redirect_uri=redirect_uri,
             clock=clock,
-            scopes=entra_scopes(scopes, graph_resource=graph_resource),
+            scopes=entra_scopes(scopes, graph_resource=graph_resource, reads_groups=bool(groups)),
             session=session,
             timeout=timeout,
             leeway=leeway,
