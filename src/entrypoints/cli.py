@@ -17,7 +17,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..adapters.logs import configure_logging
 from ..adapters.system import SystemClock
-from ..domain.errors import OAuthError
 from ..domain.ports import StorageAdministration, StorageError
 from ..domain.security import TokenHasher
 from ..domain.services.storage_copy import CopyReport, SourceSchemaNotCurrent, StorageCopy, TargetNotEmpty
@@ -242,60 +241,6 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _clients_add(settings: Settings, args: argparse.Namespace) -> int:
-    container = build_container(settings)
-    try:
-        container.storage_admin().ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
-        created = container.registration_service().create_operator_client(
-            name=args.name, redirect_uris=args.redirect_uris, public=args.public
-        )
-    except OAuthError as exc:
-        print(f"mcp-oauth-bridge: cannot create the client: {exc.description or exc.error}", file=sys.stderr)
-        return 1
-    except StorageError as exc:
-        print(f"mcp-oauth-bridge: cannot create the client: {exc}", file=sys.stderr)
-        return 1
-    client = created.client
-    if args.json:
-        print(json.dumps({"client_id": client.client_id, "client_secret": created.client_secret, **client.metadata()}))
-        return 0
-    print(f"created the {'public' if client.is_public else 'confidential'} client {client.client_name!r}")
-    print(f"client_id:     {client.client_id}")
-    if created.client_secret is not None:
-        print(f"client_secret: {created.client_secret}")
-        print("the secret is shown only this once (the server keeps only a hash of it): store it now")
-    for uri in client.redirect_uris:
-        print(f"redirect URI:  {uri}")
-    return 0
-
-
-CLIENT_COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
-    "add": ("create a trusted client with exact redirect URIs; prints its id and (once) its secret", _clients_add),
-    # list, show, disable, enable, delete (cli_admin.py).
-    **cli_admin.CLIENT_COMMANDS,
-}
-
-
-_clients = cli_admin.group(CLIENT_COMMANDS, "clients_command")
-
-
-def _add_client_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    if name != "add":
-        cli_admin.add_client_arguments(name, parser)
-        return
-    parser.add_argument("--name", required=True, help="the name people see on the consent page")
-    parser.add_argument(
-        "--redirect-uri",
-        dest="redirect_uris",
-        action="append",
-        required=True,
-        metavar="URI",
-        help="an exact redirect URI (repeat for several), e.g. https://claude.ai/api/mcp/auth_callback",
-    )
-    parser.add_argument(
-        "--public", action="store_true", help="a public client (no secret; PKCE only) instead of a confidential one"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object (client_id, client_secret, metadata)")
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
@@ -307,7 +252,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] =
         _copy_storage,
     ),
     "check-config": ("validate the configuration and print the main settings", _check_config),
-    "clients": ("manage clients: add, list, show, disable, enable, delete", _clients),
+    "clients": ("manage clients: add, list, show, disable, enable, delete", cli_admin.clients),
     "grants": ("list who is connected, and revoke grants (offboarding: `grants revoke --user SUBJECT`)", cli_admin.grants),
     "keys": (
         "key rotation: `keys rotate-encryption` re-encrypts under the first key of ENCRYPTION_KEYS; `keys status` "
@@ -346,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--bind", help="host:port to listen on (default 127.0.0.1:8000 or $BIND)")
             sub.add_argument("--workers", type=int, help="gunicorn worker processes (default 2)")
         if name == "clients":
-            cli_admin.add_group(sub, "clients_command", CLIENT_COMMANDS, _add_client_arguments)
+            cli_admin.add_group(sub, "clients_command", cli_admin.CLIENT_COMMANDS, cli_admin.add_client_arguments)
         if name == "keys":
             cli_admin.add_group(sub, "keys_command", cli_admin.KEY_COMMANDS, cli_admin.add_key_arguments,
                                 cli_admin.KEYS_EPILOG)

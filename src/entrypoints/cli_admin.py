@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from ..adapters.storage.sqlite.backup import BackupRefused, backup_database
+from ..domain.errors import OAuthError
 from ..domain.model import Client
 from ..domain.ports import GrantUsage, HashKeyUsage, StorageError
 from ..domain.services.administration import AdministrationService, ClientSummary, UnknownRecord
@@ -48,8 +49,8 @@ def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> No
 
 @contextmanager
 def _storage(settings: Settings) -> Iterator[Container]:
-    """The container of one command, its schema brought up to date first (as `clients add`
-    does), its connections closed at the end."""
+    """The container of one command, its schema brought up to date first, its connections
+    closed at the end."""
     container = build_container(settings)
     try:
         container.storage_admin().ensure_schema(busy_wait=SCHEMA_BUSY_WAIT)
@@ -180,7 +181,32 @@ def clients_delete(service: AdministrationService, args: argparse.Namespace) -> 
     return 0
 
 
+def clients_add(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        with _storage(settings) as container:
+            created = container.registration_service().create_operator_client(
+                name=args.name, redirect_uris=args.redirect_uris, public=args.public
+            )
+    except OAuthError as exc:
+        return _fail(f"cannot create the client: {exc.description or exc.error}")
+    except StorageError as exc:
+        return _fail(f"cannot create the client: {exc}")
+    client = created.client
+    if args.json:
+        print(json.dumps({"client_id": client.client_id, "client_secret": created.client_secret, **client.metadata()}))
+        return 0
+    print(f"created the {'public' if client.is_public else 'confidential'} client {client.client_name!r}")
+    print(f"client_id:     {client.client_id}")
+    if created.client_secret is not None:
+        print(f"client_secret: {created.client_secret}")
+        print("the secret is shown only this once (the server keeps only a hash of it): store it now")
+    for uri in client.redirect_uris:
+        print(f"redirect URI:  {uri}")
+    return 0
+
+
 CLIENT_COMMANDS: dict[str, tuple[str, Command]] = {
+    "add": ("create a trusted client with exact redirect URIs; prints its id and (once) its secret", clients_add),
     "list": ("list the clients: id, kind, name, created, last used, disabled, live grants", clients_list),
     "show": ("show one client", clients_show),
     "disable": (
@@ -193,6 +219,21 @@ CLIENT_COMMANDS: dict[str, tuple[str, Command]] = {
 
 
 def add_client_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "add":
+        parser.add_argument("--name", required=True, help="the name people see on the consent page")
+        parser.add_argument(
+            "--redirect-uri",
+            dest="redirect_uris",
+            action="append",
+            required=True,
+            metavar="URI",
+            help="an exact redirect URI (repeat for several), e.g. https://claude.ai/api/mcp/auth_callback",
+        )
+        parser.add_argument(
+            "--public", action="store_true", help="a public client (no secret; PKCE only) instead of a confidential one"
+        )
+        parser.add_argument("--json", action="store_true", help="print one JSON object (client_id, client_secret, metadata)")
+        return
     if name != "list":
         parser.add_argument("client_id", metavar="ID", help="the client's id (see `clients list`)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -315,8 +356,8 @@ def group(commands: dict[str, tuple[str, Command]], dest: str) -> Command:
     return run
 
 
+clients = group(CLIENT_COMMANDS, "clients_command")
 grants = group(GRANT_COMMANDS, "grants_command")
-
 
 
 # -- keys, stats, backup -----------------------------------------------------------------------
