@@ -1,5 +1,5 @@
-"""The administration commands of `mcp-oauth-bridge` (issue 11 §2): `clients list|show|disable|
-enable|delete` and `grants list|revoke`. Each works on whichever storage STORAGE_URL names, while
+"""The administration commands of `mcp-oauth-bridge` (issue 11 §2): `clients add|list|show|
+disable|enable|delete`, `grants list|revoke`, `keys`, `stats` and `backup`. Each works on whichever storage STORAGE_URL names, while
 the server runs; `--json` prints one JSON document on stdout; bad input exits 1 with a message
 on stderr (unknown id: "no client mob_client_x")."""
 
