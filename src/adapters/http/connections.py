@@ -23,7 +23,7 @@ from ...domain.errors import OAuthError
 from ...domain.ports import UpstreamIdentityError
 from ...domain.services.connections import SIGN_IN_TTL, AccountSignIn, Connection
 from ...domain.uris import redirect_destination
-from .consent_page import SELF_DECLARED, TRUSTED_BY_OPERATOR, VERIFIED_HOST
+from .consent_page import SELF_DECLARED, client_trust
 from .errors import error_page, render_page
 from .pages import cookie_name, served_over_https
 from .schemas import form_params, query_params
@@ -132,12 +132,11 @@ def _row(connection: Connection) -> dict[str, Any]:
     page's words), when, and what it may do."""
     grant, client = connection.grant, connection.client
     trust, host = SELF_DECLARED, None
-    if client is not None and client.is_operator_created:
-        trust = TRUSTED_BY_OPERATOR
-    elif client is not None and client.is_metadata_document:
-        trust, host = VERIFIED_HOST, _destination(client.client_id)
-    elif client is not None and client.redirect_uris:
-        host = _destination(client.redirect_uris[0])
+    if client is not None:
+        trust, host = client_trust(client, services().web_urls())
+        if trust == SELF_DECLARED and client.redirect_uris:
+            # As its consent page did: the host it sends people back to.
+            host = _destination(client.redirect_uris[0])
     return {
         "grant_id": grant.grant_id,
         "name": client.client_name if client is not None and client.client_name else None,

@@ -48,7 +48,8 @@ class ConsentView:
 def consent_view(prompt: ConsentPrompt, web_urls: WebUrlParser) -> ConsentView:
     client = prompt.client
     destination, scopes = prompt.destination, describe_scopes(prompt.request.scopes)
-    if client.is_operator_created:
+    trust, document_host = client_trust(client, web_urls)
+    if trust == TRUSTED_BY_OPERATOR:
         return ConsentView(
             trust=TRUSTED_BY_OPERATOR,
             client_label=client.display_name,
@@ -58,7 +59,6 @@ def consent_view(prompt: ConsentPrompt, web_urls: WebUrlParser) -> ConsentView:
             destination=destination,
             scopes=scopes,
         )
-    document_host = _document_host(client, web_urls) if client.is_metadata_document else None
     if document_host is not None:
         return ConsentView(
             trust=VERIFIED_HOST,
@@ -80,6 +80,15 @@ def consent_view(prompt: ConsentPrompt, web_urls: WebUrlParser) -> ConsentView:
         destination=destination,
         scopes=scopes,
     )
+
+
+def client_trust(client: Client, web_urls: WebUrlParser) -> tuple[str, RedirectDestination | None]:
+    """How the client is known (TRUSTED_BY_OPERATOR, VERIFIED_HOST or SELF_DECLARED) and, when
+    verified, the host its metadata document was fetched from."""
+    if client.is_operator_created:
+        return TRUSTED_BY_OPERATOR, None
+    document_host = _document_host(client, web_urls) if client.is_metadata_document else None
+    return (VERIFIED_HOST, document_host) if document_host is not None else (SELF_DECLARED, None)
 
 
 def _document_host(client: Client, web_urls: WebUrlParser) -> RedirectDestination | None:
